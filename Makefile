@@ -1,0 +1,27 @@
+# The two commands the README names: `make dev` and `make test`.
+# Both create .venv on first use and install Chime into it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: dev test lint bench clean
+
+$(BIN)/chime: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Chime needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+dev: $(BIN)/chime
+	$(BIN)/chime dev
+
+test: $(BIN)/chime
+	$(BIN)/pytest
+
+lint: $(BIN)/chime
+	$(BIN)/ruff check services shared tests
+	$(BIN)/ruff format --check services shared tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

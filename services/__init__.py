@@ -1,0 +1,1 @@
+"""Chime's services: one FastStream app per folder, plus the `chime` CLI."""

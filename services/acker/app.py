@@ -1,0 +1,60 @@
+"""Composition root of the acker: settings -> pool -> broker -> app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+from faststream import FastStream
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from services.acker.acks import apply_ack
+from shared.contracts import ActionAck, errors_from_validation
+from shared.clock import Clock
+from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
+from shared.runtime import ServiceRuntime, consumer_app
+from shared.settings import Settings
+
+__all__ = ["AckConsumer", "build_app"]
+
+
+class AckConsumer:
+    """Turns a batch of raw ack records into state events and dead letters."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime):
+        self.pool, self.clock, self.runtime = pool, clock, runtime
+        self.topics = settings.topics
+
+    async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        acks: list[ActionAck] = []
+        for record in records:
+            try:
+                acks.append(ActionAck.model_validate(orjson.loads(record.value or b"")))
+            except orjson.JSONDecodeError as exc:
+                out.append(dead_letter(record, f"not JSON: {exc}", self.topics.dlq))
+            except ValidationError as exc:
+                reason = "; ".join(f"{e.field}: {e.message}" for e in errors_from_validation(exc))
+                out.append(dead_letter(record, f"not an action.ack: {reason}", self.topics.dlq))
+        self.runtime.metrics.inc("dlq_entries", len(out), service="acker")
+        if acks:
+            out.extend(
+                await retry_forever("applying acks", lambda: self._apply(acks), self.runtime.set_dependencies_ok)
+            )
+        return out
+
+    async def _apply(self, acks: list[ActionAck]) -> list[Outgoing]:
+        out = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for ack in acks:
+                event = await apply_ack(conn, ack, self.clock.now())
+                self.runtime.metrics.inc("acks", state=ack.data.state, outcome=event["type"])
+                key = event["data"].get("scheduleId") or ack.data.action_id
+                out.append(json_message(self.topics.actions_events, event, key))
+        return out
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
+    return consumer_app("acker", settings, settings.topics.actions_acks, AckConsumer, clock)

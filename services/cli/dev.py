@@ -1,0 +1,123 @@
+"""`chime dev`: embedded PostgreSQL + Tansu + migrations + the three services, one command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from shared.embedded import EmbeddedPostgres, Tansu, port_in_use
+from shared.messaging import ensure_topics
+from shared.persistence.migrate import migrate
+from shared.settings import Settings
+
+__all__ = ["dev"]
+
+SERVICES = ("scheduler", "ticker", "acker")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    ready: set[str] = set()
+    all_ready = asyncio.Event()
+
+    async def follow(name: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line == f"chime {name}: ready":
+                ready.add(name)
+                if len(ready) == len(SERVICES):
+                    all_ready.set()
+            elif line:
+                _say(line)
+
+    followers = []
+    for name in SERVICES:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "run", name,
+            env={**env, "CHIME_HTTP_PORT": env.get("CHIME_HTTP_PORT", "0")},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        procs[name] = proc
+        followers.append(asyncio.create_task(follow(name, proc)))
+
+    async def announce() -> None:
+        await all_ready.wait()
+        _say("chime dev: ready")
+
+    announcer = asyncio.create_task(announce())
+    died = [asyncio.create_task(p.wait()) for p in procs.values()]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *died], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if stopper not in done:
+        dead = [n for n, p in procs.items() if p.returncode is not None]
+        _say(f"chime dev: {', '.join(dead)} exited unexpectedly; stopping")
+        code = 1
+    announcer.cancel()
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in procs.items():
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            _say(f"chime dev: {name} did not stop in 30 s; killing it")
+            proc.kill()
+            await proc.wait()
+    for task in (*followers, stopper):
+        task.cancel()
+    return code
+
+
+async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
+    env = dict(os.environ)
+    postgres: EmbeddedPostgres | None = None
+    broker: Tansu | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if "CHIME_DATABASE_URL" not in env:
+            if port_in_use(postgres_port):
+                _say(f"chime dev: port {postgres_port} is taken: pass --postgres-port, "
+                     "or set CHIME_DATABASE_URL to use that server")
+                return 2
+            postgres = EmbeddedPostgres(Path(data_dir) / "postgres", postgres_port)
+            await asyncio.to_thread(postgres.start)
+            env["CHIME_DATABASE_URL"] = postgres.url("chime")
+        if "CHIME_KAFKA_BOOTSTRAP_SERVERS" not in env:
+            if port_in_use(kafka_port):
+                _say(f"chime dev: port {kafka_port} is taken: pass --kafka-port, "
+                     "or set CHIME_KAFKA_BOOTSTRAP_SERVERS to use that broker")
+                return 2
+            broker = Tansu(kafka_port)
+            await asyncio.to_thread(broker.start)
+            env["CHIME_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        _say(f"CHIME_KAFKA_BOOTSTRAP_SERVERS={env['CHIME_KAFKA_BOOTSTRAP_SERVERS']}")
+        _say(f"CHIME_DATABASE_URL={env['CHIME_DATABASE_URL']}")
+        settings = Settings(
+            database_url=env["CHIME_DATABASE_URL"],
+            kafka_bootstrap_servers=env["CHIME_KAFKA_BOOTSTRAP_SERVERS"],
+        )
+        applied = await migrate(settings.database_url)
+        _say(f"chime dev: database ready ({len(applied)} migration(s) applied)")
+        await ensure_topics(settings)
+        if broker is not None:  # Tansu: short sessions keep group joins quick
+            env.setdefault("CHIME_KAFKA_SESSION_TIMEOUT_MS", "3000")
+            env.setdefault("CHIME_KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
+        return await _supervise(env, stop)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        _say("chime dev: stopped")

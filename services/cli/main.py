@@ -1,0 +1,88 @@
+"""`chime`: dev, migrate, run, preview, publish, tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+__all__ = ["main"]
+
+SERVICES = ("scheduler", "ticker", "acker")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chime", description="Event-driven scheduling on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole system locally (embedded PostgreSQL + Tansu)")
+    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--postgres-port", type=int, default=5432)
+    dev.add_argument("--data-dir", default=".chime/dev", help="where the embedded PostgreSQL keeps data")
+
+    sub.add_parser("migrate", help="create the database if needed and apply migrations")
+
+    run = sub.add_parser("run", help="run one service")
+    run.add_argument("service", choices=SERVICES)
+
+    preview = sub.add_parser("preview", help="print the next fire times of a trigger")
+    preview.add_argument("--trigger", required=True, help="trigger JSON, e.g. '{\"kind\":\"daily\",\"hours\":10}'")
+    preview.add_argument("--timezone", default="UTC")
+    preview.add_argument("--after", help="ISO-8601 instant (default: now)")
+    preview.add_argument("--count", type=int, default=5)
+
+    publish = sub.add_parser("publish", help="send a command file and print its result")
+    publish.add_argument("file", help="JSON command; '-' reads standard input")
+    publish.add_argument("--timeout", type=float, default=30.0)
+
+    tail = sub.add_parser("tail", help="print messages of a topic as they arrive")
+    tail.add_argument("topic", help="full topic name, or a short one such as actions.due")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many messages")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "preview":
+        from services.cli.preview import preview
+
+        return preview(args.trigger, args.timezone, args.after, args.count)
+    if args.command == "dev":
+        from services.cli.dev import dev
+
+        return asyncio.run(dev(args.kafka_port, args.postgres_port, args.data_dir))
+
+    from shared.runtime import configure_logging
+    from shared.settings import Settings
+
+    configure_logging()
+    settings = Settings()
+    if args.command == "migrate":
+        from shared.persistence.migrate import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"chime migrate: applied {len(applied)} migration(s)", flush=True)
+        return 0
+    if args.command == "run":
+        return _run_service(args.service, settings)
+    from services.cli import client
+
+    if args.command == "publish":
+        return asyncio.run(client.publish(settings, args.file, args.timeout))
+    return asyncio.run(client.tail(settings, args.topic, args.from_beginning, args.max))
+
+
+def _run_service(name: str, settings) -> int:  # noqa: ANN001
+    if name == "scheduler":
+        from services.scheduler.app import build_app
+    elif name == "ticker":
+        from services.ticker.app import build_app
+    else:
+        from services.acker.app import build_app
+    asyncio.run(build_app(settings).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

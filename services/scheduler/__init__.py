@@ -1,0 +1,1 @@
+"""The scheduler service: consumes `chime.commands`, owns schedules, answers every command."""

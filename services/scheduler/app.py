@@ -1,0 +1,75 @@
+"""Composition root of the scheduler: settings -> pool -> service -> broker -> app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+from faststream import FastStream
+from aiokafka import ConsumerRecord
+
+from services.scheduler.commands import apply_command, rejected_result
+from shared.contracts import ErrorItem
+from shared.clock import Clock
+from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
+from shared.runtime import ServiceRuntime, consumer_app
+from shared.settings import Settings
+
+__all__ = ["CommandConsumer", "build_app"]
+
+log = logging.getLogger("chime.scheduler")
+
+
+class CommandConsumer:
+    """Turns a batch of raw command records into results and dead letters."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime):
+        self.pool, self.clock, self.runtime = pool, clock, runtime
+        self.topics = settings.topics
+
+    async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        decoded: list[dict[str, Any]] = []
+        for record in records:
+            try:
+                body = orjson.loads(record.value or b"")
+            except orjson.JSONDecodeError as exc:
+                out.append(dead_letter(record, f"not JSON: {exc}", self.topics.dlq))
+                continue
+            if not isinstance(body, dict):
+                out.append(dead_letter(record, "a command must be a JSON object", self.topics.dlq))
+                continue
+            decoded.append(body)
+        if decoded:
+            results = await retry_forever(
+                "applying commands", lambda: self._apply(decoded), self.runtime.set_dependencies_ok
+            )
+            out.extend(results)
+        self.runtime.metrics.inc("dlq_entries", len(records) - len(decoded), service="scheduler")
+        return out
+
+    async def _apply(self, bodies: list[dict[str, Any]]) -> list[Outgoing]:
+        out = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for body in bodies:
+                now = self.clock.now()
+                try:
+                    result = await apply_command(conn, body, now)
+                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+                    raise
+                except asyncpg.PostgresError as exc:
+                    log.exception("command failed in the database")
+                    result = rejected_result(
+                        body, [ErrorItem(code="INTERNAL", message=f"database error: {exc}")], now
+                    )
+                data = result.get("data") or {}
+                key = data.get("id") or (result["meta"].get("correlationId"))
+                self.runtime.metrics.inc("commands", type=str(body.get("type"))[:64], outcome=result["type"])
+                out.append(json_message(self.topics.command_results, result, key))
+        return out
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
+    return consumer_app("scheduler", settings, settings.topics.commands, CommandConsumer, clock)

@@ -1,0 +1,89 @@
+"""Composition root of the ticker: settings -> pool + LISTEN -> Ticker -> broker -> app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+
+import asyncpg
+from faststream import FastStream
+
+from services.ticker.engine import Ticker
+from shared.clock import Clock, SystemClock
+from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
+from shared.persistence.database import connect, create_pool
+from shared.runtime import ServiceRuntime, service_app
+from shared.settings import Settings
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("chime.ticker")
+
+
+async def _listen(settings: Settings, wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """Keep a LISTEN connection open (reconnecting) and turn NOTIFYs into wake-ups."""
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await connect(settings.database_url)
+            await conn.add_listener("chime_due", lambda *_: wake.set())
+            wake.set()  # anything may have been inserted while we were not listening
+            while not stop.is_set() and not conn.is_closed():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await asyncio.sleep(1.0)
+        finally:
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
+    clock = clock or SystemClock()
+    runtime = ServiceRuntime("ticker", settings)
+    broker = build_broker(settings)
+    stop, wake = asyncio.Event(), asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    pools: list[asyncpg.Pool] = []
+    claimer = settings.ticker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    async def publish(messages: Sequence[Outgoing]) -> None:
+        await publish_all(broker, messages)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await retry_forever("creating topics", lambda: ensure_topics(settings))
+        pools.append(
+            await retry_forever(
+                "connecting to PostgreSQL",
+                lambda: create_pool(settings.database_url, settings.database_pool_size),
+            )
+        )
+        await runtime.start_http()
+        try:
+            yield
+        finally:
+            await runtime.http.stop()
+            await pools[0].close()
+
+    async def start_loops() -> None:
+        # After the broker started: the loop publishes through it.
+        ticker = Ticker(pools[0], publish, settings, clock, runtime.metrics, claimer)
+        tasks.append(asyncio.create_task(_listen(settings, wake, stop)))
+        tasks.append(asyncio.create_task(ticker.run(stop, wake, runtime.set_dependencies_ok)))
+        await runtime.mark_started()
+
+    async def drain_loops() -> None:
+        # Before the broker stops: finish the round in flight (publish + mark), then exit.
+        stop.set()
+        for task in tasks:
+            try:
+                await asyncio.wait_for(task, 30)
+            except (asyncio.CancelledError, TimeoutError):
+                log.warning("ticker loop did not drain in time")
+
+    return service_app(broker, lifespan, after_startup=[start_loops], on_shutdown=[drain_loops])

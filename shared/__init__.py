@@ -1,0 +1,1 @@
+"""Chime's shared core: contracts, schedule math, persistence and settings."""

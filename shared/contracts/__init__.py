@@ -1,0 +1,48 @@
+"""Message contracts (pydantic v2): the public surface on Kafka."""
+
+from shared.contracts.commands import (
+    COMMAND_TYPES,
+    ActionSpec,
+    CommandEnvelope,
+    CommandMeta,
+    ExplicitAction,
+    Policy,
+    ScheduleRef,
+    ScheduleSpec,
+)
+from shared.contracts.common import SCHEMA_VERSION, ErrorItem, format_instant
+from shared.contracts.errors import errors_from_validation
+from shared.contracts.events import (
+    ActionAck,
+    ActionDue,
+    ActionEvent,
+    ActionView,
+    CommandResult,
+    ResultMeta,
+    ScheduleView,
+)
+from shared.contracts.triggers import TRIGGER_KINDS, Trigger
+
+__all__ = [
+    "COMMAND_TYPES",
+    "SCHEMA_VERSION",
+    "TRIGGER_KINDS",
+    "ActionAck",
+    "ActionDue",
+    "ActionEvent",
+    "ActionSpec",
+    "ActionView",
+    "CommandEnvelope",
+    "CommandMeta",
+    "CommandResult",
+    "ErrorItem",
+    "ExplicitAction",
+    "Policy",
+    "ResultMeta",
+    "ScheduleRef",
+    "ScheduleSpec",
+    "ScheduleView",
+    "Trigger",
+    "errors_from_validation",
+    "format_instant",
+]

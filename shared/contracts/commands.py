@@ -1,0 +1,224 @@
+"""Commands on `chime.commands`: the envelope and each command's `data`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from shared.contracts.common import SCHEMA_VERSION, ContractModel, UtcInstant
+from shared.contracts.triggers import Trigger
+
+__all__ = [
+    "COMMAND_TYPES",
+    "ActionSpec",
+    "CommandEnvelope",
+    "CommandMeta",
+    "ExplicitAction",
+    "Policy",
+    "RetryPolicy",
+    "ScheduleRef",
+    "ScheduleSpec",
+]
+
+NAME_PATTERN = r"^[A-Za-z][\w\-]*$"
+ACTION_TYPE_PATTERN = r"^[A-Za-z0-9][\w.\-]*$"
+
+
+def _duration(value: str) -> str:
+    from shared.schedule.durations import parse_duration
+
+    parse_duration(value, "value")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class CommandMeta(ContractModel):
+    """Who sent a command and how to correlate its result."""
+
+    command_id: str = Field(
+        min_length=1, max_length=200, description="Unique id of this command; deduplicates.",
+        examples=["6f1c9a5e-2f43-4a55-9d0e-8f8e2f4b1a01"],
+    )
+    correlation_id: str = Field(
+        min_length=1, max_length=200, description="Echoed on the result.",
+        examples=["a1b2c3d4-e5f6-7890-abcd-ef1234567890"],
+    )
+    tenant: str = Field(
+        min_length=1, max_length=200, pattern=r"^[\w.\-:@]+$",
+        description="Owner of the schedule.", examples=["acct-12345"],
+    )
+    timestamp: UtcInstant | None = Field(
+        None, description="When the command was sent.", examples=["2026-03-10T12:00:00Z"]
+    )
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=255,
+        description="Same key within a tenant returns the original result.",
+        examples=["create-term-end-2026"],
+    )
+    schema_version: int = Field(
+        SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
+        description="Contract version the sender speaks.", examples=[SCHEMA_VERSION],
+    )
+
+
+class RetryPolicy(ContractModel):
+    """Retries of FAILED and TIMED_OUT attempts."""
+
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts in all.", examples=[3])
+    initial_backoff: Duration = Field("PT10S", description="First wait.", examples=["PT10S"])
+    multiplier: float = Field(2.0, ge=1.0, le=100.0, description="Backoff growth.", examples=[2.0])
+    max_backoff: Duration = Field("PT10M", description="Longest wait.", examples=["PT10M"])
+
+
+class Policy(ContractModel):
+    """How occurrences behave around failures and downtime."""
+
+    misfire: Literal["FIRE_ONCE", "FIRE_ALL", "SKIP"] = Field(
+        "FIRE_ONCE", description="What to do with runs missed during downtime.",
+        examples=["FIRE_ONCE"],
+    )
+    misfire_grace: Duration = Field(
+        "PT1M", description="Lateness after which an occurrence counts as misfired.",
+        examples=["PT1M"],
+    )
+    overlap: Literal["ALLOW", "SKIP", "BUFFER_ONE"] = Field(
+        "ALLOW", description="Fire while the previous occurrence still runs?", examples=["ALLOW"]
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
+    ack_timeout: Duration = Field(
+        "PT5M", description="An attempt not acknowledged in this time times out.",
+        examples=["PT5M"],
+    )
+
+
+class ActionSpec(ContractModel):
+    """What each fired occurrence asks a worker to do."""
+
+    type: str = Field(
+        min_length=1, max_length=200, pattern=ACTION_TYPE_PATTERN,
+        description="Action type, e.g. billing-run, tax-run, payment-run, import, START, STOP.",
+        examples=["billing-run"],
+    )
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="Opaque JSON handed to the worker.", examples=[{}]
+    )
+
+
+class ExplicitAction(ContractModel):
+    """A one-shot action at its own instant (seed 000's scheduledActions)."""
+
+    id: str | None = Field(
+        None, max_length=200, description="Client id of this action.",
+        examples=["f6a7b8c9-d0e1-2345-f012-3456789abcde"],
+    )
+    type: str = Field(
+        min_length=1, max_length=200, pattern=ACTION_TYPE_PATTERN,
+        description="Action type.", examples=["START"],
+    )
+    at: UtcInstant = Field(description="When to fire.", examples=["2026-03-15T08:00:00Z"])
+    description: str | None = Field(
+        None, max_length=1000, description="Free text.", examples=["Scheduled start"]
+    )
+    payload: dict[str, Any] | None = Field(
+        None, description="Payload; default: the schedule action's payload.", examples=[None]
+    )
+
+
+class ScheduleSpec(ContractModel):
+    """`data` of schedule.create: everything a schedule is."""
+
+    name: str = Field(
+        min_length=1, max_length=200, pattern=NAME_PATTERN,
+        description="Unique per tenant and namespace; no spaces.",
+        examples=["TermEndDateScheduledEvent"],
+    )
+    namespace: str = Field(
+        "default", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*$",
+        description="Grouping of names.", examples=["default"],
+    )
+    display_name: str | None = Field(
+        None, min_length=1, max_length=500, description="Human name.",
+        examples=["Term End Date Scheduled Event"],
+    )
+    description: str | None = Field(
+        None, max_length=1000, description="Free text.", examples=["Daily at 10:30"]
+    )
+    external_ref: str | None = Field(
+        None, max_length=2048, description="Your system's reference.", examples=["abc123"]
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Key/value labels copied to fired events.",
+        examples=[{"team": "billing"}],
+    )
+    trigger: Trigger | None = Field(
+        None, description="When the series fires; optional when `actions` is given."
+    )
+    actions: list[ExplicitAction] = Field(
+        default_factory=list, max_length=1000,
+        description="One-shot actions at their own instants (beside or instead of a trigger).",
+    )
+    timezone: str = Field(
+        "UTC", min_length=1, max_length=64,
+        description="IANA zone or Java short id (CST) for wall-clock triggers.",
+        examples=["Europe/London"],
+    )
+    starts_at: UtcInstant | None = Field(
+        None, description="Nothing fires before this instant.", examples=[None]
+    )
+    ends_at: UtcInstant | None = Field(
+        None, description="Nothing fires after this instant.", examples=[None]
+    )
+    max_occurrences: int | None = Field(
+        None, ge=1, description="The series ends after this many occurrences.", examples=[None]
+    )
+    enabled: bool = Field(True, description="false stores the schedule paused.", examples=[True])
+    action: ActionSpec = Field(description="What the series fires.")
+    condition: str | None = Field(
+        None, max_length=65535, description="JEXL condition (stored; see README).",
+        examples=[None],
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters of the condition.", examples=[{}]
+    )
+    policy: Policy = Field(default_factory=Policy, description="Delivery policy.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScheduleSpec:
+        if self.trigger is None and not self.actions:
+            raise ValueError("give a trigger, an actions list, or both")
+        if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
+            raise ValueError("endsAt must not be before startsAt")
+        return self
+
+
+class ScheduleRef(ContractModel):
+    """`data` of commands that address one schedule: by id, or by namespace + name."""
+
+    id: str | None = Field(None, description="Schedule id.", examples=[None])
+    namespace: str = Field("default", description="Namespace of `name`.", examples=["default"])
+    name: str | None = Field(None, description="Schedule name.", examples=["nightly-billing"])
+    expected_version: int | None = Field(
+        None, ge=1, description="Reject with CONFLICT unless the schedule has this version.",
+        examples=[None],
+    )
+
+    @model_validator(mode="after")
+    def _addressed(self) -> ScheduleRef:
+        if self.id is None and self.name is None:
+            raise ValueError("give the schedule's id, or its namespace and name")
+        return self
+
+
+COMMAND_TYPES = ("schedule.create", "schedule.get", "schedule.delete")
+
+
+class CommandEnvelope(ContractModel):
+    """Every command: `type`, `meta`, and a `data` object checked per type."""
+
+    type: str = Field(description="Command type.", examples=["schedule.create"])
+    meta: CommandMeta = Field(description="Sender and correlation.")
+    data: dict[str, Any] = Field(description="The command's body; shape depends on `type`.")

@@ -1,0 +1,78 @@
+"""Building blocks of every message: camelCase frozen models, UTC instants, the error item."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ContractModel",
+    "ErrorItem",
+    "UtcInstant",
+    "format_instant",
+]
+
+SCHEMA_VERSION = 1
+
+
+def format_instant(value: datetime) -> str:
+    """UTC ISO-8601 with `Z`, milliseconds kept only when present."""
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset, e.g. '2026-03-15T08:00:00Z'")
+    return value.astimezone(UTC)
+
+
+UtcInstant = Annotated[
+    datetime,
+    AfterValidator(_aware_utc),
+    PlainSerializer(format_instant, return_type=str, when_used="json"),
+]
+"""An aware instant; any offset is accepted and normalised to UTC; written with `Z`."""
+
+
+class ContractModel(BaseModel):
+    """Frozen, strict about unknown fields, camelCase on the wire."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ErrorItem(ContractModel):
+    """One reason a command was rejected."""
+
+    code: str = Field(
+        description="VALIDATION, NOT_FOUND, CONFLICT, FORBIDDEN, PAYLOAD_TOO_LARGE, "
+        "UNSUPPORTED or INTERNAL.",
+        examples=["VALIDATION"],
+    )
+    message: str = Field(
+        description="What is wrong and what to change.",
+        examples=["hours must be between 0 and 23 (got 24)"],
+    )
+    field: str | None = Field(
+        None, description="Dotted path of the offending field.", examples=["data.trigger.hours"]
+    )
+    detail: Any = Field(None, description="Extra machine-readable context.", examples=[None])

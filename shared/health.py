@@ -1,0 +1,82 @@
+"""A small HTTP server per service: /health/live, /health/ready and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+__all__ = ["HealthServer", "Metrics"]
+
+log = logging.getLogger("chime.health")
+
+
+class Metrics:
+    """Counters in Prometheus text format (`chime_<name>_total{labels}`)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+
+    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
+        self._counts[(name, tuple(sorted(labels.items())))] += amount
+
+    def value(self, name: str, **labels: str) -> int:
+        return self._counts[(name, tuple(sorted(labels.items())))]
+
+    def render(self) -> str:
+        lines = []
+        for (name, labels), value in sorted(self._counts.items()):
+            label_text = ",".join(f'{k}="{v}"' for k, v in labels)
+            lines.append(f"chime_{name}_total{{{label_text}}} {value}")
+        return "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    """Serves liveness, readiness (a callable) and metrics on host:port (0 = any port)."""
+
+    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Metrics) -> None:
+        self.host, self.port = host, port
+        self._ready = ready
+        self._metrics = metrics
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else "/"
+            status, body, kind = self._route(path)
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _route(self, path: str) -> tuple[str, bytes, str]:
+        if path == "/health/live":
+            return "200 OK", b'{"status":"live"}', "application/json"
+        if path == "/health/ready":
+            if self._ready():
+                return "200 OK", b'{"status":"ready"}', "application/json"
+            return "503 Service Unavailable", b'{"status":"not ready"}', "application/json"
+        if path == "/metrics":
+            return "200 OK", self._metrics.render().encode(), "text/plain; version=0.0.4"
+        return "404 Not Found", b'{"status":"not found"}', "application/json"

@@ -1,0 +1,155 @@
+"""Kafka plumbing shared by the services: broker factory, topic set-up, outgoing messages,
+dead letters, and the retry loop that keeps a consumer from losing a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from shared.settings import Settings
+
+__all__ = [
+    "Outgoing",
+    "build_broker",
+    "dead_letter",
+    "ensure_topics",
+    "json_message",
+    "publish_all",
+    "retry_forever",
+]
+
+log = logging.getLogger("chime.messaging")
+T = TypeVar("T")
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish after the transaction that produced it has committed."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+
+
+def json_message(topic: str, body: Any, key: str | None = None) -> Outgoing:
+    return Outgoing(topic, orjson.dumps(body), key.encode() if key else None)
+
+
+def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing:
+    """The original bytes, untouched, with why and where they came from in headers."""
+    return Outgoing(
+        dlq_topic,
+        record.value or b"",
+        record.key,
+        {
+            "chime-reason": reason[:1000].encode("ascii", "backslashreplace").decode(),
+            "chime-source-topic": record.topic,
+            "chime-source-partition": str(record.partition),
+            "chime-source-offset": str(record.offset),
+        },
+    )
+
+
+def build_broker(settings: Settings, **kwargs: Any) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id="chime",
+        acks="all",
+        linger_ms=1,
+        max_request_size=20 * 1024 * 1024,
+        logger=logging.getLogger("chime.kafka"),
+        **kwargs,
+    )
+
+
+async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
+    """Create Chime's topics with explicit partition counts; existing ones are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in (topics or settings.topics.all()) if t not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, settings.topic_partitions, 1) for t in wanted]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def publish_all(broker: KafkaBroker, messages: Sequence[Outgoing]) -> None:
+    """Send every message and wait for all acknowledgements (pipelined, not one by one)."""
+    if not messages:
+        return
+    futures = [
+        await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
+        for m in messages
+    ]
+    await asyncio.gather(*futures)
+
+
+async def retry_forever(
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    on_state: Callable[[bool], None] | None = None,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
+    """Run `action` until it succeeds, backing off; log once when failing, once when healed.
+
+    A consumer calls this around a batch so that an unreachable database delays the batch
+    instead of skipping it: the offset is committed only after it succeeds.
+    """
+    delay = first_delay
+    failing = False
+    while True:
+        try:
+            result = await action()
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # asyncpg's connection errors are not OSErrors
+            if not _is_transient(exc):
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            if failing:
+                log.warning("%s: recovered", what)
+                if on_state:
+                    on_state(True)
+            return result
+        if not failing:
+            log.error("%s failed, retrying with backoff: %s", what, reason)
+            failing = True
+            if on_state:
+                on_state(False)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def _is_transient(exc: Exception) -> bool:
+    import asyncpg
+
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.AdminShutdownError
+        | asyncpg.SerializationError
+        | asyncpg.DeadlockDetectedError,
+    )

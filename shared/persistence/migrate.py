@@ -1,0 +1,63 @@
+"""`chime migrate`: create the database if needed and apply numbered migrations once."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from shared.persistence.queries import migrations
+
+__all__ = ["ensure_database", "migrate"]
+
+log = logging.getLogger("chime.migrate")
+_LOCK = 0x43484D45  # "CHME": one migrator at a time
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in `url` when the server does not have it yet."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        parts = urlsplit(url)
+        name = parts.path.lstrip("/")
+        admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+async def migrate(url: str) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now."""
+    await ensure_database(url)
+    conn = await asyncpg.connect(url)
+    applied_now: list[int] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS chime_schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM chime_schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO chime_schema_migrations (version, name) VALUES ($1, $2)",
+                    version,
+                    name,
+                )
+            log.info("applied migration %04d_%s", version, name)
+            applied_now.append(version)
+    finally:
+        await conn.close()
+    return applied_now

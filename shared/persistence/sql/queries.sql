@@ -1,0 +1,126 @@
+-- Named queries. `-- name: x` starts a query; $n are asyncpg bind parameters.
+-- Queries that decide what is due take `now` as a parameter, never NOW(): the clock is injected.
+
+-- name: find_processed_command
+SELECT command_id, idempotency_key, body_hash, result
+FROM processed_commands
+WHERE tenant = $1 AND (command_id = $2 OR ($3::text IS NOT NULL AND idempotency_key = $3))
+LIMIT 1;
+
+-- name: insert_processed_command
+INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result, processed_at)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: insert_schedule
+INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
+                       ack_timeout_ms, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $9)
+RETURNING *;
+
+-- name: get_schedule_by_id
+SELECT * FROM schedules WHERE tenant = $1 AND id = $2 AND state <> 'DELETED';
+
+-- name: get_schedule_by_name
+SELECT * FROM schedules WHERE tenant = $1 AND namespace = $2 AND name = $3 AND state <> 'DELETED';
+
+-- name: set_schedule_state
+UPDATE schedules SET state = $3, version = version + 1, updated_at = $4
+WHERE tenant = $1 AND id = $2
+RETURNING *;
+
+-- name: insert_actions
+INSERT INTO actions (id, schedule_id, tenant, seq, origin, client_id, type, payload, due_at,
+                     state, created_at, updated_at)
+SELECT a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.client_id, a.type, a.payload, a.due_at,
+       'PENDING', $9, $9
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $10::jsonb[])
+     AS a(id, schedule_id, tenant, seq, origin, client_id, type, due_at, payload)
+ON CONFLICT (schedule_id, seq) DO NOTHING;
+
+-- name: cancel_pending_actions
+WITH cancelled AS (
+    UPDATE actions SET state = 'CANCELLED', version = version + 1, updated_at = $2,
+                       claimed_by = NULL, lease_until = NULL
+    WHERE schedule_id = $1 AND state = 'PENDING'
+    RETURNING id, attempt
+)
+INSERT INTO action_history (action_id, attempt, state, at, message)
+SELECT id, attempt, 'CANCELLED', $2, $3 FROM cancelled;
+
+-- name: series_position
+SELECT max(seq) AS seq, max(due_at) FILTER (WHERE origin = 'SERIES') AS due_at
+FROM actions WHERE schedule_id = $1 AND origin = 'SERIES';
+
+-- name: pending_due_times
+SELECT due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING' ORDER BY due_at LIMIT $2;
+
+-- name: recent_actions
+SELECT id, type, due_at, state, attempt, fired_at, updated_at
+FROM actions WHERE schedule_id = $1
+ORDER BY due_at DESC LIMIT $2;
+
+-- name: notify_due
+SELECT pg_notify('chime_due', '');
+
+-- name: claim_due
+-- Claim what is due (and claims whose lease ran out) in one statement, oldest first.
+WITH due AS (
+    SELECT id FROM actions
+    WHERE state = 'PENDING' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+    ORDER BY due_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE actions a
+SET claimed_by = $3, lease_until = $4
+FROM due, schedules s
+WHERE a.id = due.id AND s.id = a.schedule_id
+RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload, a.due_at, a.attempt,
+          s.name, s.namespace, s.spec, s.version AS schedule_version, s.state AS schedule_state,
+          s.created_at AS schedule_created_at, s.ack_timeout_ms;
+
+-- name: complete_schedules
+-- Schedules whose series ended and that have nothing left to fire.
+UPDATE schedules s SET state = 'COMPLETED', version = version + 1, updated_at = $2
+WHERE s.id = ANY($1::uuid[]) AND s.state = 'ACTIVE'
+  AND NOT EXISTS (SELECT 1 FROM actions a
+                  WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND a.claimed_by IS NULL);
+
+-- name: mark_dispatched
+-- After publishing: PENDING -> DISPATCHED, unless an ack already moved the row on.
+WITH marked AS (
+    UPDATE actions a
+    SET state = CASE WHEN a.state = 'PENDING' THEN 'DISPATCHED' ELSE a.state END,
+        fired_at = $2, ack_deadline = d.deadline, claimed_by = NULL, lease_until = NULL,
+        version = a.version + 1, updated_at = $2
+    FROM unnest($1::uuid[], $4::timestamptz[]) AS d(id, deadline)
+    WHERE a.id = d.id AND a.claimed_by = $3
+    RETURNING a.id, a.attempt
+)
+INSERT INTO action_history (action_id, attempt, state, at)
+SELECT id, attempt, 'DISPATCHED', $2 FROM marked;
+
+-- name: next_wake
+-- The earliest instant at which claim_due could find something.
+SELECT min(CASE WHEN lease_until IS NULL THEN due_at ELSE greatest(due_at, lease_until) END)
+FROM actions WHERE state = 'PENDING';
+
+-- name: lock_action
+SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.claimed_by, a.fired_at,
+       s.ack_timeout_ms
+FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.id = $1 AND a.tenant = $2
+FOR UPDATE OF a;
+
+-- name: update_action_state
+UPDATE actions
+SET state = $3, ack_deadline = COALESCE($4, ack_deadline), version = version + 1, updated_at = $5
+WHERE id = $1 AND version = $2;
+
+-- name: insert_history
+INSERT INTO action_history (action_id, attempt, state, at, message, output)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: action_history
+SELECT attempt, state, at, message, output FROM action_history WHERE action_id = $1 ORDER BY id;

@@ -1,0 +1,151 @@
+"""What every service process shares: logging, the health server, readiness, run()."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+from faststream import AckPolicy, FastStream
+from faststream.kafka.annotations import KafkaMessage
+
+from shared.clock import Clock, SystemClock
+from shared.health import HealthServer, Metrics
+from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
+from shared.persistence.database import create_pool
+from shared.settings import Settings
+
+__all__ = [
+    "BatchHandler",
+    "ServiceRuntime",
+    "configure_logging",
+    "consumer_app",
+    "raw_records",
+    "service_app",
+]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("scheduleId", "actionId", "correlationId", "service"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One JSON object per line on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+async def raw_records(msg: Any) -> Any:
+    """FastStream decoder that hands subscribers the raw ConsumerRecords: each service decodes
+    (and dead-letters) bytes itself, so one bad message never fails a whole batch."""
+    raw = msg.raw_message
+    return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+class ServiceRuntime:
+    """Health endpoint and readiness of one service process."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.metrics = Metrics()
+        self.started = False
+        self.dependencies_ok = True
+        self.http = HealthServer(settings.http_host, settings.http_port, self.ready, self.metrics)
+
+    def ready(self) -> bool:
+        return self.started and self.dependencies_ok
+
+    def set_dependencies_ok(self, ok: bool) -> None:
+        self.dependencies_ok = ok
+
+    async def start_http(self) -> None:
+        port = await self.http.start()
+        # Parsed by `chime dev`; also tells an operator where to look.
+        print(f"chime {self.name}: http://{self.settings.http_host}:{port}", flush=True)
+
+    async def mark_started(self) -> None:
+        self.started = True
+        logging.getLogger(f"chime.{self.name}").info("%s is consuming", self.name)
+        print(f"chime {self.name}: ready", flush=True)
+
+
+class BatchHandler(Protocol):
+    async def handle(self, records: list[Any]) -> list[Outgoing]: ...
+
+
+def consumer_app(
+    name: str,
+    settings: Settings,
+    topic: str,
+    make_handler: Callable[[asyncpg.Pool, Settings, Clock, ServiceRuntime], BatchHandler],
+    clock: Clock | None = None,
+) -> FastStream:
+    """A FastStream app with one batch subscriber on `topic`, group `chime-<name>`.
+
+    The handler applies a batch in one transaction and returns what to publish; offsets are
+    committed only after that transaction committed and every message was acknowledged.
+    """
+    clock = clock or SystemClock()
+    runtime = ServiceRuntime(name, settings)
+    broker = build_broker(settings)
+    holder: dict[str, BatchHandler] = {}
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await retry_forever("creating topics", lambda: ensure_topics(settings))
+        pool = await retry_forever(
+            "connecting to PostgreSQL",
+            lambda: create_pool(settings.database_url, settings.database_pool_size),
+        )
+        holder["handler"] = make_handler(pool, settings, clock, runtime)
+        await runtime.start_http()
+        try:
+            yield
+        finally:
+            await runtime.http.stop()
+            await pool.close()
+
+    @broker.subscriber(
+        topic,
+        group_id=f"chime-{name}",
+        batch=True,
+        max_records=settings.consumer_batch_size,
+        batch_timeout_ms=settings.consumer_batch_timeout_ms,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        ack_policy=AckPolicy.MANUAL,
+        decoder=raw_records,
+    )
+    async def on_batch(records: Any, msg: KafkaMessage) -> None:
+        out = await holder["handler"].handle(records)
+        await publish_all(broker, out)
+        await msg.ack()
+
+    return service_app(broker, lifespan, after_startup=[runtime.mark_started])
+
+
+def service_app(broker: Any, lifespan: Any, **hooks: Any) -> FastStream:
+    """A FastStream app that logs through Chime's JSON logging."""
+    return FastStream(broker, lifespan=lifespan, logger=logging.getLogger("chime.app"), **hooks)

@@ -1,0 +1,48 @@
+"""The action state machine (pure): what an ack does to an occurrence.
+
+    PENDING -> DISPATCHED -> RUNNING -> SUCCEEDED | FAILED
+    (+ SKIPPED, CANCELLED, TIMED_OUT)
+
+An ack may go straight from DISPATCHED to SUCCEEDED or FAILED; RUNNING is optional and
+renews the deadline. An ack can arrive before the ticker has marked its publish (the row is
+still PENDING but claimed): it is applied. Duplicate, stale and unknown acks change nothing
+and are reported with a reason, never raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TERMINAL", "AckDecision", "decide_ack"]
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED"})
+_ACKABLE = frozenset({"DISPATCHED", "RUNNING"})
+
+
+@dataclass(frozen=True)
+class AckDecision:
+    apply: bool
+    new_state: str | None = None
+    reason: str | None = None  # why nothing changed: DUPLICATE, STALE, ...
+    renew_deadline: bool = False
+
+
+def decide_ack(
+    state: str, attempt: int, in_flight: bool, ack_state: str, ack_attempt: int
+) -> AckDecision:
+    """`in_flight`: the attempt was published (claimed or fired), so it can be acknowledged."""
+    if ack_attempt < attempt:
+        return AckDecision(False, reason=f"STALE: attempt {ack_attempt} was superseded by attempt {attempt}")
+    if ack_attempt > attempt:
+        return AckDecision(False, reason=f"UNKNOWN_ATTEMPT: attempt {ack_attempt} was never fired (current {attempt})")
+    if state in TERMINAL:
+        if state == ack_state:
+            return AckDecision(False, reason=f"DUPLICATE: already {state}")
+        return AckDecision(False, reason=f"STALE: already {state}, {ack_state} ignored")
+    if state == "TIMED_OUT":
+        return AckDecision(False, reason="STALE: the attempt timed out before this ack")
+    if state == "PENDING" and not in_flight:
+        return AckDecision(False, reason="NOT_DISPATCHED: this occurrence has not fired yet")
+    if state in _ACKABLE or state == "PENDING":
+        return AckDecision(True, new_state=ack_state, renew_deadline=ack_state == "RUNNING")
+    return AckDecision(False, reason=f"STALE: state {state} does not accept acks")

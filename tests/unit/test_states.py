@@ -1,0 +1,35 @@
+"""The action state machine, as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.states import decide_ack
+
+
+@pytest.mark.parametrize(
+    ("state", "attempt", "in_flight", "ack", "ack_attempt", "applies", "new_state", "reason"),
+    [
+        ("DISPATCHED", 1, True, "RUNNING", 1, True, "RUNNING", None),
+        ("DISPATCHED", 1, True, "SUCCEEDED", 1, True, "SUCCEEDED", None),
+        ("DISPATCHED", 1, True, "FAILED", 1, True, "FAILED", None),
+        ("RUNNING", 1, True, "RUNNING", 1, True, "RUNNING", None),
+        ("RUNNING", 1, True, "SUCCEEDED", 1, True, "SUCCEEDED", None),
+        ("PENDING", 1, True, "SUCCEEDED", 1, True, "SUCCEEDED", None),  # ack raced the mark
+        ("PENDING", 1, False, "SUCCEEDED", 1, False, None, "NOT_DISPATCHED"),
+        ("SUCCEEDED", 1, True, "SUCCEEDED", 1, False, None, "DUPLICATE"),
+        ("SUCCEEDED", 1, True, "RUNNING", 1, False, None, "STALE"),
+        ("FAILED", 1, True, "SUCCEEDED", 1, False, None, "STALE"),
+        ("DISPATCHED", 2, True, "SUCCEEDED", 1, False, None, "STALE"),
+        ("DISPATCHED", 1, True, "SUCCEEDED", 2, False, None, "UNKNOWN_ATTEMPT"),
+        ("TIMED_OUT", 1, True, "SUCCEEDED", 1, False, None, "STALE"),
+        ("CANCELLED", 1, False, "RUNNING", 1, False, None, "STALE"),
+    ],
+)
+def test_ack_transitions(state, attempt, in_flight, ack, ack_attempt, applies, new_state, reason) -> None:  # noqa: ANN001
+    decision = decide_ack(state, attempt, in_flight, ack, ack_attempt)
+    assert decision.apply is applies
+    assert decision.new_state == new_state
+    if reason:
+        assert decision.reason is not None and decision.reason.startswith(reason)
+    assert decision.renew_deadline is (applies and ack == "RUNNING")
