@@ -1,0 +1,140 @@
+"""The three services as OS processes, and a plain Kafka client to talk to them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.messaging import ensure_topics
+from shared.settings import Settings
+
+SERVICES = ("scheduler", "ticker", "acker")
+
+
+@dataclass
+class Received:
+    value: Any
+    raw: bytes
+    headers: dict[str, str]
+    key: bytes | None
+    at: float  # wall-clock seconds when the test received it
+
+
+@dataclass
+class Bus:
+    """Publishes to Chime's topics and records everything Chime publishes."""
+
+    settings: Settings
+    producer: AIOKafkaProducer
+    received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, topic: str, value: bytes | dict, key: bytes | None = None) -> None:
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        await self.producer.send_and_wait(topic, raw, key=key)
+
+    async def wait_for(self, topic: str, match: Callable[[Received], bool], count: int = 1,
+                       timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.received[topic] if match(r)]
+            if len(found) >= count:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(found)}/{count} matching messages on {topic} within {timeout} s")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+
+async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
+    async for record in consumer:
+        try:
+            value = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            value = None
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        bus.received[record.topic].append(Received(value, record.value, headers, record.key, time.time()))
+        bus.changed.set()
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
+    await ensure_topics(settings)
+    from shared.persistence.migrate import migrate
+
+    await migrate(settings.database_url)  # a no-op on the test database: proves idempotence
+    env = {
+        **os.environ,
+        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        "CHIME_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "CHIME_HTTP_PORT": "0",
+    }
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    for name in SERVICES:
+        procs[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "run", name,
+            env=env, stdout=asyncio.subprocess.PIPE,
+        )
+
+    async def ready(name: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            if line.decode().strip() == f"chime {name}: ready":
+                return
+        raise AssertionError(f"{name} exited before it was ready (code {await proc.wait()})")
+
+    await asyncio.wait_for(asyncio.gather(*(ready(n, p) for n, p in procs.items())), 90)
+    drains = [asyncio.create_task(_drain(p)) for p in procs.values()]
+    yield procs
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = {name: await asyncio.wait_for(proc.wait(), 60) for name, proc in procs.items()}
+    for task in drains:
+        task.cancel()
+    assert codes == dict.fromkeys(SERVICES, 0), f"services did not stop cleanly: {codes}"
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    async for _ in proc.stdout:
+        pass
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    topics = settings.topics
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    consumer = AIOKafkaConsumer(
+        topics.command_results, topics.actions_due, topics.actions_events, topics.dlq,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await ensure_topics(settings)
+    await producer.start()
+    await consumer.start()
+    the_bus = Bus(settings, producer)
+    collector = asyncio.create_task(_collect(consumer, the_bus))
+    yield the_bus
+    collector.cancel()
+    await consumer.stop()
+    await producer.stop()

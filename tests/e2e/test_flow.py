@@ -1,0 +1,128 @@
+"""Walk the foundation issue's points 2-5 against the services running as OS processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from shared.contracts import ActionDue, CommandResult, format_instant
+from tests.e2e.conftest import Bus, Received
+
+pytestmark = pytest.mark.e2e
+
+
+def command(kind: str, data: dict, tenant: str = "acct-e2e") -> dict:
+    return {"type": kind, "data": data,
+            "meta": {"commandId": str(uuid.uuid4()), "correlationId": str(uuid.uuid4()), "tenant": tenant}}
+
+
+def iso(t: datetime) -> str:
+    return format_instant(t.replace(microsecond=0))
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def create(bus: Bus, data: dict) -> dict:
+    body = command("schedule.create", data)
+    await bus.send(bus.settings.topics.commands, body)
+    [result] = await bus.wait_for(
+        bus.settings.topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
+    )
+    CommandResult.model_validate(result.value)
+    return result.value
+
+
+async def test_whole_flow(services, bus: Bus, settings) -> None:  # noqa: ANN001
+    topics = settings.topics
+    now = datetime.now(UTC)
+    minute = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    action = {"type": "billing-run", "payload": {"run": 1}}
+
+    # 2. create -> schedule.created with the same correlationId, id, scheduledFor, nextFireTimes
+    once = await create(bus, {"name": "once", "trigger": {"kind": "once", "at": iso(now + timedelta(seconds=3))}, "action": action})
+    assert once["type"] == "schedule.created", once
+    assert once["data"]["scheduledFor"] == iso(now + timedelta(seconds=3))
+    interval = await create(bus, {"name": "every-second", "maxOccurrences": 3,
+                                  "trigger": {"kind": "interval", "every": "PT1S"}, "action": action})
+    cron = await create(bus, {"name": "cron", "trigger": {"kind": "cron", "expression": "* * * * *"}, "action": action})
+    assert cron["data"]["scheduledFor"] == iso(minute) and len(cron["data"]["nextFireTimes"]) == 5
+    daily = await create(bus, {"name": "daily", "timezone": "UTC", "action": action,
+                               "trigger": {"kind": "daily", "hours": minute.hour, "minutes": minute.minute}})
+    assert daily["data"]["cronExpression"] == f"0 {minute.minute} {minute.hour} ? * *"
+    start, stop = now + timedelta(seconds=4), now + timedelta(seconds=5)
+    window = await create(bus, {"name": "peak", "action": action, "startsAt": iso(now), "endsAt": iso(stop + timedelta(seconds=1)),
+                                "actions": [{"type": "START", "at": iso(start)}, {"type": "STOP", "at": iso(stop)}]})
+
+    # 5. bad input: a rejection naming the field, non-JSON bytes to the DLQ; nothing stalls
+    bad = command("schedule.create", {"name": "bad", "trigger": {"kind": "daily", "hours": 24, "minutes": 0}, "action": action})
+    await bus.send(topics.commands, bad)
+    await bus.send(topics.commands, b"\xff\xfe not json {")
+    [rejected] = await bus.wait_for(topics.command_results,
+                                    lambda r: r.value["meta"]["correlationId"] == bad["meta"]["correlationId"])
+    assert rejected.value["type"] == "command.rejected"
+    assert rejected.value["errors"][0]["field"] == "data.trigger.hours"
+    [dead] = await bus.wait_for(topics.dlq, lambda r: r.raw == b"\xff\xfe not json {")
+    assert dead.headers["chime-reason"].startswith("not JSON")
+    assert dead.headers["chime-source-topic"] == topics.commands
+    after_bad = await create(bus, {"name": "after-bad", "trigger": {"kind": "daily", "hours": 3}, "action": action})
+    assert after_bad["type"] == "schedule.created"
+
+    # 3. action.due within a second of dueAt, never early, for every kind
+    def due_of(schedule: dict) -> Callable[[Received], bool]:
+        return lambda r: r.value["data"]["scheduleId"] == schedule["data"]["id"]
+
+    due = topics.actions_due
+    [once_due] = await bus.wait_for(due, due_of(once), timeout=15)
+    interval_due = await bus.wait_for(due, due_of(interval), count=3, timeout=15)
+    window_due = await bus.wait_for(due, due_of(window), count=2, timeout=15)
+    [cron_due] = await bus.wait_for(due, due_of(cron), timeout=75)
+    [daily_due] = await bus.wait_for(due, due_of(daily), timeout=15)
+    fired: list[Received] = [once_due, *interval_due, *window_due, cron_due, daily_due]
+    for event in fired:
+        ActionDue.model_validate(event.value)
+        due_at = parse(event.value["data"]["dueAt"]).timestamp()
+        assert event.at >= due_at, "fired early"
+        assert event.at - due_at < 1.0, f"{event.at - due_at:.3f} s late"
+    assert [e.value["data"]["type"] for e in window_due] == ["START", "STOP"]
+    assert parse(cron_due.value["data"]["dueAt"]) == minute
+    assert once_due.value["data"]["payload"] == {"run": 1}
+
+    # maxOccurrences ends the series: no 4th interval occurrence, schedule completed
+    db = await asyncpg.connect(settings.database_url)
+    try:
+        assert await db.fetchval("SELECT count(*) FROM actions WHERE schedule_id = $1",
+                                 uuid.UUID(interval["data"]["id"])) == 3
+        assert await db.fetchval("SELECT state FROM schedules WHERE id = $1",
+                                 uuid.UUID(interval["data"]["id"])) == "COMPLETED"
+
+        # 4. acks: RUNNING then SUCCEEDED, stored and announced
+        # Acks are keyed by schedule id, like everything else, so they stay in order.
+        action_id = once_due.value["data"]["actionId"]
+        key = once["data"]["id"].encode()
+        for state in ("RUNNING", "SUCCEEDED"):
+            await bus.send(topics.actions_acks, {"type": "action.ack", "meta": {"tenant": "acct-e2e"},
+                                                 "data": {"actionId": action_id, "attempt": 1, "state": state}}, key)
+        changes = await bus.wait_for(
+            topics.actions_events,
+            lambda r: r.value["data"]["actionId"] == action_id and r.value["type"] == "action.state-changed",
+            count=2,
+        )
+        assert [c.value["data"]["state"] for c in changes] == ["RUNNING", "SUCCEEDED"]
+        assert await db.fetchval("SELECT state FROM actions WHERE id = $1", uuid.UUID(action_id)) == "SUCCEEDED"
+    finally:
+        await db.close()
+
+    # a malformed ack goes to the DLQ with its reason; the acker keeps serving
+    await bus.send(topics.actions_acks, {"type": "action.ack", "data": {"state": "MAYBE"}})
+    [bad_ack] = await bus.wait_for(topics.dlq, lambda r: r.headers.get("chime-source-topic") == topics.actions_acks)
+    assert "not an action.ack" in bad_ack.headers["chime-reason"]
+    await bus.send(topics.actions_acks, {"type": "action.ack", "meta": {"tenant": "acct-e2e"},
+                                         "data": {"actionId": action_id, "attempt": 1, "state": "SUCCEEDED"}}, key)
+    await bus.wait_for(topics.actions_events, lambda r: r.value["type"] == "action.ack-ignored")

@@ -1,0 +1,188 @@
+"""The ticker on real PostgreSQL under a settable clock: it fires what preview promised."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+import pytest
+
+from services.acker.acks import apply_ack
+from services.cli.preview import preview_times
+from services.ticker.engine import Ticker
+from shared.clock import SettableClock
+from shared.contracts import ActionAck, ActionDue
+from shared.messaging import Outgoing
+from shared.persistence.database import create_pool
+from shared.settings import Settings
+from tests.integration.helpers import command, run, schedule
+
+START = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+
+
+class Collector:
+    """The ticker's publish port, recording instead of sending (the broker is tested e2e)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def __call__(self, messages: Sequence[Outgoing]) -> None:
+        for m in messages:
+            event = orjson.loads(m.value)
+            ActionDue.model_validate(event)  # every event honours the contract
+            self.events.append(event)
+
+
+@pytest.fixture
+async def pool(database_url: str):  # noqa: ANN201
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
+
+
+def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **overrides) -> Ticker:  # noqa: ANN003
+    settings = Settings(topic_prefix="chime.", **overrides)
+    return Ticker(pool, sink, settings, clock, claimer=f"t-{uuid.uuid4().hex[:6]}")
+
+
+async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
+    """Jump the clock from due time to due time, ticking at each: exact, no sleeps."""
+    while True:
+        await ticker.tick()
+        nxt = await ticker.next_wake()
+        if nxt is None or nxt > until:
+            return
+        clock.set(max(nxt, clock.now()))
+
+
+@pytest.mark.parametrize(
+    ("trigger", "zone"),
+    [
+        ({"kind": "daily", "hours": 1, "minutes": 30}, "Europe/London"),
+        ({"kind": "cron", "expression": "30 * * * *"}, "Europe/London"),
+        ({"kind": "cron", "expression": "*/20 1-2 * * *"}, "America/New_York"),
+        ({"kind": "interval", "every": "PT45M"}, "Europe/London"),
+    ],
+)
+async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    created = await run(db, command("schedule.create", schedule(trigger=trigger, timezone=zone)), clock.now())
+    assert created["type"] == "schedule.created", created
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    until = START + timedelta(days=14)  # spans the London and New York fall-backs
+    await drive(ticker, clock, until)
+    fired = [e["data"]["dueAt"] for e in sink.events]
+    promised = preview_times(orjson.dumps(trigger).decode(), zone, START, len(fired) + 1)
+    assert len(fired) >= 10
+    assert fired == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in promised[: len(fired)]]
+    for event in sink.events:  # never early
+        assert event["data"]["firedAt"] >= event["data"]["dueAt"]
+        assert event["meta"]["eventId"] == f"{event['data']['actionId']}:1"
+        assert event["data"]["idempotencyKey"] == f"{event['data']['scheduleId']}/{event['data']['dueAt']}"
+
+
+async def test_max_occurrences_ends_series_and_completes(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    data = schedule(trigger={"kind": "interval", "every": "PT1M"}, maxOccurrences=3)
+    created = (await run(db, command("schedule.create", data), clock.now()))["data"]
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(hours=1))
+    assert len(sink.events) == 3
+    assert await db.fetchval("SELECT state FROM schedules WHERE id = $1", uuid.UUID(created["id"])) == "COMPLETED"
+
+
+async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(datetime(2026, 3, 15, 7, 0, tzinfo=UTC))
+    data = schedule(
+        "peak", startsAt="2026-03-15T08:00:00Z", endsAt="2026-03-15T20:00:00Z",
+        actions=[{"type": "START", "at": "2026-03-15T08:00:00Z", "payload": {"replicas": 5}},
+                 {"type": "STOP", "at": "2026-03-15T20:00:00Z"}],
+    )
+    await run(db, command("schedule.create", data), clock.now())
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, datetime(2026, 3, 16, tzinfo=UTC))
+    assert [(e["data"]["type"], e["data"]["dueAt"]) for e in sink.events] == [
+        ("START", "2026-03-15T08:00:00Z"), ("STOP", "2026-03-15T20:00:00Z"),
+    ]
+    assert sink.events[0]["data"]["payload"] == {"replicas": 5}
+    assert sink.events[1]["data"]["payload"] == {"k": 1}  # the schedule's action payload
+
+
+async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    await run(db, command("schedule.create", schedule(trigger={"kind": "cron", "expression": "*/10 * * * *"})), clock.now())
+    clock.set(START + timedelta(minutes=35))  # the ticker was down for three due times
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    assert [e["data"]["dueAt"] for e in sink.events] == ["2026-10-24T12:10:00Z"]
+    assert await ticker.next_wake() == START + timedelta(minutes=40)
+
+
+async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    for i in range(300):
+        await run(db, command("schedule.create", schedule(f"s{i}", trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+    clock.set(START + timedelta(seconds=1))
+    sink = Collector()
+    first, second = make_ticker(pool, clock, sink, ticker_batch_size=50), make_ticker(pool, clock, sink, ticker_batch_size=50)
+    import asyncio
+
+    while sum(await asyncio.gather(first.tick(), second.tick())):
+        pass
+    ids = [e["data"]["actionId"] for e in sink.events]
+    assert len(ids) == 300 and len(set(ids)) == 300
+
+
+async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    await run(db, command("schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+    clock.set(START + timedelta(seconds=1))
+
+    async def crash(messages: Sequence[Outgoing]) -> None:
+        raise ConnectionError("ticker died while publishing")
+
+    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
+    crashed.publish = crash
+    with pytest.raises(ConnectionError):
+        await crashed.tick()
+    sink = Collector()
+    survivor = make_ticker(pool, clock, sink)
+    assert await survivor.tick() == 0  # still leased
+    clock.advance(timedelta(seconds=31))
+    assert await survivor.tick() == 1
+    assert sink.events[0]["meta"]["eventId"].endswith(":1")
+
+
+async def test_ack_flow_updates_state_and_history(db, pool) -> None:  # noqa: ANN001
+    clock = SettableClock(START)
+    await run(db, command("schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+    clock.set(START + timedelta(seconds=1))
+    sink = Collector()
+    await make_ticker(pool, clock, sink).tick()
+    action_id = sink.events[0]["data"]["actionId"]
+
+    def ack(state: str, attempt: int = 1, tenant: str = "acct-1") -> ActionAck:
+        return ActionAck.model_validate({"type": "action.ack", "meta": {"tenant": tenant},
+                                         "data": {"actionId": action_id, "attempt": attempt, "state": state}})
+
+    async def apply(a: ActionAck) -> dict:
+        async with db.transaction():
+            return await apply_ack(db, a, clock.now())
+
+    running = await apply(ack("RUNNING"))
+    assert (running["type"], running["data"]["state"], running["data"]["previousState"]) == (
+        "action.state-changed", "RUNNING", "DISPATCHED")
+    deadline = await db.fetchval("SELECT ack_deadline FROM actions WHERE id = $1", uuid.UUID(action_id))
+    assert deadline == clock.now() + timedelta(minutes=5)
+    assert (await apply(ack("SUCCEEDED")))["data"]["state"] == "SUCCEEDED"
+    duplicate = await apply(ack("SUCCEEDED"))
+    assert duplicate["type"] == "action.ack-ignored" and duplicate["data"]["reason"].startswith("DUPLICATE")
+    foreign = await apply(ack("FAILED", tenant="acct-2"))
+    assert foreign["data"]["reason"].startswith("UNKNOWN_ACTION")
+    history = [r["state"] for r in await db.fetch("SELECT state FROM action_history WHERE action_id = $1 ORDER BY id", uuid.UUID(action_id))]
+    assert history == ["DISPATCHED", "RUNNING", "SUCCEEDED"]
