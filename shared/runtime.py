@@ -53,7 +53,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("chime.kafka").setLevel(logging.WARNING)  # FastStream logs every message at INFO
+    logging.getLogger("chime.kafka").setLevel(
+        logging.WARNING
+    )  # FastStream logs every message at INFO
 
 
 async def raw_records(msg: Any) -> Any:

@@ -32,9 +32,14 @@ def decide_ack(
 ) -> AckDecision:
     """`in_flight`: the attempt was published (claimed or fired), so it can be acknowledged."""
     if ack_attempt < attempt:
-        return AckDecision(False, reason=f"STALE: attempt {ack_attempt} was superseded by attempt {attempt}")
+        return AckDecision(
+            False, reason=f"STALE: attempt {ack_attempt} was superseded by attempt {attempt}"
+        )
     if ack_attempt > attempt:
-        return AckDecision(False, reason=f"UNKNOWN_ATTEMPT: attempt {ack_attempt} was never fired (current {attempt})")
+        return AckDecision(
+            False,
+            reason=f"UNKNOWN_ATTEMPT: attempt {ack_attempt} was never fired (current {attempt})",
+        )
     if state in TERMINAL:
         if state == ack_state:
             return AckDecision(False, reason=f"DUPLICATE: already {state}")

@@ -67,7 +67,9 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 def settings(database_url: str, kafka: tuple[str, bool]) -> Settings:
     """Settings for one test: its own database and its own topic prefix."""
     servers, is_tansu = kafka
-    short = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 1000} if is_tansu else {}
+    short = (
+        {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 1000} if is_tansu else {}
+    )
     return Settings(
         database_url=database_url,
         kafka_bootstrap_servers=servers,

@@ -36,8 +36,12 @@ def docker_available() -> bool:
 class PostgresHandle:
     """A server URL (admin database), plus stop/start when this session owns the server."""
 
-    def __init__(self, url: str, stop: Callable[[], None] | None = None,
-                 start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        stop: Callable[[], None] | None = None,
+        start: Callable[[], None] | None = None,
+    ) -> None:
         self.url = url
         self.stop = stop
         self.start = start

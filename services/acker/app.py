@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import orjson
-from faststream import FastStream
 from aiokafka import ConsumerRecord
+from faststream import FastStream
 from pydantic import ValidationError
 
 from services.acker.acks import apply_ack
-from shared.contracts import ActionAck, errors_from_validation
 from shared.clock import Clock
+from shared.contracts import ActionAck, errors_from_validation
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
 from shared.runtime import ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -23,7 +21,9 @@ __all__ = ["AckConsumer", "build_app"]
 class AckConsumer:
     """Turns a batch of raw ack records into state events and dead letters."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime):
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime
+    ):
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
 
@@ -41,7 +41,9 @@ class AckConsumer:
         self.runtime.metrics.inc("dlq_entries", len(out), service="acker")
         if acks:
             out.extend(
-                await retry_forever("applying acks", lambda: self._apply(acks), self.runtime.set_dependencies_ok)
+                await retry_forever(
+                    "applying acks", lambda: self._apply(acks), self.runtime.set_dependencies_ok
+                )
             )
         return out
 

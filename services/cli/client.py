@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -15,16 +14,15 @@ from shared.settings import Settings
 __all__ = ["publish", "tail"]
 
 
-async def publish(settings: Settings, file: str, timeout: float) -> int:
+async def publish(settings: Settings, text: str, source: str, wait_seconds: float) -> int:
     """Send one command, wait for the result with its correlationId, print it.
 
     Exit 0 when applied, 1 when rejected, 2 on bad input or no result in time.
     """
-    text = sys.stdin.read() if file == "-" else Path(file).read_text()
     try:
         command = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        print(f"chime publish: {file} is not JSON: {exc}", file=sys.stderr)
+        print(f"chime publish: {source} is not JSON: {exc}", file=sys.stderr)
         return 2
     meta = command.setdefault("meta", {})
     meta.setdefault("commandId", str(uuid.uuid4()))
@@ -43,7 +41,7 @@ async def publish(settings: Settings, file: str, timeout: float) -> int:
     try:
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
         await producer.send_and_wait(topics.commands, orjson.dumps(command))
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
@@ -52,7 +50,7 @@ async def publish(settings: Settings, file: str, timeout: float) -> int:
                     if result.get("meta", {}).get("correlationId") == meta["correlationId"]:
                         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
                         return 1 if result.get("type") == "command.rejected" else 0
-        print(f"chime publish: no result within {timeout} s", file=sys.stderr)
+        print(f"chime publish: no result within {wait_seconds} s", file=sys.stderr)
         return 2
     finally:
         await producer.stop()
@@ -77,7 +75,11 @@ async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int)
             except orjson.JSONDecodeError:
                 value = (record.value or b"").decode("utf-8", "replace")
             headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-            line = {"topic": record.topic, "key": (record.key or b"").decode("utf-8", "replace"), "value": value}
+            line = {
+                "topic": record.topic,
+                "key": (record.key or b"").decode("utf-8", "replace"),
+                "value": value,
+            }
             if headers:
                 line["headers"] = headers
             print(orjson.dumps(line).decode(), flush=True)

@@ -41,7 +41,11 @@ async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
     followers = []
     for name in SERVICES:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "run", name,
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "run",
+            name,
             env={**env, "CHIME_HTTP_PORT": env.get("CHIME_HTTP_PORT", "0")},
             stdout=asyncio.subprocess.PIPE,
         )
@@ -88,16 +92,20 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
     try:
         if "CHIME_DATABASE_URL" not in env:
             if port_in_use(postgres_port):
-                _say(f"chime dev: port {postgres_port} is taken: pass --postgres-port, "
-                     "or set CHIME_DATABASE_URL to use that server")
+                _say(
+                    f"chime dev: port {postgres_port} is taken: pass --postgres-port, "
+                    "or set CHIME_DATABASE_URL to use that server"
+                )
                 return 2
             postgres = EmbeddedPostgres(Path(data_dir) / "postgres", postgres_port)
             await asyncio.to_thread(postgres.start)
             env["CHIME_DATABASE_URL"] = postgres.url("chime")
         if "CHIME_KAFKA_BOOTSTRAP_SERVERS" not in env:
             if port_in_use(kafka_port):
-                _say(f"chime dev: port {kafka_port} is taken: pass --kafka-port, "
-                     "or set CHIME_KAFKA_BOOTSTRAP_SERVERS to use that broker")
+                _say(
+                    f"chime dev: port {kafka_port} is taken: pass --kafka-port, "
+                    "or set CHIME_KAFKA_BOOTSTRAP_SERVERS to use that broker"
+                )
                 return 2
             broker = Tansu(kafka_port)
             await asyncio.to_thread(broker.start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -18,7 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole system locally (embedded PostgreSQL + Tansu)")
     dev.add_argument("--kafka-port", type=int, default=9092)
     dev.add_argument("--postgres-port", type=int, default=5432)
-    dev.add_argument("--data-dir", default=".chime/dev", help="where the embedded PostgreSQL keeps data")
+    dev.add_argument(
+        "--data-dir", default=".chime/dev", help="where the embedded PostgreSQL keeps data"
+    )
 
     sub.add_parser("migrate", help="create the database if needed and apply migrations")
 
@@ -26,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("service", choices=SERVICES)
 
     preview = sub.add_parser("preview", help="print the next fire times of a trigger")
-    preview.add_argument("--trigger", required=True, help="trigger JSON, e.g. '{\"kind\":\"daily\",\"hours\":10}'")
+    preview.add_argument(
+        "--trigger", required=True, help='trigger JSON, e.g. \'{"kind":"daily","hours":10}\''
+    )
     preview.add_argument("--timezone", default="UTC")
     preview.add_argument("--after", help="ISO-8601 instant (default: now)")
     preview.add_argument("--count", type=int, default=5)
@@ -69,11 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     from services.cli import client
 
     if args.command == "publish":
-        return asyncio.run(client.publish(settings, args.file, args.timeout))
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        except OSError as exc:
+            print(f"chime publish: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        return asyncio.run(client.publish(settings, text, args.file, args.timeout))
     return asyncio.run(client.tail(settings, args.topic, args.from_beginning, args.max))
 
 
-def _run_service(name: str, settings) -> int:  # noqa: ANN001
+def _run_service(name: str, settings) -> int:
     if name == "scheduler":
         from services.scheduler.app import build_app
     elif name == "ticker":

@@ -7,12 +7,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from faststream import FastStream
 from aiokafka import ConsumerRecord
+from faststream import FastStream
 
 from services.scheduler.commands import apply_command, rejected_result
-from shared.contracts import ErrorItem
 from shared.clock import Clock
+from shared.contracts import ErrorItem
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
 from shared.runtime import ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -25,7 +25,9 @@ log = logging.getLogger("chime.scheduler")
 class CommandConsumer:
     """Turns a batch of raw command records into results and dead letters."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime):
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, clock: Clock, runtime: ServiceRuntime
+    ):
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
 
@@ -66,7 +68,9 @@ class CommandConsumer:
                     )
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
-                self.runtime.metrics.inc("commands", type=str(body.get("type"))[:64], outcome=result["type"])
+                self.runtime.metrics.inc(
+                    "commands", type=str(body.get("type"))[:64], outcome=result["type"]
+                )
                 out.append(json_message(self.topics.command_results, result, key))
         return out
 

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 from shared.contracts import (
     COMMAND_TYPES,
     CommandEnvelope,
@@ -26,7 +27,6 @@ from shared.contracts import (
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
-from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 
 __all__ = ["PAYLOAD_LIMIT", "CommandError", "apply_command", "rejected_result"]
 
@@ -49,7 +49,9 @@ class CommandError(Exception):
         self.items = list(items)
 
     @classmethod
-    def of(cls, code: str, message: str, field: str | None = None, detail: Any = None) -> CommandError:
+    def of(
+        cls, code: str, message: str, field: str | None = None, detail: Any = None
+    ) -> CommandError:
         return cls(ErrorItem(code=code, message=message, field=field, detail=detail))
 
 
@@ -69,7 +71,9 @@ def _meta(raw: dict[str, Any], now: datetime) -> ResultMeta:
 
 
 def rejected_result(raw: dict[str, Any], errors: list[ErrorItem], now: datetime) -> dict[str, Any]:
-    return CommandResult(type="command.rejected", meta=_meta(raw, now), data=None, errors=errors).to_wire()
+    return CommandResult(
+        type="command.rejected", meta=_meta(raw, now), data=None, errors=errors
+    ).to_wire()
 
 
 def _parse(model: type[M], data: dict[str, Any]) -> M:
@@ -84,7 +88,9 @@ def _body_hash(env: CommandEnvelope) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-async def apply_command(conn: asyncpg.Connection, raw: dict[str, Any], now: datetime) -> dict[str, Any]:
+async def apply_command(
+    conn: asyncpg.Connection, raw: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     """Apply one decoded command inside the caller's transaction; return its result (wire)."""
     try:
         env = CommandEnvelope.model_validate(raw)
@@ -103,7 +109,12 @@ async def apply_command(conn: asyncpg.Connection, raw: dict[str, Any], now: date
                 result = rejected_result(raw, err.items, now)
             await conn.execute(
                 Q.insert_processed_command,
-                meta.tenant, meta.command_id, meta.idempotency_key, digest, result, now,
+                meta.tenant,
+                meta.command_id,
+                meta.idempotency_key,
+                digest,
+                result,
+                now,
             )
     except asyncpg.UniqueViolationError:
         # Another replica applied the same command first: answer with its result.
@@ -130,13 +141,17 @@ async def _replay(
             f"{row['command_id']!r} with a different body: use a new key for a new request",
             "meta.idempotencyKey",
         )
-        return rejected_result(env.model_dump(by_alias=True, mode="json"), raise_conflict.items, now)
+        return rejected_result(
+            env.model_dump(by_alias=True, mode="json"), raise_conflict.items, now
+        )
     result = dict(row["result"])
     result["meta"] = {**result["meta"], "correlationId": meta.correlation_id}
     return result
 
 
-async def _dispatch(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime) -> dict[str, Any]:
+async def _dispatch(
+    conn: asyncpg.Connection, env: CommandEnvelope, now: datetime
+) -> dict[str, Any]:
     handler = _HANDLERS.get(env.type)
     if handler is None:
         raise CommandError.of(
@@ -161,7 +176,9 @@ def _compile(spec: ScheduleSpec, created_at: datetime) -> tuple[Series, str | No
     try:
         return compile_series(spec, created_at)
     except ScheduleError as err:
-        raise CommandError.of("VALIDATION", err.message, f"data.{err.field}" if err.field else "data") from None
+        raise CommandError.of(
+            "VALIDATION", err.message, f"data.{err.field}" if err.field else "data"
+        ) from None
 
 
 def _check_limits(spec: ScheduleSpec) -> None:
@@ -174,7 +191,9 @@ def _check_limits(spec: ScheduleSpec) -> None:
             "data.action.payload",
         )
     for i, action in enumerate(spec.actions):
-        if spec.starts_at and action.at < spec.starts_at or spec.ends_at and action.at > spec.ends_at:
+        if (spec.starts_at and action.at < spec.starts_at) or (
+            spec.ends_at and action.at > spec.ends_at
+        ):
             raise CommandError.of(
                 "VALIDATION",
                 f"actions[{i}].at {action.at.isoformat()} lies outside the window "
@@ -183,7 +202,7 @@ def _check_limits(spec: ScheduleSpec) -> None:
             )
 
 
-async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):  # noqa: ANN202
+async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):
     spec = _parse(ScheduleSpec, env.data)
     series, cron_expression = _compile(spec, now)
     _check_limits(spec)
@@ -192,8 +211,16 @@ async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime)
     ack_timeout = parse_duration(spec.policy.ack_timeout)
     try:
         row = await conn.fetchrow(
-            Q.insert_schedule, schedule_id, env.meta.tenant, spec.namespace, spec.name, state,
-            spec.to_wire(), cron_expression, int(ack_timeout.total_seconds() * 1000), now,
+            Q.insert_schedule,
+            schedule_id,
+            env.meta.tenant,
+            spec.namespace,
+            spec.name,
+            state,
+            spec.to_wire(),
+            cron_expression,
+            int(ack_timeout.total_seconds() * 1000),
+            now,
         )
     except asyncpg.UniqueViolationError:
         raise CommandError.of(
@@ -216,7 +243,11 @@ async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime)
 
 
 async def insert_actions(
-    conn: asyncpg.Connection, schedule_id: uuid.UUID, tenant: str, rows: list[tuple[Any, ...]], now: datetime
+    conn: asyncpg.Connection,
+    schedule_id: uuid.UUID,
+    tenant: str,
+    rows: list[tuple[Any, ...]],
+    now: datetime,
 ) -> None:
     """Store occurrences (seq, origin, client_id, type, due_at, payload) and wake the tickers."""
     if not rows:
@@ -224,9 +255,16 @@ async def insert_actions(
     n = len(rows)
     await conn.execute(
         Q.insert_actions,
-        [uuid.uuid4() for _ in rows], [schedule_id] * n, [tenant] * n,
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-        [r[4] for r in rows], now, [r[5] for r in rows],
+        [uuid.uuid4() for _ in rows],
+        [schedule_id] * n,
+        [tenant] * n,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        now,
+        [r[5] for r in rows],
     )
     await conn.execute(Q.notify_due)
 
@@ -247,7 +285,9 @@ async def _find(conn: asyncpg.Connection, tenant: str, ref: ScheduleRef) -> Any:
         where = f"name {ref.name!r} in namespace {ref.namespace!r}"
     if row is None:
         raise CommandError.of(
-            "NOT_FOUND", f"no schedule with {where}: check the id or name", "data.id" if ref.id else "data.name"
+            "NOT_FOUND",
+            f"no schedule with {where}: check the id or name",
+            "data.id" if ref.id else "data.name",
         )
     if ref.expected_version is not None and ref.expected_version != row["version"]:
         raise CommandError.of(
@@ -260,21 +300,25 @@ async def _find(conn: asyncpg.Connection, tenant: str, ref: ScheduleRef) -> Any:
     return row
 
 
-async def _current_view(conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False):  # noqa: ANN202
+async def _current_view(conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False):
     spec = ScheduleSpec.model_validate(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
     position = await conn.fetchrow(Q.series_position, row["id"])
-    pending = [r["due_at"] for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT)]
+    pending = [
+        r["due_at"] for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT)
+    ]
     recent_rows = await conn.fetch(Q.recent_actions, row["id"], 20) if recent else None
-    return schedule_view(row, series, pending, (position["seq"] or 0, position["due_at"]), now, recent_rows)
+    return schedule_view(
+        row, series, pending, (position["seq"] or 0, position["due_at"]), now, recent_rows
+    )
 
 
-async def _get(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):  # noqa: ANN202
+async def _get(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):
     row = await _find(conn, env.meta.tenant, _parse(ScheduleRef, env.data))
     return await _current_view(conn, row, now, recent=True)
 
 
-async def _delete(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):  # noqa: ANN202
+async def _delete(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime):
     row = await _find(conn, env.meta.tenant, _parse(ScheduleRef, env.data))
     await conn.execute(Q.cancel_pending_actions, row["id"], now, "schedule deleted")
     row = await conn.fetchrow(Q.set_schedule_state, env.meta.tenant, row["id"], "DELETED", now)

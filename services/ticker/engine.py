@@ -35,7 +35,9 @@ Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 @lru_cache(maxsize=65_536)
-def _compiled(schedule_id: uuid.UUID, version: int, created_at: datetime, spec_json: bytes) -> tuple[ScheduleSpec, Series]:
+def _compiled(
+    schedule_id: uuid.UUID, version: int, created_at: datetime, spec_json: bytes
+) -> tuple[ScheduleSpec, Series]:
     spec = ScheduleSpec.model_validate_json(spec_json)
     series, _ = compile_series(spec, created_at)
     return spec, series
@@ -43,7 +45,10 @@ def _compiled(schedule_id: uuid.UUID, version: int, created_at: datetime, spec_j
 
 def _schedule(row: Any) -> tuple[ScheduleSpec, Series]:
     return _compiled(
-        row["schedule_id"], row["schedule_version"], row["schedule_created_at"], orjson.dumps(row["spec"])
+        row["schedule_id"],
+        row["schedule_version"],
+        row["schedule_created_at"],
+        orjson.dumps(row["spec"]),
     )
 
 
@@ -69,7 +74,9 @@ class Ticker:
         """One round: fire what is due now. Returns how many occurrences were published."""
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.claim_due, now, self.batch_size, self.claimer, now + self.lease)
+            rows = await conn.fetch(
+                Q.claim_due, now, self.batch_size, self.claimer, now + self.lease
+            )
             if not rows:
                 return 0
             await self._advance_series(conn, rows, now)
@@ -87,7 +94,9 @@ class Ticker:
         self.metrics.inc("actions_fired", len(rows))
         return len(rows)
 
-    async def _advance_series(self, conn: asyncpg.Connection, rows: list[Any], now: datetime) -> None:
+    async def _advance_series(
+        self, conn: asyncpg.Connection, rows: list[Any], now: datetime
+    ) -> None:
         """Store each claimed series occurrence's successor; complete schedules that ended."""
         new: list[tuple[Any, ...]] = []
         ended: list[uuid.UUID] = []
@@ -101,14 +110,23 @@ class Ticker:
             if nxt is None:
                 ended.append(row["schedule_id"])
             else:
-                new.append((row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt))
+                new.append(
+                    (row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt)
+                )
         if new:
             n = len(new)
             await conn.execute(
                 Q.insert_actions,
-                [uuid.uuid4() for _ in new], [r[0] for r in new], [r[1] for r in new],
-                [r[2] for r in new], ["SERIES"] * n, [None] * n, [r[3] for r in new],
-                [r[4] for r in new], now, [None] * n,
+                [uuid.uuid4() for _ in new],
+                [r[0] for r in new],
+                [r[1] for r in new],
+                [r[2] for r in new],
+                ["SERIES"] * n,
+                [None] * n,
+                [r[3] for r in new],
+                [r[4] for r in new],
+                now,
+                [None] * n,
             )
         if ended:
             await conn.execute(Q.complete_schedules, ended, now)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -40,28 +39,40 @@ class CommandMeta(ContractModel):
     """Who sent a command and how to correlate its result."""
 
     command_id: str = Field(
-        min_length=1, max_length=200, description="Unique id of this command; deduplicates.",
+        min_length=1,
+        max_length=200,
+        description="Unique id of this command; deduplicates.",
         examples=["6f1c9a5e-2f43-4a55-9d0e-8f8e2f4b1a01"],
     )
     correlation_id: str = Field(
-        min_length=1, max_length=200, description="Echoed on the result.",
+        min_length=1,
+        max_length=200,
+        description="Echoed on the result.",
         examples=["a1b2c3d4-e5f6-7890-abcd-ef1234567890"],
     )
     tenant: str = Field(
-        min_length=1, max_length=200, pattern=r"^[\w.\-:@]+$",
-        description="Owner of the schedule.", examples=["acct-12345"],
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\w.\-:@]+$",
+        description="Owner of the schedule.",
+        examples=["acct-12345"],
     )
     timestamp: UtcInstant | None = Field(
         None, description="When the command was sent.", examples=["2026-03-10T12:00:00Z"]
     )
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=255,
+        None,
+        min_length=1,
+        max_length=255,
         description="Same key within a tenant returns the original result.",
         examples=["create-term-end-2026"],
     )
     schema_version: int = Field(
-        SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
-        description="Contract version the sender speaks.", examples=[SCHEMA_VERSION],
+        SCHEMA_VERSION,
+        ge=1,
+        le=SCHEMA_VERSION,
+        description="Contract version the sender speaks.",
+        examples=[SCHEMA_VERSION],
     )
 
 
@@ -78,11 +89,13 @@ class Policy(ContractModel):
     """How occurrences behave around failures and downtime."""
 
     misfire: Literal["FIRE_ONCE", "FIRE_ALL", "SKIP"] = Field(
-        "FIRE_ONCE", description="What to do with runs missed during downtime.",
+        "FIRE_ONCE",
+        description="What to do with runs missed during downtime.",
         examples=["FIRE_ONCE"],
     )
     misfire_grace: Duration = Field(
-        "PT1M", description="Lateness after which an occurrence counts as misfired.",
+        "PT1M",
+        description="Lateness after which an occurrence counts as misfired.",
         examples=["PT1M"],
     )
     overlap: Literal["ALLOW", "SKIP", "BUFFER_ONE"] = Field(
@@ -90,7 +103,8 @@ class Policy(ContractModel):
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
     ack_timeout: Duration = Field(
-        "PT5M", description="An attempt not acknowledged in this time times out.",
+        "PT5M",
+        description="An attempt not acknowledged in this time times out.",
         examples=["PT5M"],
     )
 
@@ -99,7 +113,9 @@ class ActionSpec(ContractModel):
     """What each fired occurrence asks a worker to do."""
 
     type: str = Field(
-        min_length=1, max_length=200, pattern=ACTION_TYPE_PATTERN,
+        min_length=1,
+        max_length=200,
+        pattern=ACTION_TYPE_PATTERN,
         description="Action type, e.g. billing-run, tax-run, payment-run, import, START, STOP.",
         examples=["billing-run"],
     )
@@ -112,12 +128,17 @@ class ExplicitAction(ContractModel):
     """A one-shot action at its own instant (seed 000's scheduledActions)."""
 
     id: str | None = Field(
-        None, max_length=200, description="Client id of this action.",
+        None,
+        max_length=200,
+        description="Client id of this action.",
         examples=["f6a7b8c9-d0e1-2345-f012-3456789abcde"],
     )
     type: str = Field(
-        min_length=1, max_length=200, pattern=ACTION_TYPE_PATTERN,
-        description="Action type.", examples=["START"],
+        min_length=1,
+        max_length=200,
+        pattern=ACTION_TYPE_PATTERN,
+        description="Action type.",
+        examples=["START"],
     )
     at: UtcInstant = Field(description="When to fire.", examples=["2026-03-15T08:00:00Z"])
     description: str | None = Field(
@@ -132,16 +153,25 @@ class ScheduleSpec(ContractModel):
     """`data` of schedule.create: everything a schedule is."""
 
     name: str = Field(
-        min_length=1, max_length=200, pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=200,
+        pattern=NAME_PATTERN,
         description="Unique per tenant and namespace; no spaces.",
         examples=["TermEndDateScheduledEvent"],
     )
     namespace: str = Field(
-        "default", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*$",
-        description="Grouping of names.", examples=["default"],
+        "default",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][\w.\-]*$",
+        description="Grouping of names.",
+        examples=["default"],
     )
     display_name: str | None = Field(
-        None, min_length=1, max_length=500, description="Human name.",
+        None,
+        min_length=1,
+        max_length=500,
+        description="Human name.",
         examples=["Term End Date Scheduled Event"],
     )
     description: str | None = Field(
@@ -151,18 +181,22 @@ class ScheduleSpec(ContractModel):
         None, max_length=2048, description="Your system's reference.", examples=["abc123"]
     )
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Key/value labels copied to fired events.",
+        default_factory=dict,
+        description="Key/value labels copied to fired events.",
         examples=[{"team": "billing"}],
     )
     trigger: Trigger | None = Field(
         None, description="When the series fires; optional when `actions` is given."
     )
     actions: list[ExplicitAction] = Field(
-        default_factory=list, max_length=1000,
+        default_factory=list,
+        max_length=1000,
         description="One-shot actions at their own instants (beside or instead of a trigger).",
     )
     timezone: str = Field(
-        "UTC", min_length=1, max_length=64,
+        "UTC",
+        min_length=1,
+        max_length=64,
         description="IANA zone or Java short id (CST) for wall-clock triggers.",
         examples=["Europe/London"],
     )
@@ -178,7 +212,9 @@ class ScheduleSpec(ContractModel):
     enabled: bool = Field(True, description="false stores the schedule paused.", examples=[True])
     action: ActionSpec = Field(description="What the series fires.")
     condition: str | None = Field(
-        None, max_length=65535, description="JEXL condition (stored; see README).",
+        None,
+        max_length=65535,
+        description="JEXL condition (stored; see README).",
         examples=[None],
     )
     parameters: dict[str, Any] = Field(
@@ -202,7 +238,9 @@ class ScheduleRef(ContractModel):
     namespace: str = Field("default", description="Namespace of `name`.", examples=["default"])
     name: str | None = Field(None, description="Schedule name.", examples=["nightly-billing"])
     expected_version: int | None = Field(
-        None, ge=1, description="Reject with CONFLICT unless the schedule has this version.",
+        None,
+        ge=1,
+        description="Reject with CONFLICT unless the schedule has this version.",
         examples=[None],
     )
 

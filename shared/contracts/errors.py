@@ -52,7 +52,5 @@ def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[Error
     items: list[ErrorItem] = []
     for err in exc.errors(include_url=False):
         path = field_path(prefix, tuple(err["loc"]))
-        items.append(
-            ErrorItem(code="VALIDATION", message=_message(err, path), field=path or None)
-        )
+        items.append(ErrorItem(code="VALIDATION", message=_message(err, path), field=path or None))
     return items

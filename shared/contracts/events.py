@@ -30,7 +30,9 @@ class ResultMeta(ContractModel):
     """Correlation of a result with its command."""
 
     command_id: str | None = Field(description="The command's id.", examples=["6f1c…"])
-    correlation_id: str | None = Field(description="The command's correlationId.", examples=["a1b2…"])
+    correlation_id: str | None = Field(
+        description="The command's correlationId.", examples=["a1b2…"]
+    )
     tenant: str | None = Field(description="The command's tenant.", examples=["acct-12345"])
     timestamp: UtcInstant = Field(description="When the result was made.")
     schema_version: int = Field(SCHEMA_VERSION, description="Contract version.")
@@ -73,8 +75,9 @@ class ScheduleView(ContractModel):
 class CommandResult(ContractModel):
     """One per command on `chime.command-results`."""
 
-    type: str = Field(description="Past tense of the command, or command.rejected.",
-                      examples=["schedule.created"])
+    type: str = Field(
+        description="Past tense of the command, or command.rejected.", examples=["schedule.created"]
+    )
     meta: ResultMeta = Field(description="Correlation.")
     data: ScheduleView | None = Field(description="The schedule, or null when rejected.")
     errors: list[ErrorItem] = Field(default_factory=list, description="Why it was rejected.")

@@ -45,9 +45,7 @@ class DailyTrigger(ContractModel):
 
     kind: Literal["daily"] = Field(description="Trigger kind.", examples=["daily"])
     hours: Annotated[int, between(0, 23)] = Field(description="Hour, 0–23.", examples=[10])
-    minutes: Annotated[int, between(0, 59)] = Field(
-        0, description="Minute, 0–59.", examples=[30]
-    )
+    minutes: Annotated[int, between(0, 59)] = Field(0, description="Minute, 0–59.", examples=[30])
 
 
 class CronTrigger(ContractModel):
@@ -66,9 +64,7 @@ class IntervalTrigger(ContractModel):
     """Every `every` of elapsed time from `anchor`; unaffected by DST."""
 
     kind: Literal["interval"] = Field(description="Trigger kind.", examples=["interval"])
-    every: str = Field(
-        description="ISO-8601 duration, at least 1 second.", examples=["PT15M"]
-    )
+    every: str = Field(description="ISO-8601 duration, at least 1 second.", examples=["PT15M"])
     anchor: UtcInstant | None = Field(
         None,
         description="Occurrences are anchor + k·every; default: the schedule's creation time.",

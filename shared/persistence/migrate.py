@@ -45,7 +45,9 @@ async def migrate(url: str) -> list[int]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM chime_schema_migrations")}
+        done = {
+            r["version"] for r in await conn.fetch("SELECT version FROM chime_schema_migrations")
+        }
         for version, name, sql in migrations():
             if version in done:
                 continue

@@ -177,7 +177,9 @@ def to_quartz(schedule: CronSchedule) -> str | None:
     minute, hour, dom, month, dow = schedule.expression.split(" ")
     days = _expand_days(dow)
     if days is None:
-        return f"0 {minute} {hour} {dom} {month} ?" if dom != "*" else f"0 {minute} {hour} ? {month} *"
+        return (
+            f"0 {minute} {hour} {dom} {month} ?" if dom != "*" else f"0 {minute} {hour} ? {month} *"
+        )
     if dom not in ("*", "?"):
         return None  # Unix ORs both day fields; Quartz cannot
     names = ",".join(_DAYS[d] for d in sorted(days))

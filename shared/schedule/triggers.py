@@ -13,7 +13,7 @@ from typing import Protocol
 
 from shared.contracts.commands import ScheduleSpec
 from shared.contracts.triggers import CronTrigger, DailyTrigger, IntervalTrigger, OnceTrigger
-from shared.schedule.cron import CronSchedule, parse_cron, to_quartz
+from shared.schedule.cron import parse_cron, to_quartz
 from shared.schedule.durations import parse_duration
 from shared.schedule.errors import ScheduleError
 from shared.schedule.timezones import resolve_zone
@@ -66,7 +66,9 @@ def compile_trigger(
     if isinstance(trigger, IntervalTrigger):
         every = parse_duration(trigger.every, "every")
         if every < timedelta(seconds=1):
-            raise ScheduleError(f"every {trigger.every!r} must be at least 1 second", "trigger.every")
+            raise ScheduleError(
+                f"every {trigger.every!r} must be at least 1 second", "trigger.every"
+            )
         return Interval(trigger.anchor or created_at, every), None
     if isinstance(trigger, DailyTrigger):
         cron = parse_cron(f"{trigger.minutes} {trigger.hours} * * *", tz)
@@ -128,4 +130,3 @@ def compile_series(spec: ScheduleSpec, created_at: datetime) -> tuple[Series, st
         Series(source, spec.starts_at, spec.ends_at, spec.max_occurrences),
         cron_expression,
     )
-

@@ -44,8 +44,9 @@ class Bus:
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
         await self.producer.send_and_wait(topic, raw, key=key)
 
-    async def wait_for(self, topic: str, match: Callable[[Received], bool], count: int = 1,
-                       timeout: float = 30.0) -> list[Received]:
+    async def wait_for(
+        self, topic: str, match: Callable[[Received], bool], count: int = 1, timeout: float = 30.0
+    ) -> list[Received]:
         deadline = time.monotonic() + timeout
         while True:
             found = [r for r in self.received[topic] if match(r)]
@@ -53,7 +54,9 @@ class Bus:
                 return found
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{len(found)}/{count} matching messages on {topic} within {timeout} s")
+                raise AssertionError(
+                    f"{len(found)}/{count} matching messages on {topic} within {timeout} s"
+                )
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), remaining)
@@ -68,7 +71,9 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
         except orjson.JSONDecodeError:
             value = None
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-        bus.received[record.topic].append(Received(value, record.value, headers, record.key, time.time()))
+        bus.received[record.topic].append(
+            Received(value, record.value, headers, record.key, time.time())
+        )
         bus.changed.set()
 
 
@@ -91,8 +96,13 @@ async def services(settings: Settings) -> AsyncIterator[dict[str, asyncio.subpro
     procs: dict[str, asyncio.subprocess.Process] = {}
     for name in SERVICES:
         procs[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "run", name,
-            env=env, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "run",
+            name,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
         )
 
     async def ready(name: str, proc: asyncio.subprocess.Process) -> None:
@@ -125,9 +135,13 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
     topics = settings.topics
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     consumer = AIOKafkaConsumer(
-        topics.command_results, topics.actions_due, topics.actions_events, topics.dlq,
+        topics.command_results,
+        topics.actions_due,
+        topics.actions_events,
+        topics.dlq,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await ensure_topics(settings)
     await producer.start()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,8 +20,15 @@ pytestmark = pytest.mark.e2e
 
 
 def command(kind: str, data: dict, tenant: str = "acct-e2e") -> dict:
-    return {"type": kind, "data": data,
-            "meta": {"commandId": str(uuid.uuid4()), "correlationId": str(uuid.uuid4()), "tenant": tenant}}
+    return {
+        "type": kind,
+        "data": data,
+        "meta": {
+            "commandId": str(uuid.uuid4()),
+            "correlationId": str(uuid.uuid4()),
+            "tenant": tenant,
+        },
+    }
 
 
 def iso(t: datetime) -> str:
@@ -39,39 +50,78 @@ async def create(bus: Bus, data: dict) -> dict:
     return result.value
 
 
-async def test_whole_flow(services, bus: Bus, settings) -> None:  # noqa: ANN001
+async def test_whole_flow(services, bus: Bus, settings) -> None:
     topics = settings.topics
     now = datetime.now(UTC)
     minute = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
     action = {"type": "billing-run", "payload": {"run": 1}}
 
     # 2. create -> schedule.created with the same correlationId, id, scheduledFor, nextFireTimes
-    once = await create(bus, {"name": "once", "trigger": {"kind": "once", "at": iso(now + timedelta(seconds=3))}, "action": action})
+    once = await create(
+        bus,
+        {
+            "name": "once",
+            "trigger": {"kind": "once", "at": iso(now + timedelta(seconds=3))},
+            "action": action,
+        },
+    )
     assert once["type"] == "schedule.created", once
     assert once["data"]["scheduledFor"] == iso(now + timedelta(seconds=3))
-    interval = await create(bus, {"name": "every-second", "maxOccurrences": 3,
-                                  "trigger": {"kind": "interval", "every": "PT1S"}, "action": action})
-    cron = await create(bus, {"name": "cron", "trigger": {"kind": "cron", "expression": "* * * * *"}, "action": action})
+    interval = await create(
+        bus,
+        {
+            "name": "every-second",
+            "maxOccurrences": 3,
+            "trigger": {"kind": "interval", "every": "PT1S"},
+            "action": action,
+        },
+    )
+    cron = await create(
+        bus,
+        {"name": "cron", "trigger": {"kind": "cron", "expression": "* * * * *"}, "action": action},
+    )
     assert cron["data"]["scheduledFor"] == iso(minute) and len(cron["data"]["nextFireTimes"]) == 5
-    daily = await create(bus, {"name": "daily", "timezone": "UTC", "action": action,
-                               "trigger": {"kind": "daily", "hours": minute.hour, "minutes": minute.minute}})
+    daily = await create(
+        bus,
+        {
+            "name": "daily",
+            "timezone": "UTC",
+            "action": action,
+            "trigger": {"kind": "daily", "hours": minute.hour, "minutes": minute.minute},
+        },
+    )
     assert daily["data"]["cronExpression"] == f"0 {minute.minute} {minute.hour} ? * *"
     start, stop = now + timedelta(seconds=4), now + timedelta(seconds=5)
-    window = await create(bus, {"name": "peak", "action": action, "startsAt": iso(now), "endsAt": iso(stop + timedelta(seconds=1)),
-                                "actions": [{"type": "START", "at": iso(start)}, {"type": "STOP", "at": iso(stop)}]})
+    window = await create(
+        bus,
+        {
+            "name": "peak",
+            "action": action,
+            "startsAt": iso(now),
+            "endsAt": iso(stop + timedelta(seconds=1)),
+            "actions": [{"type": "START", "at": iso(start)}, {"type": "STOP", "at": iso(stop)}],
+        },
+    )
 
     # 5. bad input: a rejection naming the field, non-JSON bytes to the DLQ; nothing stalls
-    bad = command("schedule.create", {"name": "bad", "trigger": {"kind": "daily", "hours": 24, "minutes": 0}, "action": action})
+    bad = command(
+        "schedule.create",
+        {"name": "bad", "trigger": {"kind": "daily", "hours": 24, "minutes": 0}, "action": action},
+    )
     await bus.send(topics.commands, bad)
     await bus.send(topics.commands, b"\xff\xfe not json {")
-    [rejected] = await bus.wait_for(topics.command_results,
-                                    lambda r: r.value["meta"]["correlationId"] == bad["meta"]["correlationId"])
+    [rejected] = await bus.wait_for(
+        topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == bad["meta"]["correlationId"],
+    )
     assert rejected.value["type"] == "command.rejected"
     assert rejected.value["errors"][0]["field"] == "data.trigger.hours"
     [dead] = await bus.wait_for(topics.dlq, lambda r: r.raw == b"\xff\xfe not json {")
     assert dead.headers["chime-reason"].startswith("not JSON")
     assert dead.headers["chime-source-topic"] == topics.commands
-    after_bad = await create(bus, {"name": "after-bad", "trigger": {"kind": "daily", "hours": 3}, "action": action})
+    after_bad = await create(
+        bus, {"name": "after-bad", "trigger": {"kind": "daily", "hours": 3}, "action": action}
+    )
     assert after_bad["type"] == "schedule.created"
 
     # 3. action.due within a second of dueAt, never early, for every kind
@@ -97,32 +147,91 @@ async def test_whole_flow(services, bus: Bus, settings) -> None:  # noqa: ANN001
     # maxOccurrences ends the series: no 4th interval occurrence, schedule completed
     db = await asyncpg.connect(settings.database_url)
     try:
-        assert await db.fetchval("SELECT count(*) FROM actions WHERE schedule_id = $1",
-                                 uuid.UUID(interval["data"]["id"])) == 3
-        assert await db.fetchval("SELECT state FROM schedules WHERE id = $1",
-                                 uuid.UUID(interval["data"]["id"])) == "COMPLETED"
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM actions WHERE schedule_id = $1",
+                uuid.UUID(interval["data"]["id"]),
+            )
+            == 3
+        )
+        assert (
+            await db.fetchval(
+                "SELECT state FROM schedules WHERE id = $1", uuid.UUID(interval["data"]["id"])
+            )
+            == "COMPLETED"
+        )
 
         # 4. acks: RUNNING then SUCCEEDED, stored and announced
         # Acks are keyed by schedule id, like everything else, so they stay in order.
         action_id = once_due.value["data"]["actionId"]
         key = once["data"]["id"].encode()
         for state in ("RUNNING", "SUCCEEDED"):
-            await bus.send(topics.actions_acks, {"type": "action.ack", "meta": {"tenant": "acct-e2e"},
-                                                 "data": {"actionId": action_id, "attempt": 1, "state": state}}, key)
+            await bus.send(
+                topics.actions_acks,
+                {
+                    "type": "action.ack",
+                    "meta": {"tenant": "acct-e2e"},
+                    "data": {"actionId": action_id, "attempt": 1, "state": state},
+                },
+                key,
+            )
         changes = await bus.wait_for(
             topics.actions_events,
-            lambda r: r.value["data"]["actionId"] == action_id and r.value["type"] == "action.state-changed",
+            lambda r: (
+                r.value["data"]["actionId"] == action_id
+                and r.value["type"] == "action.state-changed"
+            ),
             count=2,
         )
         assert [c.value["data"]["state"] for c in changes] == ["RUNNING", "SUCCEEDED"]
-        assert await db.fetchval("SELECT state FROM actions WHERE id = $1", uuid.UUID(action_id)) == "SUCCEEDED"
+        assert (
+            await db.fetchval("SELECT state FROM actions WHERE id = $1", uuid.UUID(action_id))
+            == "SUCCEEDED"
+        )
     finally:
         await db.close()
 
     # a malformed ack goes to the DLQ with its reason; the acker keeps serving
     await bus.send(topics.actions_acks, {"type": "action.ack", "data": {"state": "MAYBE"}})
-    [bad_ack] = await bus.wait_for(topics.dlq, lambda r: r.headers.get("chime-source-topic") == topics.actions_acks)
+    [bad_ack] = await bus.wait_for(
+        topics.dlq, lambda r: r.headers.get("chime-source-topic") == topics.actions_acks
+    )
     assert "not an action.ack" in bad_ack.headers["chime-reason"]
-    await bus.send(topics.actions_acks, {"type": "action.ack", "meta": {"tenant": "acct-e2e"},
-                                         "data": {"actionId": action_id, "attempt": 1, "state": "SUCCEEDED"}}, key)
+    await bus.send(
+        topics.actions_acks,
+        {
+            "type": "action.ack",
+            "meta": {"tenant": "acct-e2e"},
+            "data": {"actionId": action_id, "attempt": 1, "state": "SUCCEEDED"},
+        },
+        key,
+    )
     await bus.wait_for(topics.actions_events, lambda r: r.value["type"] == "action.ack-ignored")
+
+
+async def test_chime_publish_prints_the_result_and_exit_code(services, settings, tmp_path) -> None:
+    env = {
+        **os.environ,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    example = Path(__file__).resolve().parents[2] / "examples" / "quickstart.json"
+
+    async def publish(path: Path) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "publish",
+            str(path),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await publish(example)
+    assert code == 0 and '"type": "schedule.created"' in out
+    code, out = await publish(example)  # same name again: rejected, exit 1
+    assert code == 1 and '"code": "CONFLICT"' in out

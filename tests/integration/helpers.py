@@ -14,7 +14,12 @@ from services.scheduler.commands import apply_command
 def command(kind: str, data: dict[str, Any], tenant: str = "acct-1", **meta: Any) -> dict[str, Any]:
     return {
         "type": kind,
-        "meta": {"commandId": str(uuid.uuid4()), "correlationId": str(uuid.uuid4()), "tenant": tenant, **meta},
+        "meta": {
+            "commandId": str(uuid.uuid4()),
+            "correlationId": str(uuid.uuid4()),
+            "tenant": tenant,
+            **meta,
+        },
         "data": data,
     }
 

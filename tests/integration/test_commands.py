@@ -14,7 +14,9 @@ DAILY = {"kind": "daily", "hours": 10, "minutes": 30}
 
 
 async def test_create_returns_view_with_next_fire_times(db: asyncpg.Connection) -> None:
-    result = await run(db, command("schedule.create", schedule(trigger=DAILY, timezone="Europe/London")), NOW)
+    result = await run(
+        db, command("schedule.create", schedule(trigger=DAILY, timezone="Europe/London")), NOW
+    )
     assert result["type"] == "schedule.created" and result["errors"] == []
     data = result["data"]
     assert data["cronExpression"] == "0 30 10 ? * *"
@@ -22,27 +24,39 @@ async def test_create_returns_view_with_next_fire_times(db: asyncpg.Connection) 
     assert data["nextFireTimes"][:2] == ["2026-03-11T10:30:00Z", "2026-03-12T10:30:00Z"]
     assert len(data["nextFireTimes"]) == 5
     assert data["state"] == "ACTIVE" and data["version"] == 1
-    row = await db.fetchrow("SELECT state, seq, due_at FROM actions WHERE schedule_id = $1", uuid.UUID(data["id"]))
+    row = await db.fetchrow(
+        "SELECT state, seq, due_at FROM actions WHERE schedule_id = $1", uuid.UUID(data["id"])
+    )
     assert (row["state"], row["seq"]) == ("PENDING", 1)
 
 
 async def test_validation_error_names_the_field(db: asyncpg.Connection) -> None:
-    body = command("schedule.create", schedule(trigger={"kind": "daily", "hours": 24, "minutes": 0}))
+    body = command(
+        "schedule.create", schedule(trigger={"kind": "daily", "hours": 24, "minutes": 0})
+    )
     result = await run(db, body, NOW)
     assert result["type"] == "command.rejected" and result["data"] is None
     assert result["errors"][0] == {
-        "code": "VALIDATION", "message": "hours must be between 0 and 23 (got 24)",
-        "field": "data.trigger.hours", "detail": None,
+        "code": "VALIDATION",
+        "message": "hours must be between 0 and 23 (got 24)",
+        "field": "data.trigger.hours",
+        "detail": None,
     }
     assert result["meta"]["correlationId"] == body["meta"]["correlationId"]
     assert await db.fetchval("SELECT count(*) FROM schedules") == 0
 
 
 async def test_cron_error_and_unknown_zone(db: asyncpg.Connection) -> None:
-    bad_cron = await run(db, command("schedule.create", schedule(trigger={"kind": "cron", "expression": "0 0 32 * *"})), NOW)
+    bad_cron = await run(
+        db,
+        command("schedule.create", schedule(trigger={"kind": "cron", "expression": "0 0 32 * *"})),
+        NOW,
+    )
     assert bad_cron["errors"][0]["field"] == "data.trigger.expression"
     assert "day-of-month 32 is out of range 1–31" in bad_cron["errors"][0]["message"]
-    bad_zone = await run(db, command("schedule.create", schedule(trigger=DAILY, timezone="Mars/Base")), NOW)
+    bad_zone = await run(
+        db, command("schedule.create", schedule(trigger=DAILY, timezone="Mars/Base")), NOW
+    )
     assert bad_zone["errors"][0]["field"] == "data.timezone"
 
 
@@ -50,7 +64,9 @@ async def test_name_taken_is_conflict(db: asyncpg.Connection) -> None:
     await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW)
     again = await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW)
     assert again["errors"][0]["code"] == "CONFLICT" and again["errors"][0]["field"] == "data.name"
-    other_tenant = await run(db, command("schedule.create", schedule(trigger=DAILY), tenant="acct-2"), NOW)
+    other_tenant = await run(
+        db, command("schedule.create", schedule(trigger=DAILY), tenant="acct-2"), NOW
+    )
     assert other_tenant["type"] == "schedule.created"
 
 
@@ -64,18 +80,31 @@ async def test_same_command_id_replays_the_original_result(db: asyncpg.Connectio
     assert await db.fetchval("SELECT count(*) FROM schedules") == 1
 
 
-async def test_idempotency_key_same_body_replays_other_body_conflicts(db: asyncpg.Connection) -> None:
-    first = await run(db, command("schedule.create", schedule(trigger=DAILY), idempotencyKey="k-1"), NOW)
-    replay = await run(db, command("schedule.create", schedule(trigger=DAILY), idempotencyKey="k-1"), NOW)
+async def test_idempotency_key_same_body_replays_other_body_conflicts(
+    db: asyncpg.Connection,
+) -> None:
+    first = await run(
+        db, command("schedule.create", schedule(trigger=DAILY), idempotencyKey="k-1"), NOW
+    )
+    replay = await run(
+        db, command("schedule.create", schedule(trigger=DAILY), idempotencyKey="k-1"), NOW
+    )
     assert replay["data"]["id"] == first["data"]["id"]
-    clash = await run(db, command("schedule.create", schedule("other", trigger=DAILY), idempotencyKey="k-1"), NOW)
-    assert clash["errors"][0]["code"] == "CONFLICT" and clash["errors"][0]["field"] == "meta.idempotencyKey"
+    clash = await run(
+        db, command("schedule.create", schedule("other", trigger=DAILY), idempotencyKey="k-1"), NOW
+    )
+    assert (
+        clash["errors"][0]["code"] == "CONFLICT"
+        and clash["errors"][0]["field"] == "meta.idempotencyKey"
+    )
     assert await db.fetchval("SELECT count(*) FROM schedules") == 1
 
 
 async def test_get_by_name_and_id_and_tenant_isolation(db: asyncpg.Connection) -> None:
     created = (await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW))["data"]
-    by_name = await run(db, command("schedule.get", {"namespace": "default", "name": "nightly"}), NOW)
+    by_name = await run(
+        db, command("schedule.get", {"namespace": "default", "name": "nightly"}), NOW
+    )
     assert by_name["type"] == "schedule.fetched" and by_name["data"]["id"] == created["id"]
     assert by_name["data"]["recentActions"][0]["state"] == "PENDING"
     by_id = await run(db, command("schedule.get", {"id": created["id"]}), NOW)
@@ -88,10 +117,14 @@ async def test_get_by_name_and_id_and_tenant_isolation(db: asyncpg.Connection) -
 
 async def test_delete_cancels_pending_and_checks_version(db: asyncpg.Connection) -> None:
     created = (await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW))["data"]
-    stale = await run(db, command("schedule.delete", {"id": created["id"], "expectedVersion": 7}), NOW)
+    stale = await run(
+        db, command("schedule.delete", {"id": created["id"], "expectedVersion": 7}), NOW
+    )
     assert stale["errors"][0]["code"] == "CONFLICT"
     assert stale["errors"][0]["detail"] == {"expectedVersion": 7, "actualVersion": 1}
-    deleted = await run(db, command("schedule.delete", {"id": created["id"], "expectedVersion": 1}), NOW)
+    deleted = await run(
+        db, command("schedule.delete", {"id": created["id"], "expectedVersion": 1}), NOW
+    )
     assert deleted["type"] == "schedule.deleted" and deleted["data"]["state"] == "DELETED"
     assert deleted["data"]["nextFireTimes"] == []
     assert await db.fetchval("SELECT state FROM actions") == "CANCELLED"
@@ -111,12 +144,20 @@ async def test_unsupported_type_and_disabled_schedule(db: asyncpg.Connection) ->
 async def test_explicit_actions_inside_window(db: asyncpg.Connection) -> None:
     data = schedule(
         "peak-hours",
-        startsAt="2026-03-15T08:00:00Z", endsAt="2026-03-15T20:00:00Z",
-        actions=[{"type": "START", "at": "2026-03-15T08:00:00Z"}, {"type": "STOP", "at": "2026-03-15T20:00:00Z"}],
+        startsAt="2026-03-15T08:00:00Z",
+        endsAt="2026-03-15T20:00:00Z",
+        actions=[
+            {"type": "START", "at": "2026-03-15T08:00:00Z"},
+            {"type": "STOP", "at": "2026-03-15T20:00:00Z"},
+        ],
     )
     result = await run(db, command("schedule.create", data), NOW)
     assert result["data"]["nextFireTimes"] == ["2026-03-15T08:00:00Z", "2026-03-15T20:00:00Z"]
-    outside = schedule("late", endsAt="2026-03-15T20:00:00Z", actions=[{"type": "STOP", "at": "2026-03-15T21:00:00Z"}])
+    outside = schedule(
+        "late",
+        endsAt="2026-03-15T20:00:00Z",
+        actions=[{"type": "STOP", "at": "2026-03-15T21:00:00Z"}],
+    )
     rejected = await run(db, command("schedule.create", outside), NOW)
     assert rejected["errors"][0]["field"] == "data.actions[0].at"
 

@@ -37,13 +37,13 @@ class Collector:
 
 
 @pytest.fixture
-async def pool(database_url: str):  # noqa: ANN201
+async def pool(database_url: str):
     pool = await create_pool(database_url, 4)
     yield pool
     await pool.close()
 
 
-def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **overrides) -> Ticker:  # noqa: ANN003
+def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **overrides) -> Ticker:
     settings = Settings(topic_prefix="chime.", **overrides)
     return Ticker(pool, sink, settings, clock, claimer=f"t-{uuid.uuid4().hex[:6]}")
 
@@ -67,9 +67,11 @@ async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
         ({"kind": "interval", "every": "PT45M"}, "Europe/London"),
     ],
 )
-async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> None:  # noqa: ANN001
+async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> None:
     clock = SettableClock(START)
-    created = await run(db, command("schedule.create", schedule(trigger=trigger, timezone=zone)), clock.now())
+    created = await run(
+        db, command("schedule.create", schedule(trigger=trigger, timezone=zone)), clock.now()
+    )
     assert created["type"] == "schedule.created", created
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
@@ -82,39 +84,56 @@ async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> N
     for event in sink.events:  # never early
         assert event["data"]["firedAt"] >= event["data"]["dueAt"]
         assert event["meta"]["eventId"] == f"{event['data']['actionId']}:1"
-        assert event["data"]["idempotencyKey"] == f"{event['data']['scheduleId']}/{event['data']['dueAt']}"
+        assert (
+            event["data"]["idempotencyKey"]
+            == f"{event['data']['scheduleId']}/{event['data']['dueAt']}"
+        )
 
 
-async def test_max_occurrences_ends_series_and_completes(db, pool) -> None:  # noqa: ANN001
+async def test_max_occurrences_ends_series_and_completes(db, pool) -> None:
     clock = SettableClock(START)
     data = schedule(trigger={"kind": "interval", "every": "PT1M"}, maxOccurrences=3)
     created = (await run(db, command("schedule.create", data), clock.now()))["data"]
     sink = Collector()
     await drive(make_ticker(pool, clock, sink), clock, START + timedelta(hours=1))
     assert len(sink.events) == 3
-    assert await db.fetchval("SELECT state FROM schedules WHERE id = $1", uuid.UUID(created["id"])) == "COMPLETED"
+    assert (
+        await db.fetchval("SELECT state FROM schedules WHERE id = $1", uuid.UUID(created["id"]))
+        == "COMPLETED"
+    )
 
 
-async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:  # noqa: ANN001
+async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:
     clock = SettableClock(datetime(2026, 3, 15, 7, 0, tzinfo=UTC))
     data = schedule(
-        "peak", startsAt="2026-03-15T08:00:00Z", endsAt="2026-03-15T20:00:00Z",
-        actions=[{"type": "START", "at": "2026-03-15T08:00:00Z", "payload": {"replicas": 5}},
-                 {"type": "STOP", "at": "2026-03-15T20:00:00Z"}],
+        "peak",
+        startsAt="2026-03-15T08:00:00Z",
+        endsAt="2026-03-15T20:00:00Z",
+        actions=[
+            {"type": "START", "at": "2026-03-15T08:00:00Z", "payload": {"replicas": 5}},
+            {"type": "STOP", "at": "2026-03-15T20:00:00Z"},
+        ],
     )
     await run(db, command("schedule.create", data), clock.now())
     sink = Collector()
     await drive(make_ticker(pool, clock, sink), clock, datetime(2026, 3, 16, tzinfo=UTC))
     assert [(e["data"]["type"], e["data"]["dueAt"]) for e in sink.events] == [
-        ("START", "2026-03-15T08:00:00Z"), ("STOP", "2026-03-15T20:00:00Z"),
+        ("START", "2026-03-15T08:00:00Z"),
+        ("STOP", "2026-03-15T20:00:00Z"),
     ]
     assert sink.events[0]["data"]["payload"] == {"replicas": 5}
     assert sink.events[1]["data"]["payload"] == {"k": 1}  # the schedule's action payload
 
 
-async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:  # noqa: ANN001
+async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:
     clock = SettableClock(START)
-    await run(db, command("schedule.create", schedule(trigger={"kind": "cron", "expression": "*/10 * * * *"})), clock.now())
+    await run(
+        db,
+        command(
+            "schedule.create", schedule(trigger={"kind": "cron", "expression": "*/10 * * * *"})
+        ),
+        clock.now(),
+    )
     clock.set(START + timedelta(minutes=35))  # the ticker was down for three due times
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
@@ -123,13 +142,23 @@ async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None
     assert await ticker.next_wake() == START + timedelta(minutes=40)
 
 
-async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:  # noqa: ANN001
+async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:
     clock = SettableClock(START)
     for i in range(300):
-        await run(db, command("schedule.create", schedule(f"s{i}", trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+        await run(
+            db,
+            command(
+                "schedule.create",
+                schedule(f"s{i}", trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"}),
+            ),
+            clock.now(),
+        )
     clock.set(START + timedelta(seconds=1))
     sink = Collector()
-    first, second = make_ticker(pool, clock, sink, ticker_batch_size=50), make_ticker(pool, clock, sink, ticker_batch_size=50)
+    first, second = (
+        make_ticker(pool, clock, sink, ticker_batch_size=50),
+        make_ticker(pool, clock, sink, ticker_batch_size=50),
+    )
     import asyncio
 
     while sum(await asyncio.gather(first.tick(), second.tick())):
@@ -138,9 +167,15 @@ async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:  #
     assert len(ids) == 300 and len(set(ids)) == 300
 
 
-async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:  # noqa: ANN001
+async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:
     clock = SettableClock(START)
-    await run(db, command("schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+    await run(
+        db,
+        command(
+            "schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+        ),
+        clock.now(),
+    )
     clock.set(START + timedelta(seconds=1))
 
     async def crash(messages: Sequence[Outgoing]) -> None:
@@ -158,17 +193,28 @@ async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> No
     assert sink.events[0]["meta"]["eventId"].endswith(":1")
 
 
-async def test_ack_flow_updates_state_and_history(db, pool) -> None:  # noqa: ANN001
+async def test_ack_flow_updates_state_and_history(db, pool) -> None:
     clock = SettableClock(START)
-    await run(db, command("schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})), clock.now())
+    await run(
+        db,
+        command(
+            "schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+        ),
+        clock.now(),
+    )
     clock.set(START + timedelta(seconds=1))
     sink = Collector()
     await make_ticker(pool, clock, sink).tick()
     action_id = sink.events[0]["data"]["actionId"]
 
     def ack(state: str, attempt: int = 1, tenant: str = "acct-1") -> ActionAck:
-        return ActionAck.model_validate({"type": "action.ack", "meta": {"tenant": tenant},
-                                         "data": {"actionId": action_id, "attempt": attempt, "state": state}})
+        return ActionAck.model_validate(
+            {
+                "type": "action.ack",
+                "meta": {"tenant": tenant},
+                "data": {"actionId": action_id, "attempt": attempt, "state": state},
+            }
+        )
 
     async def apply(a: ActionAck) -> dict:
         async with db.transaction():
@@ -176,13 +222,26 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:  # noqa: AN
 
     running = await apply(ack("RUNNING"))
     assert (running["type"], running["data"]["state"], running["data"]["previousState"]) == (
-        "action.state-changed", "RUNNING", "DISPATCHED")
-    deadline = await db.fetchval("SELECT ack_deadline FROM actions WHERE id = $1", uuid.UUID(action_id))
+        "action.state-changed",
+        "RUNNING",
+        "DISPATCHED",
+    )
+    deadline = await db.fetchval(
+        "SELECT ack_deadline FROM actions WHERE id = $1", uuid.UUID(action_id)
+    )
     assert deadline == clock.now() + timedelta(minutes=5)
     assert (await apply(ack("SUCCEEDED")))["data"]["state"] == "SUCCEEDED"
     duplicate = await apply(ack("SUCCEEDED"))
-    assert duplicate["type"] == "action.ack-ignored" and duplicate["data"]["reason"].startswith("DUPLICATE")
+    assert duplicate["type"] == "action.ack-ignored" and duplicate["data"]["reason"].startswith(
+        "DUPLICATE"
+    )
     foreign = await apply(ack("FAILED", tenant="acct-2"))
     assert foreign["data"]["reason"].startswith("UNKNOWN_ACTION")
-    history = [r["state"] for r in await db.fetch("SELECT state FROM action_history WHERE action_id = $1 ORDER BY id", uuid.UUID(action_id))]
+    history = [
+        r["state"]
+        for r in await db.fetch(
+            "SELECT state FROM action_history WHERE action_id = $1 ORDER BY id",
+            uuid.UUID(action_id),
+        )
+    ]
     assert history == ["DISPATCHED", "RUNNING", "SUCCEEDED"]

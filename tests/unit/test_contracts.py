@@ -28,32 +28,64 @@ def test_unknown_trigger_kind_lists_the_kinds() -> None:
 
 
 def test_unknown_fields_and_missing_fields() -> None:
-    errors = dict(errors_of({"name": "x", "trigger": {"kind": "once", "at": "2026-01-01T00:00:00Z"}, "colour": 1}))
+    errors = dict(
+        errors_of(
+            {"name": "x", "trigger": {"kind": "once", "at": "2026-01-01T00:00:00Z"}, "colour": 1}
+        )
+    )
     assert errors["data.action"] == "action is required"
     assert "not a known field" in errors["data.colour"]
 
 
 def test_name_pattern_and_lengths() -> None:
-    errors = dict(errors_of({**BASE, "name": "has space", "displayName": "", "trigger": {"kind": "daily", "hours": 1}}))
+    errors = dict(
+        errors_of(
+            {
+                **BASE,
+                "name": "has space",
+                "displayName": "",
+                "trigger": {"kind": "daily", "hours": 1},
+            }
+        )
+    )
     assert "must match" in errors["data.name"]
     assert "data.displayName" in errors
 
 
 def test_nested_list_paths() -> None:
-    errors = dict(errors_of({**BASE, "actions": [{"type": "START", "at": "2026-01-01T00:00:00Z"}, {"type": "STOP", "at": "soon"}]}))
+    errors = dict(
+        errors_of(
+            {
+                **BASE,
+                "actions": [
+                    {"type": "START", "at": "2026-01-01T00:00:00Z"},
+                    {"type": "STOP", "at": "soon"},
+                ],
+            }
+        )
+    )
     assert "data.actions[1].at" in errors
 
 
 def test_naive_instants_are_rejected_and_offsets_normalised() -> None:
     errors = dict(errors_of({**BASE, "trigger": {"kind": "once", "at": "2026-03-15T08:00:00"}}))
     assert "UTC offset" in errors["data.trigger.at"]
-    spec = ScheduleSpec.model_validate({**BASE, "trigger": {"kind": "once", "at": "2026-03-15T09:00:00+01:00"}})
+    spec = ScheduleSpec.model_validate(
+        {**BASE, "trigger": {"kind": "once", "at": "2026-03-15T09:00:00+01:00"}}
+    )
     assert spec.to_wire()["trigger"]["at"] == "2026-03-15T08:00:00Z"
 
 
 def test_wire_form_is_camel_case_and_round_trips() -> None:
-    spec = ScheduleSpec.model_validate({**BASE, "displayName": "Nightly", "externalRef": "abc", "maxOccurrences": 3,
-                                        "trigger": {"kind": "cron", "expression": "30 0 * * *"}})
+    spec = ScheduleSpec.model_validate(
+        {
+            **BASE,
+            "displayName": "Nightly",
+            "externalRef": "abc",
+            "maxOccurrences": 3,
+            "trigger": {"kind": "cron", "expression": "30 0 * * *"},
+        }
+    )
     wire = spec.to_wire()
     assert {"displayName", "externalRef", "maxOccurrences", "startsAt"} <= wire.keys()
     assert wire["policy"]["retry"]["maxAttempts"] == 3
@@ -73,15 +105,27 @@ def test_contracts_are_frozen() -> None:
 
 def test_envelope_requires_meta_fields() -> None:
     with pytest.raises(ValidationError) as caught:
-        CommandEnvelope.model_validate({"type": "schedule.create", "meta": {"tenant": "t"}, "data": {}})
+        CommandEnvelope.model_validate(
+            {"type": "schedule.create", "meta": {"tenant": "t"}, "data": {}}
+        )
     fields = {e.field for e in errors_from_validation(caught.value)}
     assert fields == {"meta.commandId", "meta.correlationId"}
 
 
 def test_ack_contract() -> None:
-    ack = ActionAck.model_validate({"type": "action.ack", "meta": {"tenant": "t"},
-                                    "data": {"actionId": "a", "attempt": 1, "state": "SUCCEEDED"}})
+    ack = ActionAck.model_validate(
+        {
+            "type": "action.ack",
+            "meta": {"tenant": "t"},
+            "data": {"actionId": "a", "attempt": 1, "state": "SUCCEEDED"},
+        }
+    )
     assert ack.data.state == "SUCCEEDED"
     with pytest.raises(ValidationError):
-        ActionAck.model_validate({"type": "action.ack", "meta": {"tenant": "t"},
-                                  "data": {"actionId": "a", "attempt": 1, "state": "DONE"}})
+        ActionAck.model_validate(
+            {
+                "type": "action.ack",
+                "meta": {"tenant": "t"},
+                "data": {"actionId": "a", "attempt": 1, "state": "DONE"},
+            }
+        )

@@ -20,7 +20,7 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def fires(trigger, tz: str, after: str, count: int) -> list[str]:  # noqa: ANN001
+def fires(trigger, tz: str, after: str, count: int) -> list[str]:
     source, _ = compile_trigger(trigger, tz, utc(after))
     return [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in Series(source).preview(utc(after), count)]
 
@@ -29,24 +29,51 @@ def fires(trigger, tz: str, after: str, count: int) -> list[str]:  # noqa: ANN00
 # Spring forward: 01:30/02:30 do not exist; fire once at the first instant after the gap.
 DST_TABLE = [
     # zone, daily hh:mm, after, expected UTC fires
-    ("Europe/London", (1, 30), "2026-10-24T12:00:00Z",
-     ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]),
-    ("Europe/London", (1, 30), "2026-03-28T12:00:00Z",
-     ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]),
-    ("America/New_York", (1, 30), "2026-10-31T12:00:00Z",
-     ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]),
-    ("America/New_York", (2, 30), "2026-03-07T12:00:00Z",
-     ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]),
-    # Lord Howe shifts by 30 minutes: 01:30-02:00 repeats in April, 02:00-02:30 is skipped in October.
-    ("Australia/Lord_Howe", (1, 45), "2026-04-04T00:00:00Z",
-     ["2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"]),
-    ("Australia/Lord_Howe", (2, 15), "2026-10-03T00:00:00Z",
-     ["2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"]),
+    (
+        "Europe/London",
+        (1, 30),
+        "2026-10-24T12:00:00Z",
+        ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+    ),
+    (
+        "Europe/London",
+        (1, 30),
+        "2026-03-28T12:00:00Z",
+        ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+    ),
+    (
+        "America/New_York",
+        (1, 30),
+        "2026-10-31T12:00:00Z",
+        ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+    ),
+    (
+        "America/New_York",
+        (2, 30),
+        "2026-03-07T12:00:00Z",
+        ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+    ),
+    # Lord Howe shifts by 30 minutes: 01:30-02:00 repeats in April, 02:00-02:30 is skipped
+    # in October.
+    (
+        "Australia/Lord_Howe",
+        (1, 45),
+        "2026-04-04T00:00:00Z",
+        ["2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"],
+    ),
+    (
+        "Australia/Lord_Howe",
+        (2, 15),
+        "2026-10-03T00:00:00Z",
+        ["2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("zone", "hhmm", "after", "expected"), DST_TABLE)
-def test_daily_across_dst(zone: str, hhmm: tuple[int, int], after: str, expected: list[str]) -> None:
+def test_daily_across_dst(
+    zone: str, hhmm: tuple[int, int], after: str, expected: list[str]
+) -> None:
     trigger = DailyTrigger(kind="daily", hours=hhmm[0], minutes=hhmm[1])
     assert fires(trigger, zone, after, 2) == expected
 
@@ -72,25 +99,36 @@ def test_unix_day_fields_or_rule() -> None:
     # 13th of the month OR a Friday, at 09:00 UTC
     trigger = CronTrigger(kind="cron", expression="0 9 13 * 5")
     assert fires(trigger, "UTC", "2026-03-01T00:00:00Z", 4) == [
-        "2026-03-06T09:00:00Z", "2026-03-13T09:00:00Z", "2026-03-20T09:00:00Z", "2026-03-27T09:00:00Z",
+        "2026-03-06T09:00:00Z",
+        "2026-03-13T09:00:00Z",
+        "2026-03-20T09:00:00Z",
+        "2026-03-27T09:00:00Z",
     ]
 
 
 def test_month_end_and_leap_day() -> None:
     leap = CronTrigger(kind="cron", expression="0 0 29 2 *")
-    assert fires(leap, "UTC", "2026-01-01T00:00:00Z", 2) == ["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]
+    assert fires(leap, "UTC", "2026-01-01T00:00:00Z", 2) == [
+        "2028-02-29T00:00:00Z",
+        "2032-02-29T00:00:00Z",
+    ]
     day31 = CronTrigger(kind="cron", expression="0 0 31 * *")
     assert fires(day31, "UTC", "2026-01-31T00:00:00Z", 3) == [
-        "2026-03-31T00:00:00Z", "2026-05-31T00:00:00Z", "2026-07-31T00:00:00Z",
+        "2026-03-31T00:00:00Z",
+        "2026-05-31T00:00:00Z",
+        "2026-07-31T00:00:00Z",
     ]
 
 
 def test_macros_and_names() -> None:
-    assert fires(CronTrigger(kind="cron", expression="@daily"), "UTC", "2026-01-01T00:00:00Z", 1) == [
-        "2026-01-02T00:00:00Z"
-    ]
-    assert fires(CronTrigger(kind="cron", expression="0 12 * JAN MON"), "UTC", "2026-01-01T00:00:00Z", 2) == [
-        "2026-01-05T12:00:00Z", "2026-01-12T12:00:00Z",
+    assert fires(
+        CronTrigger(kind="cron", expression="@daily"), "UTC", "2026-01-01T00:00:00Z", 1
+    ) == ["2026-01-02T00:00:00Z"]
+    assert fires(
+        CronTrigger(kind="cron", expression="0 12 * JAN MON"), "UTC", "2026-01-01T00:00:00Z", 2
+    ) == [
+        "2026-01-05T12:00:00Z",
+        "2026-01-12T12:00:00Z",
     ]
 
 
@@ -119,7 +157,9 @@ def test_short_zone_ids() -> None:
 )
 def test_cron_errors_name_the_field(expression: str, message: str) -> None:
     with pytest.raises(ScheduleError) as caught:
-        compile_trigger(CronTrigger(kind="cron", expression=expression), "UTC", utc("2026-01-01T00:00:00Z"))
+        compile_trigger(
+            CronTrigger(kind="cron", expression=expression), "UTC", utc("2026-01-01T00:00:00Z")
+        )
     assert message in caught.value.message
     assert caught.value.field == "trigger.expression"
 
@@ -127,7 +167,9 @@ def test_cron_errors_name_the_field(expression: str, message: str) -> None:
 def test_interval_is_elapsed_time_across_dst() -> None:
     trigger = IntervalTrigger(kind="interval", every="PT1H", anchor=utc("2026-10-24T23:00:00Z"))
     assert fires(trigger, "Europe/London", "2026-10-24T23:00:00Z", 3) == [
-        "2026-10-25T00:00:00Z", "2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z",
+        "2026-10-25T00:00:00Z",
+        "2026-10-25T01:00:00Z",
+        "2026-10-25T02:00:00Z",
     ]
 
 
@@ -142,11 +184,15 @@ def test_interval_strictly_after_creation_and_minimum() -> None:
 
 
 def test_window_and_max_occurrences() -> None:
-    spec = ScheduleSpec.model_validate({
-        "name": "w", "action": {"type": "t"},
-        "trigger": {"kind": "interval", "every": "PT1H", "anchor": "2026-01-01T00:00:00Z"},
-        "startsAt": "2026-01-01T02:30:00Z", "endsAt": "2026-01-01T06:00:00Z",
-    })
+    spec = ScheduleSpec.model_validate(
+        {
+            "name": "w",
+            "action": {"type": "t"},
+            "trigger": {"kind": "interval", "every": "PT1H", "anchor": "2026-01-01T00:00:00Z"},
+            "startsAt": "2026-01-01T02:30:00Z",
+            "endsAt": "2026-01-01T06:00:00Z",
+        }
+    )
     series, _ = compile_series(spec, utc("2026-01-01T00:00:00Z"))
     assert [t.hour for t in series.preview(utc("2026-01-01T00:00:00Z"), 10)] == [3, 4, 5, 6]
     limited = Series(series.source, max_occurrences=2)
@@ -155,22 +201,33 @@ def test_window_and_max_occurrences() -> None:
 
 
 def test_past_once_still_fires_first() -> None:
-    source, _ = compile_trigger(OnceTrigger(kind="once", at=utc("2026-01-01T00:00:00Z")), "UTC", utc("2026-02-01T00:00:00Z"))
+    source, _ = compile_trigger(
+        OnceTrigger(kind="once", at=utc("2026-01-01T00:00:00Z")), "UTC", utc("2026-02-01T00:00:00Z")
+    )
     assert Series(source).first(utc("2026-02-01T00:00:00Z")) == utc("2026-01-01T00:00:00Z")
     assert Series(source).preview(utc("2026-02-01T00:00:00Z"), 3) == []
 
 
 def test_quartz_form_of_triggers() -> None:
     now = utc("2026-01-01T00:00:00Z")
-    assert compile_trigger(DailyTrigger(kind="daily", hours=10, minutes=30), "UTC", now)[1] == "0 30 10 ? * *"
-    assert compile_trigger(CronTrigger(kind="cron", expression="30 0 * * *"), "UTC", now)[1] == "0 30 0 ? * *"
+    assert (
+        compile_trigger(DailyTrigger(kind="daily", hours=10, minutes=30), "UTC", now)[1]
+        == "0 30 10 ? * *"
+    )
+    assert (
+        compile_trigger(CronTrigger(kind="cron", expression="30 0 * * *"), "UTC", now)[1]
+        == "0 30 0 ? * *"
+    )
     assert compile_trigger(CronTrigger(kind="cron", expression="0 9 * * 1-5"), "UTC", now)[1] == (
         "0 0 9 ? * MON,TUE,WED,THU,FRI"
     )
     assert compile_trigger(CronTrigger(kind="cron", expression="0 9 13 * 5"), "UTC", now)[1] is None
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("PT5M", 300), ("P1D", 86400), ("P2W", 1209600), ("PT1.5S", 1.5), ("P1DT1H", 90000)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT5M", 300), ("P1D", 86400), ("P2W", 1209600), ("PT1.5S", 1.5), ("P1DT1H", 90000)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
@@ -184,7 +241,10 @@ def test_bad_durations(text: str) -> None:
 
 # --- property: the engine agrees with a brute-force walk over wall-clock minutes -------------
 
-def _brute_force(minutes: set[int], hours: set[int], tz: ZoneInfo, after: datetime, count: int) -> list[datetime]:
+
+def _brute_force(
+    minutes: set[int], hours: set[int], tz: ZoneInfo, after: datetime, count: int
+) -> list[datetime]:
     """Independent of the engine: walk every real minute, keep those whose local wall time
     matches, apply the DST rule (first occurrence of a repeated time; a skipped time fires at
     the first instant after the gap) by tracking which wall minutes already fired."""
@@ -221,7 +281,7 @@ def _brute_force(minutes: set[int], hours: set[int], tz: ZoneInfo, after: dateti
     start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31)),
     near_dst=st.booleans(),
 )
-def test_cron_agrees_with_brute_force(minutes, hours, zone, start, near_dst) -> None:  # noqa: ANN001
+def test_cron_agrees_with_brute_force(minutes, hours, zone, start, near_dst) -> None:
     if near_dst:  # concentrate half the examples on the days DST changes
         start = datetime(2026, 3, 7) if zone == "America/New_York" else datetime(2026, 3, 28)
         if zone == "Australia/Lord_Howe":

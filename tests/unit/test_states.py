@@ -26,7 +26,9 @@ from shared.states import decide_ack
         ("CANCELLED", 1, False, "RUNNING", 1, False, None, "STALE"),
     ],
 )
-def test_ack_transitions(state, attempt, in_flight, ack, ack_attempt, applies, new_state, reason) -> None:  # noqa: ANN001
+def test_ack_transitions(
+    state, attempt, in_flight, ack, ack_attempt, applies, new_state, reason
+) -> None:
     decision = decide_ack(state, attempt, in_flight, ack, ack_attempt)
     assert decision.apply is applies
     assert decision.new_state == new_state

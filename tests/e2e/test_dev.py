@@ -1,0 +1,130 @@
+"""`chime dev`: the README's first command, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import free_port
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+
+async def start_dev(
+    args: list[str], env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, list[str]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "dev",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+
+    async def until_ready() -> None:
+        async for raw in proc.stdout:  # type: ignore[union-attr]
+            lines.append(raw.decode().rstrip())
+            if lines[-1] in ("chime dev: ready", "chime dev: stopped"):
+                return
+
+    await asyncio.wait_for(until_ready(), 120)
+    return proc, lines
+
+
+async def stop_dev(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = await asyncio.wait_for(proc.communicate(), 90)
+    return proc.returncode or 0, rest.decode()
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CHIME_")}
+
+
+async def test_dev_starts_everything_embedded_and_stops_cleanly(tmp_path: Path) -> None:
+    kafka_port, pg_port = free_port(), free_port()
+    proc, lines = await start_dev(
+        [
+            "--kafka-port",
+            str(kafka_port),
+            "--postgres-port",
+            str(pg_port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        clean_env(),
+    )
+    try:
+        assert lines[-1] == "chime dev: ready", lines
+        assert f"CHIME_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{kafka_port}" in lines
+        assert f"CHIME_DATABASE_URL=postgresql://postgres@127.0.0.1:{pg_port}/chime" in lines
+        urls = {
+            m[1]: m[2] for line in lines if (m := re.match(r"^chime (\w+): (http://\S+)$", line))
+        }
+        assert set(urls) == {"scheduler", "ticker", "acker"}
+        for url in urls.values():
+            with urllib.request.urlopen(f"{url}/health/ready", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        code, rest = await stop_dev(proc)
+    assert code == 0
+    assert "chime dev: stopped" in rest
+
+
+async def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "dev",
+            "--postgres-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            env=clean_env(),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert f"port {port} is taken: pass --postgres-port" in out.decode()
+
+
+async def test_dev_uses_servers_named_in_the_environment(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {
+        **clean_env(),
+        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": f"dev{uuid.uuid4().hex[:6]}.",
+        "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+    }
+    proc, lines = await start_dev(["--data-dir", str(tmp_path)], env)
+    try:
+        assert lines[-1] == "chime dev: ready", lines
+        assert f"CHIME_DATABASE_URL={settings.database_url}" in lines
+        assert f"CHIME_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}" in lines
+        assert not any(tmp_path.iterdir())  # no embedded server was started
+    finally:
+        code, _ = await stop_dev(proc)
+    assert code == 0
