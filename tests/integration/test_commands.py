@@ -167,3 +167,9 @@ async def test_payload_too_large(db: asyncpg.Connection) -> None:
     data["action"]["payload"] = {"blob": "x" * (256 * 1024)}
     result = await run(db, command("schedule.create", data), NOW)
     assert result["errors"][0]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_migrate_is_idempotent(database_url: str) -> None:
+    from shared.persistence.migrate import migrate
+
+    assert await migrate(database_url) == []  # the template already ran every migration
