@@ -206,6 +206,14 @@ async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime)
     spec = _parse(ScheduleSpec, env.data)
     series, cron_expression = _compile(spec, now)
     _check_limits(spec)
+    first = series.first(now)
+    if spec.trigger is not None and first is None:
+        raise CommandError.of(
+            "VALIDATION",
+            f"the trigger never fires after {now.isoformat()} within the schedule's window: "
+            "check its year, dates, endsAt, expiration or maxOccurrences",
+            "data.trigger",
+        )
     schedule_id = uuid.uuid4()
     state = "ACTIVE" if spec.enabled else "PAUSED"
     ack_timeout = parse_duration(spec.policy.ack_timeout)
@@ -231,7 +239,6 @@ async def _create(conn: asyncpg.Connection, env: CommandEnvelope, now: datetime)
         ) from None
     rows: list[tuple[Any, ...]] = []
     if state == "ACTIVE":
-        first = series.first(now)
         if first is not None:
             rows.append((1, "SERIES", None, spec.action.type, first, None))
         for action in spec.actions:

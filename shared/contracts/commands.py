@@ -107,6 +107,14 @@ class Policy(ContractModel):
         description="An attempt not acknowledged in this time times out.",
         examples=["PT5M"],
     )
+    dst: Literal["AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME"] = Field(
+        "AUTO",
+        description="Wall-clock times in DST changes. AUTO: a skipped time fires once after the "
+        "gap, a repeated time once at its first occurrence, unless the hour field matches every "
+        "hour (then real time). ONCE_EARLIER / ONCE_LATER: always once, at the first / second "
+        "occurrence. REAL_TIME: skipped times never fire, repeated times fire twice.",
+        examples=["AUTO"],
+    )
 
 
 class ActionSpec(ContractModel):

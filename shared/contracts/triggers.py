@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from shared.contracts.common import ContractModel, UtcInstant
 
 __all__ = [
     "TRIGGER_KINDS",
+    "CalendarTrigger",
     "CronTrigger",
     "DailyTrigger",
     "IntervalTrigger",
     "OnceTrigger",
+    "Selector",
     "Trigger",
     "between",
 ]
@@ -55,8 +57,10 @@ class CronTrigger(ContractModel):
     expression: str = Field(
         min_length=1,
         max_length=1024,
-        description="5-field Unix cron (minute hour day-of-month month day-of-week) or a macro.",
-        examples=["30 0 * * *"],
+        description="5-field Unix cron (minute hour day-of-month month day-of-week), a macro "
+        "(@hourly @daily @weekly @monthly @yearly), or 6/7-field Quartz (second first, "
+        "optional year, ?, L, L-n, nL, W, LW, #).",
+        examples=["30 0 * * *", "0 15 10 L-2 * ?"],
     )
 
 
@@ -72,8 +76,48 @@ class IntervalTrigger(ContractModel):
     )
 
 
+class Selector(ContractModel):
+    """Which months, days, hours or minutes (seed 003): a LIST of values or a RANGE of two."""
+
+    type: Literal["LIST", "RANGE"] = Field(description="LIST or RANGE.", examples=["LIST"])
+    values: list[Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]] = (
+        Field(min_length=1, max_length=400, description="Values as strings.", examples=[["1"]])
+    )
+    interval: int | None = Field(
+        None,
+        ge=1,
+        description="Step from the first value (LIST of one value, or RANGE).",
+        examples=[3],
+    )
+
+
+class CalendarTrigger(ContractModel):
+    """Seed 003's campaign schedule: a cadence and selectors, in the schedule's time zone."""
+
+    kind: Literal["calendar"] = Field(description="Trigger kind.", examples=["calendar"])
+    type: Literal["DAILY", "WEEKLY", "MONTHLY", "ANNUALLY", "CALENDAR"] = Field(
+        description="Cadence; fields coarser than it cannot be set.", examples=["MONTHLY"]
+    )
+    months: Selector | None = Field(
+        None, description="Months 1–12 (ANNUALLY only).", examples=[None]
+    )
+    days: Selector | None = Field(
+        None,
+        description="WEEKLY: 1–7 (1 = Sunday); MONTHLY: 1–31, L, L-n; ANNUALLY: as MONTHLY "
+        "with months, else --MM-DD; CALENDAR: YYYY-MM-DD. Not for DAILY.",
+        examples=[{"type": "LIST", "values": ["L-1"]}],
+    )
+    hours: Selector = Field(
+        description="Hours 0–23.", examples=[{"type": "LIST", "values": ["8"], "interval": 3}]
+    )
+    minutes: Selector | None = Field(None, description="Minutes 0–59; default 0.", examples=[None])
+    expiration: UtcInstant | None = Field(
+        None, description="No occurrence after this instant.", examples=[None]
+    )
+
+
 Trigger = Annotated[
-    OnceTrigger | DailyTrigger | CronTrigger | IntervalTrigger,
+    OnceTrigger | DailyTrigger | CronTrigger | IntervalTrigger | CalendarTrigger,
     Field(discriminator="kind"),
 ]
-TRIGGER_KINDS = ("once", "daily", "cron", "interval")
+TRIGGER_KINDS = ("once", "daily", "cron", "interval", "calendar")

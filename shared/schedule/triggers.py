@@ -12,13 +12,29 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.contracts.commands import ScheduleSpec
-from shared.contracts.triggers import CronTrigger, DailyTrigger, IntervalTrigger, OnceTrigger
-from shared.schedule.cron import parse_cron, to_quartz
+from shared.contracts.triggers import (
+    CalendarTrigger,
+    CronTrigger,
+    DailyTrigger,
+    IntervalTrigger,
+    OnceTrigger,
+)
+from shared.schedule.calendar import compile_calendar
+from shared.schedule.cron import parse_cron, quartz_form
 from shared.schedule.durations import parse_duration
 from shared.schedule.errors import ScheduleError
 from shared.schedule.timezones import resolve_zone
+from shared.schedule.wallclock import DstPolicy, WallSchedule
 
-__all__ = ["FireSource", "Interval", "Once", "Series", "compile_series", "compile_trigger"]
+__all__ = [
+    "FireSource",
+    "Interval",
+    "Once",
+    "Series",
+    "Until",
+    "compile_series",
+    "compile_trigger",
+]
 
 _TICK = timedelta(microseconds=1)
 
@@ -51,10 +67,23 @@ class Interval:
         return self.anchor + steps * self.every
 
 
+@dataclass(frozen=True)
+class Until:
+    """A source that stops after `until` (a calendar trigger's `expiration`)."""
+
+    source: FireSource
+    until: datetime
+
+    def next_after(self, after: datetime) -> datetime | None:
+        instant = self.source.next_after(after)
+        return instant if instant is not None and instant <= self.until else None
+
+
+AnyTrigger = OnceTrigger | DailyTrigger | CronTrigger | IntervalTrigger | CalendarTrigger
+
+
 def compile_trigger(
-    trigger: OnceTrigger | DailyTrigger | CronTrigger | IntervalTrigger,
-    timezone: str,
-    created_at: datetime,
+    trigger: AnyTrigger, timezone: str, created_at: datetime, dst: DstPolicy = "AUTO"
 ) -> tuple[FireSource, str | None]:
     """The fire source of a trigger and its Quartz `cronExpression` (when it has one).
 
@@ -64,20 +93,29 @@ def compile_trigger(
     if isinstance(trigger, OnceTrigger):
         return Once(trigger.at), None
     if isinstance(trigger, IntervalTrigger):
-        every = parse_duration(trigger.every, "every")
+        try:
+            every = parse_duration(trigger.every, "every")
+        except ScheduleError as err:
+            raise ScheduleError(err.message, "trigger.every") from None
         if every < timedelta(seconds=1):
             raise ScheduleError(
                 f"every {trigger.every!r} must be at least 1 second", "trigger.every"
             )
         return Interval(trigger.anchor or created_at, every), None
-    if isinstance(trigger, DailyTrigger):
-        cron = parse_cron(f"{trigger.minutes} {trigger.hours} * * *", tz)
-        return cron, f"0 {trigger.minutes} {trigger.hours} ? * *"
+    if isinstance(trigger, CalendarTrigger):
+        matcher = compile_calendar(trigger)
+        source: FireSource = WallSchedule(matcher.next_wall, tz, len(matcher.hours) == 24, dst)
+        return (Until(source, trigger.expiration) if trigger.expiration else source), None
+    text = (
+        trigger.expression
+        if isinstance(trigger, CronTrigger)
+        else f"{trigger.minutes} {trigger.hours} * * *"
+    )
     try:
-        cron = parse_cron(trigger.expression, tz)
+        cron = parse_cron(text)
     except ScheduleError as err:
         raise ScheduleError(err.message, "trigger.expression") from None
-    return cron, to_quartz(cron)
+    return WallSchedule(cron.next_wall, tz, cron.every_hour, dst), quartz_form(cron)
 
 
 @dataclass(frozen=True)
@@ -125,7 +163,9 @@ def compile_series(spec: ScheduleSpec, created_at: datetime) -> tuple[Series, st
     source, cron_expression = (None, None)
     resolve_zone(spec.timezone)
     if spec.trigger is not None:
-        source, cron_expression = compile_trigger(spec.trigger, spec.timezone, created_at)
+        source, cron_expression = compile_trigger(
+            spec.trigger, spec.timezone, created_at, spec.policy.dst
+        )
     return (
         Series(source, spec.starts_at, spec.ends_at, spec.max_occurrences),
         cron_expression,

@@ -1,18 +1,26 @@
-"""Wall-clock time to instants, with Chime's DST rule.
+"""Wall-clock schedules to instants, with Chime's DST rule (or a schedule's `policy.dst`).
 
-- A wall time in a spring-forward gap does not exist: it maps to the first valid instant
-  after the gap (the transition itself), once.
-- A wall time in a fall-back overlap exists twice: it maps to the first occurrence only,
-  unless the caller follows real time (`every_hour`), in which case both occurrences count.
-- Triggers that follow real time (`every_hour`) skip gap times: that hour did not happen.
+`AUTO` (the default):
+- a wall time in a spring-forward gap does not exist: it fires once, at the first valid
+  instant after the gap (the transition itself);
+- a wall time in a fall-back overlap exists twice: it fires once, at the first occurrence;
+- unless the trigger's hour field matches every hour: then it follows real time, firing at
+  both occurrences of a repeated time and not at all in an hour that did not happen.
+`ONCE_EARLIER` / `ONCE_LATER`: every wall time fires once (gap: after it; overlap: the first /
+the second occurrence), whatever the hour field. `REAL_TIME`: always follow real time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Literal
 
-__all__ = ["no_transition_near", "to_instants"]
+__all__ = ["DST_POLICIES", "DstPolicy", "WallSchedule", "no_transition_near", "to_instants"]
 
+DstPolicy = Literal["AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME"]
+DST_POLICIES: tuple[DstPolicy, ...] = ("AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME")
 _SECOND = timedelta(seconds=1)
 MARGIN = timedelta(hours=3)  # larger than any DST shift in the tz database
 
@@ -30,21 +38,59 @@ def _transition_after(low: datetime, high: datetime, tz: tzinfo) -> datetime:
     return low + lo * _SECOND
 
 
-def to_instants(wall: datetime, tz: tzinfo, every_hour: bool = False) -> list[datetime]:
+def to_instants(
+    wall: datetime, tz: tzinfo, real_time: bool = False, later: bool = False
+) -> list[datetime]:
     """Instants (aware UTC, ascending) at which the naive wall time `wall` happens in `tz`."""
     first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
     if first == second:
         return [first]
     if first.astimezone(tz).replace(tzinfo=None) != wall:  # a gap: fold=0 lands past it
-        if every_hour:
-            return []
-        return [_transition_after(second, first, tz)]
-    return [first, second] if every_hour else [first]
+        return [] if real_time else [_transition_after(second, first, tz)]
+    if real_time:
+        return [first, second]
+    return [second] if later else [first]
 
 
 def no_transition_near(instant: datetime, tz: tzinfo) -> bool:
     """True when `tz` keeps one offset for MARGIN either side of `instant`."""
-    return (instant - MARGIN).astimezone(tz).utcoffset() == (instant + MARGIN).astimezone(
-        tz
-    ).utcoffset()
+    before = (instant - MARGIN).astimezone(tz).utcoffset()
+    return before == (instant + MARGIN).astimezone(tz).utcoffset()
+
+
+@dataclass(frozen=True)
+class WallSchedule:
+    """Fire times of a wall-clock pattern in a zone.
+
+    `next_wall(start)` gives the first matching naive wall time strictly after `start`.
+    """
+
+    next_wall: Callable[[datetime], datetime | None]
+    tz: tzinfo
+    every_hour: bool  # the hour field matches every hour
+    dst: DstPolicy = "AUTO"
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """First fire instant strictly after `after` (aware)."""
+        after = after.astimezone(UTC)
+        real_time = self.dst == "REAL_TIME" or (self.dst == "AUTO" and self.every_hour)
+        later = self.dst == "ONCE_LATER"
+        start = after.astimezone(self.tz).replace(tzinfo=None)
+        if not no_transition_near(after, self.tz):
+            start -= MARGIN
+        best: datetime | None = None
+        horizon: datetime | None = None
+        wall: datetime | None = start
+        for _ in range(100_000):
+            wall = self.next_wall(wall)
+            if wall is None or (horizon is not None and wall > horizon):
+                break
+            for instant in to_instants(wall, self.tz, real_time, later):
+                if instant > after and (best is None or instant < best):
+                    best = instant
+            if best is not None and horizon is None:
+                if no_transition_near(best, self.tz):
+                    return best
+                horizon = wall + 2 * MARGIN  # overlaps reorder instants: look a little further
+        return best

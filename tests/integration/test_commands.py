@@ -173,3 +173,51 @@ async def test_migrate_is_idempotent(database_url: str) -> None:
     from shared.persistence.migrate import migrate
 
     assert await migrate(database_url) == []  # the template already ran every migration
+
+
+async def test_quartz_and_calendar_schedules(db: asyncpg.Connection) -> None:
+    quartz = await run(
+        db,
+        command(
+            "schedule.create",
+            schedule("q", trigger={"kind": "cron", "expression": "0 15 10 L-2 * ?"}),
+        ),
+        NOW,
+    )
+    assert quartz["data"]["cronExpression"] == "0 15 10 L-2 * ?"
+    assert quartz["data"]["scheduledFor"] == "2026-03-29T10:15:00Z"
+    seed_003 = {
+        "kind": "calendar",
+        "type": "MONTHLY",
+        "days": {"type": "RANGE", "values": ["20", "L"]},
+        "hours": {"type": "LIST", "values": ["8"], "interval": 3},
+    }
+    created = await run(
+        db, command("schedule.create", schedule("c", trigger=seed_003, timezone="CST")), NOW
+    )
+    assert created["data"]["nextFireTimes"][:2] == ["2026-03-20T13:00:00Z", "2026-03-20T16:00:00Z"]
+    rule = await run(
+        db, command("schedule.create", schedule("d", trigger={**seed_003, "type": "DAILY"})), NOW
+    )
+    assert rule["errors"][0]["field"] == "data.trigger.days"
+
+
+async def test_trigger_that_never_fires_is_rejected(db: asyncpg.Connection) -> None:
+    past_year = await run(
+        db,
+        command(
+            "schedule.create", schedule(trigger={"kind": "cron", "expression": "0 0 12 * * ? 2020"})
+        ),
+        NOW,
+    )
+    assert past_year["errors"][0]["field"] == "data.trigger"
+    assert "never fires" in past_year["errors"][0]["message"]
+    ended = await run(
+        db,
+        command(
+            "schedule.create",
+            schedule(trigger={"kind": "daily", "hours": 1}, endsAt="2026-03-10T11:00:00Z"),
+        ),
+        NOW,
+    )
+    assert "never fires" in ended["errors"][0]["message"]

@@ -59,15 +59,27 @@ async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    ("trigger", "zone"),
+    ("trigger", "zone", "days"),
     [
-        ({"kind": "daily", "hours": 1, "minutes": 30}, "Europe/London"),
-        ({"kind": "cron", "expression": "30 * * * *"}, "Europe/London"),
-        ({"kind": "cron", "expression": "*/20 1-2 * * *"}, "America/New_York"),
-        ({"kind": "interval", "every": "PT45M"}, "Europe/London"),
+        ({"kind": "daily", "hours": 1, "minutes": 30}, "Europe/London", 14),
+        ({"kind": "cron", "expression": "30 * * * *"}, "Europe/London", 3),
+        ({"kind": "cron", "expression": "*/20 1-2 * * *"}, "America/New_York", 14),
+        ({"kind": "interval", "every": "PT45M"}, "Europe/London", 2),
+        ({"kind": "cron", "expression": "0 30 1 L-1,L * ?"}, "Europe/London", 160),
+        ({"kind": "cron", "expression": "15 */30 * * * ?"}, "Australia/Lord_Howe", 2),
+        (
+            {
+                "kind": "calendar",
+                "type": "WEEKLY",
+                "days": {"type": "LIST", "values": ["1", "2"]},
+                "hours": {"type": "LIST", "values": ["1"], "interval": 6},
+            },
+            "CST",
+            21,
+        ),
     ],
 )
-async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> None:
+async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone, days) -> None:
     clock = SettableClock(START)
     created = await run(
         db, command("schedule.create", schedule(trigger=trigger, timezone=zone)), clock.now()
@@ -75,7 +87,7 @@ async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone) -> N
     assert created["type"] == "schedule.created", created
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
-    until = START + timedelta(days=14)  # spans the London and New York fall-backs
+    until = START + timedelta(days=days)  # spans the London and New York fall-backs
     await drive(ticker, clock, until)
     fired = [e["data"]["dueAt"] for e in sink.events]
     promised = preview_times(orjson.dumps(trigger).decode(), zone, START, len(fired) + 1)
