@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 import orjson
 from faststream import AckPolicy, FastStream
-from faststream.kafka.annotations import KafkaMessage
 
 from shared.clock import Clock, SystemClock
 from shared.health import HealthServer, Metrics
@@ -21,9 +21,12 @@ from shared.settings import Settings
 
 __all__ = [
     "BatchHandler",
+    "Consumes",
+    "Publishes",
     "ServiceRuntime",
     "configure_logging",
     "consumer_app",
+    "declare_publishers",
     "raw_records",
     "service_app",
 ]
@@ -97,22 +100,36 @@ class BatchHandler(Protocol):
     async def handle(self, records: list[Any]) -> list[Outgoing]: ...
 
 
+@dataclass(frozen=True)
+class Consumes:
+    """What a consumer service reads (documented in its AsyncAPI as `message`)."""
+
+    topic: str
+    message: type
+    description: str
+
+
 def consumer_app(
     name: str,
     settings: Settings,
-    topic: str,
+    consumes: Consumes,
     make_handler: Callable[[asyncpg.Pool, Settings, Clock, ServiceRuntime], BatchHandler],
     clock: Clock | None = None,
+    publishes: Sequence[Publishes] = (),
 ) -> FastStream:
-    """A FastStream app with one batch subscriber on `topic`, group `chime-<name>`.
+    """A FastStream app with one batch subscriber, group `chime-<name>`.
 
-    The handler applies a batch in one transaction and returns what to publish; offsets are
-    committed only after that transaction committed and every message was acknowledged.
+    The handler applies a batch in one transaction and returns what to publish. The batch is
+    committed (NACK_ON_ERROR) only after the handler returned, that is after the transaction
+    committed and the broker acknowledged every message; if it raises, the batch is rewound.
     """
     clock = clock or SystemClock()
     runtime = ServiceRuntime(name, settings)
-    broker = build_broker(settings)
+    # apply_types=False: handlers get raw records (bad bytes are dead-lettered, not dropped by a
+    # decoding failure); the annotations below still describe the payload in AsyncAPI.
+    broker = build_broker(settings, apply_types=False)
     holder: dict[str, BatchHandler] = {}
+    declare_publishers(broker, publishes)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -129,8 +146,13 @@ def consumer_app(
             await runtime.http.stop()
             await pool.close()
 
-    @broker.subscriber(
-        topic,
+    async def on_batch(records: list[Any]) -> None:
+        out = await holder["handler"].handle(records)
+        await publish_all(broker, out)
+
+    on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
+    broker.subscriber(
+        consumes.topic,
         group_id=f"chime-{name}",
         batch=True,
         max_records=settings.consumer_batch_size,
@@ -138,15 +160,29 @@ def consumer_app(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        ack_policy=AckPolicy.MANUAL,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=raw_records,
-    )
-    async def on_batch(records: Any, msg: KafkaMessage) -> None:
-        out = await holder["handler"].handle(records)
-        await publish_all(broker, out)
-        await msg.ack()
-
+        title=f"{consumes.topic}:{name}",
+        description=consumes.description,
+    )(on_batch)
     return service_app(broker, lifespan, after_startup=[runtime.mark_started])
+
+
+@dataclass(frozen=True)
+class Publishes:
+    """A topic a service publishes to, with its message contract (None: raw bytes)."""
+
+    topic: str
+    message: type | None
+    description: str
+
+
+def declare_publishers(broker: Any, publishes: Sequence[Publishes]) -> None:
+    """Declare what a service publishes, so that its AsyncAPI documents it."""
+    for item in publishes:
+        broker.publisher(
+            item.topic, schema=item.message or bytes, title=item.topic, description=item.description
+        )
 
 
 def service_app(broker: Any, lifespan: Any, **hooks: Any) -> FastStream:

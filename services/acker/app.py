@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from services.acker.acks import apply_ack
 from shared.clock import Clock
-from shared.contracts import ActionAck, errors_from_validation
+from shared.contracts import ActionAck, ActionEvent, errors_from_validation
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
-from shared.runtime import ServiceRuntime, consumer_app
+from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
 __all__ = ["AckConsumer", "build_app"]
@@ -59,4 +59,15 @@ class AckConsumer:
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
-    return consumer_app("acker", settings, settings.topics.actions_acks, AckConsumer, clock)
+    topics = settings.topics
+    return consumer_app(
+        "acker",
+        settings,
+        Consumes(topics.actions_acks, ActionAck, "Acknowledgements from workers."),
+        AckConsumer,
+        clock,
+        publishes=[
+            Publishes(topics.actions_events, ActionEvent, "State changes and ignored acks."),
+            Publishes(topics.dlq, None, "Acks that are not valid action.ack, with chime-reason."),
+        ],
+    )

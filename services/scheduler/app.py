@@ -12,9 +12,9 @@ from faststream import FastStream
 
 from services.scheduler.commands import apply_command, rejected_result
 from shared.clock import Clock
-from shared.contracts import ErrorItem
+from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
-from shared.runtime import ServiceRuntime, consumer_app
+from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
 __all__ = ["CommandConsumer", "build_app"]
@@ -76,4 +76,15 @@ class CommandConsumer:
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
-    return consumer_app("scheduler", settings, settings.topics.commands, CommandConsumer, clock)
+    topics = settings.topics
+    return consumer_app(
+        "scheduler",
+        settings,
+        Consumes(topics.commands, CommandEnvelope, "Schedule commands from any producer."),
+        CommandConsumer,
+        clock,
+        publishes=[
+            Publishes(topics.command_results, CommandResult, "One result per command."),
+            Publishes(topics.dlq, None, "Records that are not JSON objects, with chime-reason."),
+        ],
+    )
