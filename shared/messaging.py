@@ -22,6 +22,7 @@ __all__ = [
     "build_broker",
     "dead_letter",
     "ensure_topics",
+    "is_transient",
     "json_message",
     "publish_all",
     "retry_forever",
@@ -122,7 +123,7 @@ async def retry_forever(
         except (TimeoutError, OSError, ConnectionError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # asyncpg's connection errors are not OSErrors
-            if not _is_transient(exc):
+            if not is_transient(exc):
                 raise
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -140,7 +141,8 @@ async def retry_forever(
         delay = min(delay * 2, max_delay)
 
 
-def _is_transient(exc: Exception) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """A connection-level database error: retry the work, do not answer it."""
     import asyncpg
 
     return isinstance(

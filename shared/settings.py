@@ -67,9 +67,14 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )
     ticker_id: str | None = Field(None, description="Claimer name; default host:pid.")
-    default_ack_timeout: str = Field(
-        "PT5M", description="Ack deadline when a schedule's policy gives none."
+    action_topics: str = Field(
+        "",
+        description="Comma-separated topics a schedule's action.topic may name (allow-list).",
     )
+
+    @property
+    def action_topic_allow_list(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.action_topics.split(",") if t.strip())
 
     @property
     def topics(self) -> Topics:

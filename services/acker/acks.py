@@ -10,6 +10,7 @@ import asyncpg
 
 from shared.contracts import ActionAck
 from shared.contracts.common import format_instant
+from shared.contracts.events import action_event_body
 from shared.persistence.queries import load_queries
 from shared.states import decide_ack
 
@@ -19,16 +20,10 @@ Q = load_queries()
 
 
 def _event(kind: str, ack: ActionAck, now: datetime, **data: Any) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "meta": {
-            "eventId": f"{ack.data.action_id}:{ack.data.attempt}:{ack.data.state}",
-            "timestamp": format_instant(now),
-            "tenant": ack.meta.tenant,
-            "schemaVersion": 1,
-        },
-        "data": {"actionId": ack.data.action_id, "attempt": ack.data.attempt, **data},
-    }
+    d = ack.data
+    return action_event_body(
+        kind, ack.meta.tenant, d.action_id, d.attempt, format_instant(now), d.state, **data
+    )
 
 
 async def apply_ack(conn: asyncpg.Connection, ack: ActionAck, now: datetime) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import orjson
 from aiokafka import ConsumerRecord
 from faststream import FastStream
 
-from services.scheduler.commands import apply_command, rejected_result
+from services.scheduler.commands import Context, apply_command
 from shared.clock import Clock
-from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
+from shared.contracts import CommandEnvelope, CommandResult
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -30,6 +30,7 @@ class CommandConsumer:
     ):
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
+        self.context = Context(action_topics=settings.action_topic_allow_list)
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -56,16 +57,7 @@ class CommandConsumer:
         out = []
         async with self.pool.acquire() as conn, conn.transaction():
             for body in bodies:
-                now = self.clock.now()
-                try:
-                    result = await apply_command(conn, body, now)
-                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-                    raise
-                except asyncpg.PostgresError as exc:
-                    log.exception("command failed in the database")
-                    result = rejected_result(
-                        body, [ErrorItem(code="INTERNAL", message=f"database error: {exc}")], now
-                    )
+                result = await apply_command(conn, body, self.clock.now(), self.context)
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
                 self.runtime.metrics.inc(

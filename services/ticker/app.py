@@ -14,9 +14,10 @@ from faststream import FastStream
 
 from services.ticker.engine import Ticker
 from shared.clock import Clock, SystemClock
+from shared.contracts import ActionDue, ActionEvent
 from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
 from shared.persistence.database import connect, create_pool
-from shared.runtime import ServiceRuntime, service_app
+from shared.runtime import Publishes, ServiceRuntime, declare_publishers, service_app
 from shared.settings import Settings
 
 __all__ = ["build_app"]
@@ -46,6 +47,14 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
     clock = clock or SystemClock()
     runtime = ServiceRuntime("ticker", settings)
     broker = build_broker(settings)
+    topics = settings.topics
+    declare_publishers(
+        broker,
+        [
+            Publishes(topics.actions_due, ActionDue, "One per due occurrence and attempt."),
+            Publishes(topics.actions_events, ActionEvent, "Occurrences skipped by a condition."),
+        ],
+    )
     stop, wake = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     pools: list[asyncpg.Pool] = []

@@ -20,7 +20,9 @@ import asyncpg
 import orjson
 
 from shared.clock import Clock
+from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
+from shared.contracts.events import action_event_body
 from shared.health import Metrics
 from shared.messaging import Outgoing, retry_forever
 from shared.persistence.queries import load_queries
@@ -64,6 +66,7 @@ class Ticker:
     ) -> None:
         self.pool, self.publish, self.clock = pool, publish, clock
         self.topic = settings.topics.actions_due
+        self.events_topic = settings.topics.actions_events
         self.batch_size = settings.ticker_batch_size
         self.lease = timedelta(seconds=settings.ticker_lease_seconds)
         self.max_idle = settings.ticker_max_idle_seconds
@@ -81,18 +84,61 @@ class Ticker:
                 return 0
             await self._advance_series(conn, rows, now)
         fired_at = self.clock.now()
-        messages, deadlines = [], []
+        messages, fired, deadlines, skipped, reasons = [], [], [], [], []
         for row in rows:
+            reason = self._condition_says_no(row)
+            if reason is not None:
+                messages.append(self._skip_event(row, reason, fired_at))
+                skipped.append(row["id"])
+                reasons.append(reason)
+                continue
             message, deadline = self._event(row, fired_at)
             messages.append(message)
+            fired.append(row["id"])
             deadlines.append(deadline)
         await self.publish(messages)
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                Q.mark_dispatched, [r["id"] for r in rows], fired_at, self.claimer, deadlines
-            )
-        self.metrics.inc("actions_fired", len(rows))
+        async with self.pool.acquire() as conn, conn.transaction():
+            if fired:
+                await conn.execute(Q.mark_dispatched, fired, fired_at, self.claimer, deadlines)
+            if skipped:
+                await conn.execute(Q.mark_skipped, skipped, fired_at, self.claimer, reasons)
+        self.metrics.inc("actions_fired", len(fired))
+        self.metrics.inc("actions_skipped", len(skipped))
         return len(rows)
+
+    def _condition_says_no(self, row: Any) -> str | None:
+        """Why a due occurrence must not fire (its condition), or None to fire it."""
+        spec, _ = _schedule(row)
+        if spec.condition is None:
+            return None
+        payload = row["payload"] if row["payload"] is not None else spec.action.payload
+        try:
+            ok = evaluate_condition(
+                spec.condition,
+                spec.parameters,
+                payload,
+                format_instant(row["due_at"]),
+                row["attempt"],
+            )
+        except ConditionError as exc:
+            return f"condition could not be evaluated: {exc}"
+        return None if ok else f"condition is false: {spec.condition}"
+
+    def _skip_event(self, row: Any, reason: str, now: datetime) -> Outgoing:
+        body = action_event_body(
+            "action.state-changed",
+            row["tenant"],
+            str(row["id"]),
+            row["attempt"],
+            format_instant(now),
+            "SKIPPED",
+            scheduleId=str(row["schedule_id"]),
+            state="SKIPPED",
+            previousState="PENDING",
+            reason=reason,
+            output={},
+        )
+        return Outgoing(self.events_topic, orjson.dumps(body), str(row["schedule_id"]).encode())
 
     async def _advance_series(
         self, conn: asyncpg.Connection, rows: list[Any], now: datetime
@@ -161,7 +207,8 @@ class Ticker:
                 "externalRef": spec.external_ref,
             },
         }
-        return Outgoing(self.topic, orjson.dumps(body), schedule_id.encode()), deadline
+        topic = spec.action.topic or self.topic
+        return Outgoing(topic, orjson.dumps(body), schedule_id.encode()), deadline
 
     async def next_wake(self) -> datetime | None:
         async with self.pool.acquire() as conn:

@@ -7,8 +7,12 @@ from shared.contracts.commands import (
     CommandMeta,
     ExplicitAction,
     Policy,
+    ReplaceData,
+    ResumeData,
     ScheduleRef,
     ScheduleSpec,
+    TriggerData,
+    UpdateData,
 )
 from shared.contracts.common import SCHEMA_VERSION, ErrorItem, format_instant
 from shared.contracts.errors import errors_from_validation
@@ -38,11 +42,15 @@ __all__ = [
     "ErrorItem",
     "ExplicitAction",
     "Policy",
+    "ReplaceData",
     "ResultMeta",
+    "ResumeData",
     "ScheduleRef",
     "ScheduleSpec",
     "ScheduleView",
     "Trigger",
+    "TriggerData",
+    "UpdateData",
     "errors_from_validation",
     "format_instant",
 ]

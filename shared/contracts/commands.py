@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.contracts.common import SCHEMA_VERSION, ContractModel, UtcInstant
 from shared.contracts.triggers import Trigger
@@ -16,9 +16,13 @@ __all__ = [
     "CommandMeta",
     "ExplicitAction",
     "Policy",
+    "ReplaceData",
+    "ResumeData",
     "RetryPolicy",
     "ScheduleRef",
     "ScheduleSpec",
+    "TriggerData",
+    "UpdateData",
 ]
 
 NAME_PATTERN = r"^[A-Za-z][\w\-]*$"
@@ -130,6 +134,14 @@ class ActionSpec(ContractModel):
     payload: dict[str, Any] = Field(
         default_factory=dict, description="Opaque JSON handed to the worker.", examples=[{}]
     )
+    topic: str | None = Field(
+        None,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="Publish this schedule's action.due here instead of chime.actions.due; "
+        "must be in the CHIME_ACTION_TOPICS allow-list.",
+        examples=[None],
+    )
 
 
 class ExplicitAction(ContractModel):
@@ -217,18 +229,47 @@ class ScheduleSpec(ContractModel):
     max_occurrences: int | None = Field(
         None, ge=1, description="The series ends after this many occurrences.", examples=[None]
     )
-    enabled: bool = Field(True, description="false stores the schedule paused.", examples=[True])
+    enabled: bool = Field(
+        True,
+        description="false stores the schedule PAUSED (seed 001's `active` is accepted too).",
+        examples=[True],
+    )
     action: ActionSpec = Field(description="What the series fires.")
     condition: str | None = Field(
         None,
         max_length=65535,
-        description="JEXL condition (stored; see README).",
+        description="JEXL, evaluated at fire time against the parameters (by name and as "
+        "`parameters`), `payload`, `dueAt` and `attempt`; false or an error -> SKIPPED.",
         examples=[None],
     )
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="Parameters of the condition.", examples=[{}]
     )
     policy: Policy = Field(default_factory=Policy, description="Delivery policy.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _active_is_enabled(cls, data: Any) -> Any:
+        # Seed 001 calls it `active`; Chime stores `enabled`.
+        if isinstance(data, dict) and "active" in data:
+            data = dict(data)
+            active = data.pop("active")
+            if "enabled" in data and data["enabled"] != active:
+                raise ValueError("active and enabled disagree: give one of them")
+            data["enabled"] = active
+        return data
+
+    @field_validator("condition")
+    @classmethod
+    def _jexl(cls, value: str | None) -> str | None:
+        if value is not None:
+            from shared.conditions import ConditionError, check_condition
+
+            try:
+                check_condition(value)
+            except ConditionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> ScheduleSpec:
@@ -259,7 +300,65 @@ class ScheduleRef(ContractModel):
         return self
 
 
-COMMAND_TYPES = ("schedule.create", "schedule.get", "schedule.delete")
+class ReplaceData(ScheduleSpec):
+    """`data` of schedule.replace: a whole schedule; overwrites the one with this id (or
+    namespace + name), or creates it when absent."""
+
+    id: str | None = Field(None, description="Schedule id to replace.", examples=[None])
+    expected_version: int | None = Field(
+        None,
+        ge=1,
+        description="Reject with CONFLICT unless the schedule has this version.",
+        examples=[3],
+    )
+
+
+class UpdateData(ScheduleRef):
+    """`data` of schedule.update: a JSON merge patch over the stored schedule."""
+
+    changes: dict[str, Any] = Field(
+        min_length=1,
+        description="Fields to change (camelCase, as in schedule.create); objects such as "
+        "policy merge, null resets a field to its default.",
+        examples=[{"trigger": {"kind": "daily", "hours": 11, "minutes": 0}}],
+    )
+
+
+class ResumeData(ScheduleRef):
+    """`data` of schedule.resume."""
+
+    resume_from: Literal["NOW", "PAUSED_AT"] = Field(
+        "NOW",
+        description="NOW: what was due while paused is skipped. PAUSED_AT: it is caught up "
+        "according to policy.misfire.",
+        examples=["NOW"],
+    )
+
+
+class TriggerData(ScheduleRef):
+    """`data` of schedule.trigger: fire now, outside the series."""
+
+    reason: str | None = Field(
+        None,
+        max_length=1000,
+        description="Recorded in the action's history.",
+        examples=["manual re-run after incident 42"],
+    )
+    payload: dict[str, Any] | None = Field(
+        None, description="Payload for this firing; default: the schedule's.", examples=[None]
+    )
+
+
+COMMAND_TYPES = (
+    "schedule.create",
+    "schedule.replace",
+    "schedule.update",
+    "schedule.pause",
+    "schedule.resume",
+    "schedule.delete",
+    "schedule.trigger",
+    "schedule.get",
+)
 
 
 class CommandEnvelope(ContractModel):

@@ -18,15 +18,56 @@ VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $9)
 RETURNING *;
 
 -- name: get_schedule_by_id
-SELECT * FROM schedules WHERE tenant = $1 AND id = $2 AND state <> 'DELETED';
+-- Locked: concurrent commands on one schedule apply one after the other, and the second sees
+-- the first's version (so two replaces with the same expectedVersion cannot both win).
+SELECT * FROM schedules WHERE tenant = $1 AND id = $2 AND state <> 'DELETED' FOR UPDATE;
 
 -- name: get_schedule_by_name
-SELECT * FROM schedules WHERE tenant = $1 AND namespace = $2 AND name = $3 AND state <> 'DELETED';
+SELECT * FROM schedules WHERE tenant = $1 AND namespace = $2 AND name = $3 AND state <> 'DELETED'
+FOR UPDATE;
 
 -- name: set_schedule_state
-UPDATE schedules SET state = $3, version = version + 1, updated_at = $4
+UPDATE schedules SET state = $3::text, version = version + 1, updated_at = $4::timestamptz,
+                     paused_at = CASE WHEN $3::text = 'PAUSED' THEN $4::timestamptz END
 WHERE tenant = $1 AND id = $2
 RETURNING *;
+
+-- name: schedule_tenant
+SELECT tenant FROM schedules WHERE id = $1;
+
+-- name: overwrite_schedule
+UPDATE schedules
+SET namespace = $3, name = $4, state = $5, spec = $6, cron_expression = $7, ack_timeout_ms = $8,
+    version = version + 1, updated_at = $9,
+    paused_at = CASE WHEN $5::text = 'PAUSED' THEN coalesce(paused_at, $9::timestamptz) END
+WHERE tenant = $1 AND id = $2
+RETURNING *;
+
+-- name: drop_pending_series
+-- A series being redefined or paused: its next occurrence (never fired) is dropped; one that
+-- a ticker holds right now is left to finish.
+DELETE FROM actions
+WHERE schedule_id = $1 AND origin = 'SERIES' AND state = 'PENDING'
+  AND (claimed_by IS NULL OR lease_until < $2);
+
+-- name: drop_pending_explicit
+DELETE FROM actions
+WHERE schedule_id = $1 AND origin = 'EXPLICIT' AND state = 'PENDING'
+  AND (claimed_by IS NULL OR lease_until < $2);
+
+-- name: last_series_seq
+SELECT coalesce(max(seq), 0) FROM actions WHERE schedule_id = $1;
+
+-- name: skip_missed
+-- Resuming from NOW: what fell due while paused is recorded as SKIPPED, not fired.
+WITH skipped AS (
+    UPDATE actions SET state = 'SKIPPED', version = version + 1, updated_at = $2
+    WHERE schedule_id = $1 AND state = 'PENDING' AND due_at < $2 AND origin <> 'MANUAL'
+      AND claimed_by IS NULL
+    RETURNING id, attempt
+)
+INSERT INTO action_history (action_id, attempt, state, at, message)
+SELECT id, attempt, 'SKIPPED', $2, $3 FROM skipped;
 
 -- name: insert_actions
 INSERT INTO actions (id, schedule_id, tenant, seq, origin, client_id, type, payload, due_at,
@@ -65,12 +106,14 @@ SELECT pg_notify('chime_due', '');
 
 -- name: claim_due
 -- Claim what is due (and claims whose lease ran out) in one statement, oldest first.
+-- Paused schedules hold their occurrences, except manual triggers.
 WITH due AS (
-    SELECT id FROM actions
-    WHERE state = 'PENDING' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
-    ORDER BY due_at
+    SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
+    WHERE a.state = 'PENDING' AND a.due_at <= $1 AND (a.lease_until IS NULL OR a.lease_until < $1)
+      AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
+    ORDER BY a.due_at
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF a SKIP LOCKED
 )
 UPDATE actions a
 SET claimed_by = $3, lease_until = $4
@@ -103,8 +146,9 @@ SELECT id, attempt, 'DISPATCHED', $2 FROM marked;
 
 -- name: next_wake
 -- The earliest instant at which claim_due could find something.
-SELECT min(CASE WHEN lease_until IS NULL THEN due_at ELSE greatest(due_at, lease_until) END)
-FROM actions WHERE state = 'PENDING';
+SELECT min(CASE WHEN a.lease_until IS NULL THEN a.due_at ELSE greatest(a.due_at, a.lease_until) END)
+FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.state = 'PENDING' AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL');
 
 -- name: lock_action
 SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.claimed_by, a.fired_at,
@@ -118,9 +162,27 @@ UPDATE actions
 SET state = $3, ack_deadline = COALESCE($4, ack_deadline), version = version + 1, updated_at = $5
 WHERE id = $1 AND version = $2;
 
+-- name: insert_manual_action
+INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, payload, due_at, state,
+                     created_at, updated_at)
+VALUES ($1, $2, $3, NULL, 'MANUAL', $4, $5, $6, 'PENDING', $6, $6);
+
 -- name: insert_history
 INSERT INTO action_history (action_id, attempt, state, at, message, output)
 VALUES ($1, $2, $3, $4, $5, $6);
 
 -- name: action_history
 SELECT attempt, state, at, message, output FROM action_history WHERE action_id = $1 ORDER BY id;
+
+-- name: mark_skipped
+-- A claimed occurrence whose condition said no (or failed): SKIPPED, with the reason.
+WITH skipped AS (
+    UPDATE actions a
+    SET state = 'SKIPPED', claimed_by = NULL, lease_until = NULL, version = a.version + 1,
+        updated_at = $2
+    FROM unnest($1::uuid[], $4::text[]) AS d(id, reason)
+    WHERE a.id = d.id AND a.claimed_by = $3 AND a.state = 'PENDING'
+    RETURNING a.id, a.attempt, d.reason
+)
+INSERT INTO action_history (action_id, attempt, state, at, message)
+SELECT id, attempt, 'SKIPPED', $2, reason FROM skipped;

@@ -1,0 +1,434 @@
+"""One function per command type. Each runs inside the command's savepoint, raises
+CommandError to reject, and returns the schedule view its result carries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.scheduler.errors import CommandError, parse
+from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
+from shared.contracts import (
+    CommandEnvelope,
+    ReplaceData,
+    ResumeData,
+    ScheduleRef,
+    ScheduleSpec,
+    ScheduleView,
+    TriggerData,
+    UpdateData,
+)
+from shared.persistence.queries import load_queries
+from shared.schedule import ScheduleError, Series, compile_series
+from shared.schedule.durations import parse_duration
+
+__all__ = ["HANDLERS", "PAYLOAD_LIMIT", "RESULT_TYPES", "Context", "insert_actions"]
+
+Q = load_queries()
+PAYLOAD_LIMIT = 256 * 1024
+RESULT_TYPES = {
+    "schedule.create": "schedule.created",
+    "schedule.replace": "schedule.replaced",
+    "schedule.update": "schedule.updated",
+    "schedule.pause": "schedule.paused",
+    "schedule.resume": "schedule.resumed",
+    "schedule.delete": "schedule.deleted",
+    "schedule.trigger": "schedule.triggered",
+    "schedule.get": "schedule.fetched",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What commands need from settings."""
+
+    action_topics: frozenset[str] = frozenset()
+
+
+# --- checking a definition -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: ScheduleSpec
+    series: Series
+    cron_expression: str | None
+    ack_timeout_ms: int
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data") -> Prepared:
+    """Compile and check a definition; `prefix` is where its fields sit in the command."""
+    try:
+        series, cron_expression = compile_series(spec, now)
+    except ScheduleError as err:
+        raise CommandError.of(
+            "VALIDATION", err.message, f"{prefix}.{err.field}" if err.field else prefix
+        ) from None
+    if _has_nul(spec.to_wire()):
+        raise CommandError.of(
+            "VALIDATION",
+            "text must not contain the NUL character (\\u0000): PostgreSQL cannot store it",
+            prefix,
+        )
+    size = len(orjson.dumps(spec.action.payload))
+    if size > PAYLOAD_LIMIT:
+        raise CommandError.of(
+            "PAYLOAD_TOO_LARGE",
+            f"action payload is {size} bytes; the limit is {PAYLOAD_LIMIT} (256 KiB): "
+            "store large data elsewhere and pass a reference",
+            f"{prefix}.action.payload",
+        )
+    if spec.action.topic is not None and spec.action.topic not in ctx.action_topics:
+        raise CommandError.of(
+            "FORBIDDEN",
+            f"action.topic {spec.action.topic!r} is not in the allow-list (CHIME_ACTION_TOPICS): "
+            "ask an operator to add it, or leave topic out to use the default",
+            f"{prefix}.action.topic",
+        )
+    for i, action in enumerate(spec.actions):
+        early = spec.starts_at is not None and action.at < spec.starts_at
+        if early or (spec.ends_at is not None and action.at > spec.ends_at):
+            raise CommandError.of(
+                "VALIDATION",
+                f"actions[{i}].at {action.at.isoformat()} lies outside the window "
+                "startsAt..endsAt: move it or widen the window",
+                f"{prefix}.actions[{i}].at",
+            )
+    if spec.trigger is not None and series.first(now) is None:
+        raise CommandError.of(
+            "VALIDATION",
+            f"the trigger never fires after {now.isoformat()} within the schedule's window: "
+            "check its year, dates, endsAt, expiration or maxOccurrences",
+            f"{prefix}.trigger",
+        )
+    ack_ms = int(parse_duration(spec.policy.ack_timeout).total_seconds() * 1000)
+    return Prepared(spec, series, cron_expression, ack_ms)
+
+
+# --- occurrences -----------------------------------------------------------------------------
+
+
+async def insert_actions(
+    conn: asyncpg.Connection,
+    schedule_id: uuid.UUID,
+    tenant: str,
+    rows: list[tuple[Any, ...]],
+    now: datetime,
+) -> None:
+    """Store occurrences (seq, origin, client_id, type, due_at, payload) and wake the tickers."""
+    if not rows:
+        return
+    n = len(rows)
+    await conn.execute(
+        Q.insert_actions,
+        [uuid.uuid4() for _ in rows],
+        [schedule_id] * n,
+        [tenant] * n,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        now,
+        [r[5] for r in rows],
+    )
+    await conn.execute(Q.notify_due)
+
+
+async def _schedule_occurrences(
+    conn: asyncpg.Connection,
+    row: Any,
+    prepared: Prepared,
+    now: datetime,
+    series_after: datetime | None,
+    explicit_from: datetime | None,
+    all_explicit: bool = False,
+) -> None:
+    """Store the series' next occurrence after `series_after` (None: none) and the explicit
+    actions at or after `explicit_from` (every one when `all_explicit`, as on create; none when
+    both are unset). Explicit actions of a paused schedule wait, held by the claim query."""
+    spec = prepared.spec
+    rows: list[tuple[Any, ...]] = []
+    if series_after is not None:
+        await conn.execute(Q.drop_pending_series, row["id"], now)
+        last_seq = await conn.fetchval(Q.last_series_seq, row["id"])
+        first = prepared.series.first(series_after) if last_seq == 0 else None
+        nxt = first or prepared.series.next_after(series_after, fired=last_seq)
+        if nxt is not None:
+            rows.append((last_seq + 1, "SERIES", None, spec.action.type, nxt, None))
+    for action in spec.actions:
+        if all_explicit or (explicit_from is not None and action.at >= explicit_from):
+            rows.append((None, "EXPLICIT", action.id, action.type, action.at, action.payload))
+    await insert_actions(conn, row["id"], row["tenant"], rows, now)
+
+
+async def view_of(
+    conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False
+) -> ScheduleView:
+    spec = ScheduleSpec.model_validate(row["spec"])
+    series, _ = compile_series(spec, row["created_at"])
+    position = await conn.fetchrow(Q.series_position, row["id"])
+    pending = [
+        r["due_at"] for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT)
+    ]
+    recent_rows = await conn.fetch(Q.recent_actions, row["id"], 20) if recent else None
+    return schedule_view(
+        row, series, pending, (position["seq"] or 0, position["due_at"]), now, recent_rows
+    )
+
+
+# --- addressing ------------------------------------------------------------------------------
+
+
+def _uuid(text: str, field: str = "data.id") -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise CommandError.of("VALIDATION", f"id {text!r} is not a UUID", field) from None
+
+
+def _check_version(row: Any, expected: int | None) -> None:
+    if expected is not None and expected != row["version"]:
+        raise CommandError.of(
+            "CONFLICT",
+            f"expectedVersion {expected} does not match the schedule's version "
+            f"{row['version']}: fetch it again and retry",
+            "data.expectedVersion",
+            {"expectedVersion": expected, "actualVersion": row["version"]},
+        )
+
+
+async def _find(conn: asyncpg.Connection, tenant: str, ref: ScheduleRef) -> Any:
+    """The tenant's schedule, locked for this transaction. Another tenant's id is NOT_FOUND."""
+    if ref.id is not None:
+        try:
+            row = await conn.fetchrow(Q.get_schedule_by_id, tenant, uuid.UUID(ref.id))
+        except ValueError:
+            row = None
+        where, field = f"id {ref.id!r}", "data.id"
+    else:
+        row = await conn.fetchrow(Q.get_schedule_by_name, tenant, ref.namespace, ref.name)
+        where, field = f"name {ref.name!r} in namespace {ref.namespace!r}", "data.name"
+    if row is None:
+        raise CommandError.of("NOT_FOUND", f"no schedule with {where}: check the id or name", field)
+    _check_version(row, ref.expected_version)
+    return row
+
+
+def _name_taken(spec: ScheduleSpec, prefix: str = "data") -> CommandError:
+    return CommandError.of(
+        "CONFLICT",
+        f"a schedule named {spec.name!r} already exists in namespace {spec.namespace!r}: "
+        "choose another name, or replace that schedule",
+        f"{prefix}.name",
+    )
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+Env = CommandEnvelope
+
+
+async def _insert(
+    conn: asyncpg.Connection, schedule_id: uuid.UUID, env: Env, p: Prepared, now: datetime
+) -> ScheduleView:
+    state = "ACTIVE" if p.spec.enabled else "PAUSED"
+    try:
+        row = await conn.fetchrow(
+            Q.insert_schedule,
+            schedule_id,
+            env.meta.tenant,
+            p.spec.namespace,
+            p.spec.name,
+            state,
+            p.spec.to_wire(),
+            p.cron_expression,
+            p.ack_timeout_ms,
+            now,
+        )
+    except asyncpg.UniqueViolationError:
+        raise _name_taken(p.spec) from None
+    series_after = now if state == "ACTIVE" else None
+    await _schedule_occurrences(conn, row, p, now, series_after, None, all_explicit=True)
+    return await view_of(conn, row, now)
+
+
+async def _create(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    spec = parse(ScheduleSpec, env.data)
+    return await _insert(conn, uuid.uuid4(), env, _prepare(spec, now, ctx), now)
+
+
+async def _overwrite(
+    conn: asyncpg.Connection, row: Any, p: Prepared, state: str, now: datetime, prefix: str
+) -> ScheduleView:
+    """Replace a stored definition; what it had scheduled and not yet fired is redone."""
+    try:
+        row = await conn.fetchrow(
+            Q.overwrite_schedule,
+            row["tenant"],
+            row["id"],
+            p.spec.namespace,
+            p.spec.name,
+            state,
+            p.spec.to_wire(),
+            p.cron_expression,
+            p.ack_timeout_ms,
+            now,
+        )
+    except asyncpg.UniqueViolationError:
+        raise _name_taken(p.spec, prefix) from None
+    await conn.execute(Q.drop_pending_series, row["id"], now)
+    await conn.execute(Q.drop_pending_explicit, row["id"], now)
+    series_after = now if state == "ACTIVE" else None
+    await _schedule_occurrences(conn, row, p, now, series_after, explicit_from=now)
+    return await view_of(conn, row, now)
+
+
+async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    data = parse(ReplaceData, env.data)
+    spec = ScheduleSpec.model_validate(data.model_dump(exclude={"id", "expected_version"}))
+    tenant = env.meta.tenant
+    if data.id is not None:
+        schedule_id = _uuid(data.id)
+        row = await conn.fetchrow(Q.get_schedule_by_id, tenant, schedule_id)
+        if row is None and await conn.fetchval(Q.schedule_tenant, schedule_id) is not None:
+            raise CommandError.of("NOT_FOUND", f"no schedule with id {data.id!r}", "data.id")
+    else:
+        schedule_id = uuid.uuid4()
+        row = await conn.fetchrow(Q.get_schedule_by_name, tenant, spec.namespace, spec.name)
+    prepared = _prepare(spec, now, ctx)
+    if row is None:
+        if data.expected_version is not None:
+            raise CommandError.of(
+                "CONFLICT",
+                f"expectedVersion {data.expected_version} given, but the schedule does not "
+                "exist: leave expectedVersion out to create it",
+                "data.expectedVersion",
+                {"expectedVersion": data.expected_version, "actualVersion": None},
+            )
+        return await _insert(conn, schedule_id, env, prepared, now)
+    _check_version(row, data.expected_version)
+    return await _overwrite(
+        conn, row, prepared, "ACTIVE" if spec.enabled else "PAUSED", now, "data"
+    )
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge_patch(merged.get(key), value)
+    return merged
+
+
+async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    data = parse(UpdateData, env.data)
+    row = await _find(conn, env.meta.tenant, data)
+    spec = parse(ScheduleSpec, _merge_patch(row["spec"], data.changes), "data.changes")
+    prepared = _prepare(spec, now, ctx, "data.changes")
+    state = row["state"]
+    if {"enabled", "active"} & data.changes.keys() or state == "COMPLETED":
+        state = "ACTIVE" if spec.enabled else "PAUSED"
+    return await _overwrite(conn, row, prepared, state, now, "data.changes")
+
+
+async def _pause(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
+    if row["state"] == "COMPLETED":
+        raise CommandError.of(
+            "CONFLICT", "the schedule is COMPLETED: nothing left to pause", "data"
+        )
+    if row["state"] == "ACTIVE":
+        row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "PAUSED", now)
+        await conn.execute(Q.drop_pending_series, row["id"], now)
+    return await view_of(conn, row, now)
+
+
+async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    data = parse(ResumeData, env.data)
+    row = await _find(conn, env.meta.tenant, data)
+    if row["state"] == "COMPLETED":
+        raise CommandError.of(
+            "CONFLICT", "the schedule is COMPLETED: replace it to start again", "data"
+        )
+    if row["state"] == "PAUSED":
+        paused_at = row["paused_at"] or now
+        row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "ACTIVE", now)
+        after = now
+        if data.resume_from == "NOW":
+            await conn.execute(Q.skip_missed, row["id"], now, "due while the schedule was paused")
+        else:
+            after = min(paused_at, now)  # missed runs fire late, per policy.misfire
+        spec = ScheduleSpec.model_validate(row["spec"])
+        series, cron_expression = compile_series(spec, row["created_at"])
+        prepared = Prepared(spec, series, cron_expression, row["ack_timeout_ms"])
+        await _schedule_occurrences(conn, row, prepared, now, after, explicit_from=None)
+    return await view_of(conn, row, now)
+
+
+async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    data = parse(TriggerData, env.data)
+    row = await _find(conn, env.meta.tenant, data)
+    spec = ScheduleSpec.model_validate(row["spec"])
+    action_id = uuid.uuid4()
+    await conn.execute(
+        Q.insert_manual_action,
+        action_id,
+        row["id"],
+        row["tenant"],
+        spec.action.type,
+        data.payload,
+        now,
+    )
+    reason = f"triggered by command {env.meta.command_id}" + (
+        f": {data.reason}" if data.reason else ""
+    )
+    await conn.execute(Q.insert_history, action_id, 1, "PENDING", now, reason, None)
+    await conn.execute(Q.notify_due)
+    return await view_of(conn, row, now, recent=True)
+
+
+async def _delete(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
+    await conn.execute(Q.cancel_pending_actions, row["id"], now, "schedule deleted")
+    row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "DELETED", now)
+    return await view_of(conn, row, now)
+
+
+async def _get(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+    row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
+    return await view_of(conn, row, now, recent=True)
+
+
+Handler = Callable[[asyncpg.Connection, Env, datetime, Context], Awaitable[ScheduleView]]
+HANDLERS: dict[str, Handler] = {
+    "schedule.create": _create,
+    "schedule.replace": _replace,
+    "schedule.update": _update,
+    "schedule.pause": _pause,
+    "schedule.resume": _resume,
+    "schedule.delete": _delete,
+    "schedule.trigger": _trigger,
+    "schedule.get": _get,
+}
