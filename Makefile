@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test lint docs bench clean
 
 $(BIN)/chime: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Chime needs Python 3.11+")'
@@ -22,6 +22,9 @@ test: $(BIN)/chime
 lint: $(BIN)/chime
 	$(BIN)/ruff check services shared tests
 	$(BIN)/ruff format --check services shared tests
+
+docs: $(BIN)/chime
+	$(BIN)/chime docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

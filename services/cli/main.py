@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="create the database if needed and apply migrations")
 
+    docs = sub.add_parser("docs", help="write docs/asyncapi and docs/schemas from the code")
+    docs.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed copies are stale"
+    )
+
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)
 
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.preview import preview
 
         return preview(args.trigger, args.timezone, args.after, args.count)
+    if args.command == "docs":
+        from services.cli.docs import docs
+
+        return docs(Path.cwd(), args.check)
     if args.command == "dev":
         from services.cli.dev import dev
 

@@ -345,7 +345,11 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
     data = parse(UpdateData, env.data)
     row = await _find(conn, env.meta.tenant, data)
-    spec = parse(ScheduleSpec, _merge_patch(row["spec"], data.changes), "data.changes")
+    # A trigger is one value: `changes.trigger` replaces it whole instead of merging into it.
+    stored = {
+        k: v for k, v in row["spec"].items() if not (k == "trigger" and "trigger" in data.changes)
+    }
+    spec = parse(ScheduleSpec, _merge_patch(stored, data.changes), "data.changes")
     prepared = _prepare(spec, now, ctx, "data.changes")
     state = row["state"]
     if {"enabled", "active"} & data.changes.keys() or state == "COMPLETED":

@@ -105,7 +105,13 @@ class Policy(ContractModel):
     overlap: Literal["ALLOW", "SKIP", "BUFFER_ONE"] = Field(
         "ALLOW", description="Fire while the previous occurrence still runs?", examples=["ALLOW"]
     )
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Retry policy.",
+        examples=[
+            {"maxAttempts": 3, "initialBackoff": "PT10S", "multiplier": 2.0, "maxBackoff": "PT10M"}
+        ],
+    )
     ack_timeout: Duration = Field(
         "PT5M",
         description="An attempt not acknowledged in this time times out.",
@@ -206,12 +212,23 @@ class ScheduleSpec(ContractModel):
         examples=[{"team": "billing"}],
     )
     trigger: Trigger | None = Field(
-        None, description="When the series fires; optional when `actions` is given."
+        None,
+        description="When the series fires; optional when `actions` is given.",
+        examples=[
+            {"kind": "daily", "hours": 10, "minutes": 30},
+            {"kind": "cron", "expression": "30 0 * * *"},
+        ],
     )
     actions: list[ExplicitAction] = Field(
         default_factory=list,
         max_length=1000,
         description="One-shot actions at their own instants (beside or instead of a trigger).",
+        examples=[
+            [
+                {"type": "START", "at": "2026-03-15T08:00:00Z"},
+                {"type": "STOP", "at": "2026-03-15T20:00:00Z"},
+            ]
+        ],
     )
     timezone: str = Field(
         "UTC",
@@ -234,7 +251,9 @@ class ScheduleSpec(ContractModel):
         description="false stores the schedule PAUSED (seed 001's `active` is accepted too).",
         examples=[True],
     )
-    action: ActionSpec = Field(description="What the series fires.")
+    action: ActionSpec = Field(
+        description="What the series fires.", examples=[{"type": "billing-run", "payload": {}}]
+    )
     condition: str | None = Field(
         None,
         max_length=65535,
@@ -245,7 +264,11 @@ class ScheduleSpec(ContractModel):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="Parameters of the condition.", examples=[{}]
     )
-    policy: Policy = Field(default_factory=Policy, description="Delivery policy.")
+    policy: Policy = Field(
+        default_factory=Policy,
+        description="Delivery policy.",
+        examples=[{"misfire": "FIRE_ONCE", "ackTimeout": "PT5M", "dst": "AUTO"}],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -318,8 +341,9 @@ class UpdateData(ScheduleRef):
 
     changes: dict[str, Any] = Field(
         min_length=1,
-        description="Fields to change (camelCase, as in schedule.create); objects such as "
-        "policy merge, null resets a field to its default.",
+        description="Fields to change (camelCase, as in schedule.create), as a JSON merge "
+        "patch: objects such as policy merge, null resets a field to its default; a trigger "
+        "given here replaces the whole trigger.",
         examples=[{"trigger": {"kind": "daily", "hours": 11, "minutes": 0}}],
     )
 
@@ -364,6 +388,27 @@ COMMAND_TYPES = (
 class CommandEnvelope(ContractModel):
     """Every command: `type`, `meta`, and a `data` object checked per type."""
 
-    type: str = Field(description="Command type.", examples=["schedule.create"])
-    meta: CommandMeta = Field(description="Sender and correlation.")
-    data: dict[str, Any] = Field(description="The command's body; shape depends on `type`.")
+    type: str = Field(
+        description=f"Command type: one of {', '.join(COMMAND_TYPES)}.",
+        examples=["schedule.create"],
+    )
+    meta: CommandMeta = Field(
+        description="Sender and correlation.",
+        examples=[
+            {
+                "commandId": "6f1c9a5e-2f43-4a55-9d0e-8f8e2f4b1a01",
+                "correlationId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+                "tenant": "acct-12345",
+            }
+        ],
+    )
+    data: dict[str, Any] = Field(
+        description="The command's body; its shape depends on `type` (see the *.data schemas).",
+        examples=[
+            {
+                "name": "nightly-billing",
+                "trigger": {"kind": "daily", "hours": 1},
+                "action": {"type": "billing-run"},
+            }
+        ],
+    )

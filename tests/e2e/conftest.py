@@ -77,50 +77,66 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
         bus.changed.set()
 
 
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
-    await ensure_topics(settings)
-    from shared.persistence.migrate import migrate
+class Services:
+    """The three services as OS processes; tests may kill and restart any of them."""
 
-    await migrate(settings.database_url)  # a no-op on the test database: proves idempotence
-    env = {
-        **os.environ,
-        "CHIME_DATABASE_URL": settings.database_url,
-        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
-        "CHIME_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
-        "CHIME_HTTP_PORT": "0",
-    }
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    for name in SERVICES:
-        procs[name] = await asyncio.create_subprocess_exec(
+    def __init__(self, settings: Settings) -> None:
+        self.env = {
+            **os.environ,
+            "CHIME_DATABASE_URL": settings.database_url,
+            "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+            "CHIME_TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+            "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+            "CHIME_HTTP_PORT": "0",
+        }
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self._drains: list[asyncio.Task[None]] = []
+
+    async def start(self, name: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "services.cli.main",
             "run",
             name,
-            env=env,
+            env=self.env,
             stdout=asyncio.subprocess.PIPE,
         )
-
-    async def ready(name: str, proc: asyncio.subprocess.Process) -> None:
+        self.procs[name] = proc
         assert proc.stdout is not None
         async for line in proc.stdout:
             if line.decode().strip() == f"chime {name}: ready":
+                self._drains.append(asyncio.create_task(_drain(proc)))
                 return
         raise AssertionError(f"{name} exited before it was ready (code {await proc.wait()})")
 
-    await asyncio.wait_for(asyncio.gather(*(ready(n, p) for n, p in procs.items())), 90)
-    drains = [asyncio.create_task(_drain(p)) for p in procs.values()]
-    yield procs
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = {name: await asyncio.wait_for(proc.wait(), 60) for name, proc in procs.items()}
-    for task in drains:
-        task.cancel()
+    async def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+
+    async def stop_all(self) -> dict[str, int]:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in self.procs.items()}
+        for task in self._drains:
+            task.cancel()
+        return codes
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    await ensure_topics(settings)
+    from shared.persistence.migrate import migrate
+
+    await migrate(settings.database_url)  # a no-op on the test database: proves idempotence
+    running = Services(settings)
+    await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in SERVICES)), 90)
+    yield running
+    codes = await running.stop_all()
     assert codes == dict.fromkeys(SERVICES, 0), f"services did not stop cleanly: {codes}"
 
 

@@ -235,3 +235,35 @@ async def test_chime_publish_prints_the_result_and_exit_code(services, settings,
     assert code == 0 and '"type": "schedule.created"' in out
     code, out = await publish(example)  # same name again: rejected, exit 1
     assert code == 1 and '"code": "CONFLICT"' in out
+
+
+async def test_idempotency_survives_a_scheduler_restart(services, bus: Bus, settings) -> None:
+    topics = settings.topics
+    body = command(
+        "schedule.create",
+        {
+            "name": "restart-proof",
+            "trigger": {"kind": "daily", "hours": 4},
+            "action": {"type": "import"},
+        },
+    )
+    await bus.send(topics.commands, body)
+    [original] = await bus.wait_for(
+        topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
+    )
+    await services.kill("scheduler")  # SIGKILL: no goodbye
+    await services.start("scheduler")
+    again = {**body, "meta": {**body["meta"], "correlationId": "after-restart"}}
+    await bus.send(topics.commands, again)
+    [replayed] = await bus.wait_for(
+        topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == "after-restart",
+        timeout=60,
+    )
+    assert replayed.value["data"] == original.value["data"]
+    db = await asyncpg.connect(settings.database_url)
+    try:
+        assert await db.fetchval("SELECT count(*) FROM schedules WHERE name = 'restart-proof'") == 1
+    finally:
+        await db.close()

@@ -14,7 +14,7 @@ from services.acker.acks import apply_ack
 from services.cli.preview import preview_times
 from services.ticker.engine import Ticker
 from shared.clock import SettableClock
-from shared.contracts import ActionAck, ActionDue
+from shared.contracts import ActionAck, ActionDue, ActionEvent
 from shared.messaging import Outgoing
 from shared.persistence.database import create_pool
 from shared.settings import Settings
@@ -28,12 +28,15 @@ class Collector:
 
     def __init__(self) -> None:
         self.events: list[dict] = []
+        self.topics: list[str] = []
 
     async def __call__(self, messages: Sequence[Outgoing]) -> None:
         for m in messages:
             event = orjson.loads(m.value)
-            ActionDue.model_validate(event)  # every event honours the contract
+            contract = ActionDue if event["type"] == "action.due" else ActionEvent
+            contract.model_validate(event)  # every event honours its contract
             self.events.append(event)
+            self.topics.append(m.topic)
 
 
 @pytest.fixture
