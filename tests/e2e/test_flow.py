@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -267,3 +268,30 @@ async def test_idempotency_survives_a_scheduler_restart(services, bus: Bus, sett
         assert await db.fetchval("SELECT count(*) FROM schedules WHERE name = 'restart-proof'") == 1
     finally:
         await db.close()
+
+
+async def test_every_example_over_the_broker(services, bus: Bus, settings) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    expected = {
+        "000-faas-scheduled-event.json": "schedule.created",
+        "001-custom-scheduled-event.json": "schedule.created",
+        "002-subscription-schedule.json": "schedule.created",
+        "003-campaign-template-schedule.json": "schedule.replaced",
+        "pause.json": "schedule.paused",
+        "resume.json": "schedule.resumed",
+        "update.json": "schedule.updated",
+        "replace.json": "schedule.replaced",
+        "trigger.json": "schedule.triggered",
+        "get.json": "schedule.fetched",
+        "delete.json": "schedule.deleted",
+    }
+    for name, result_type in expected.items():
+        body = json.loads((examples / name).read_text())
+        await bus.send(settings.topics.commands, body)
+        [result] = await bus.wait_for(
+            settings.topics.command_results,
+            lambda r, b=body: r.value["meta"]["correlationId"] == b["meta"]["correlationId"],
+        )
+        assert result.value["type"] == result_type, (name, result.value)
+    # the manual trigger of example 002 fires through the ticker
+    await bus.wait_for(settings.topics.actions_due, lambda r: r.value["data"]["type"] == "tax-run")
