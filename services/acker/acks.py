@@ -1,17 +1,27 @@
-"""Applying acks: lock the occurrence, decide with the state machine, record, announce."""
+"""Applying acks: lock the occurrence, decide with the state machine, record, announce.
+
+A FAILED ack retries the occurrence while attempts remain (policy.retry), else fails it for
+good with an `action.dead` on the DLQ. A terminal state releases an occurrence buffered
+behind this one (policy.overlap BUFFER_ONE).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.contracts import ActionAck
 from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body
+from shared.messaging import Outgoing
+from shared.persistence.attempts import end_attempt
 from shared.persistence.queries import load_queries
+from shared.settings import Topics
 from shared.states import decide_ack
 
 __all__ = ["apply_ack"]
@@ -26,23 +36,36 @@ def _event(kind: str, ack: ActionAck, now: datetime, **data: Any) -> dict[str, A
     )
 
 
-async def apply_ack(conn: asyncpg.Connection, ack: ActionAck, now: datetime) -> dict[str, Any]:
-    """Apply one ack in the caller's transaction; returns the event to announce."""
+async def apply_ack(
+    conn: asyncpg.Connection,
+    ack: ActionAck,
+    now: datetime,
+    topics: Topics,
+    rand: Callable[[], float],
+) -> list[Outgoing]:
+    """Apply one ack in the caller's transaction; returns the events to publish."""
     try:
         action_id = uuid.UUID(ack.data.action_id)
     except ValueError:
         action_id = None
     row = await conn.fetchrow(Q.lock_action, action_id, ack.meta.tenant) if action_id else None
+    key = (str(row["schedule_id"]) if row else ack.data.action_id).encode()
+
+    def announce(kind: str, **data: Any) -> list[Outgoing]:
+        return [Outgoing(topics.actions_events, orjson.dumps(_event(kind, ack, now, **data)), key)]
+
     if row is None:
-        return _event(
-            "action.ack-ignored", ack, now, reason="UNKNOWN_ACTION: no such action for this tenant"
+        return announce(
+            "action.ack-ignored", reason="UNKNOWN_ACTION: no such action for this tenant"
         )
     in_flight = row["claimed_by"] is not None or row["fired_at"] is not None
     decision = decide_ack(row["state"], row["attempt"], in_flight, ack.data.state, ack.data.attempt)
     common = {"scheduleId": str(row["schedule_id"]), "previousState": row["state"]}
     if not decision.apply:
-        return _event(
-            "action.ack-ignored", ack, now, state=row["state"], reason=decision.reason, **common
+        return announce("action.ack-ignored", state=row["state"], reason=decision.reason, **common)
+    if decision.new_state == "FAILED":
+        return await end_attempt(
+            conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics
         )
     deadline = (
         now + timedelta(milliseconds=row["ack_timeout_ms"]) if decision.renew_deadline else None
@@ -59,10 +82,10 @@ async def apply_ack(conn: asyncpg.Connection, ack: ActionAck, now: datetime) -> 
         ack.data.message,
         ack.data.output,
     )
-    return _event(
+    if decision.new_state == "SUCCEEDED":
+        await conn.execute(Q.release_held, row["schedule_id"], now)
+    return announce(
         "action.state-changed",
-        ack,
-        now,
         state=decision.new_state,
         output=ack.data.output,
         reason=ack.data.message,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import asyncpg
 import orjson
 from aiokafka import ConsumerRecord
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 from services.acker.acks import apply_ack
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
-from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
+from shared.messaging import Outgoing, dead_letter, retry_forever
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
@@ -26,6 +28,7 @@ class AckConsumer:
     ):
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
+        self.rand = random.random  # retry jitter
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -48,13 +51,13 @@ class AckConsumer:
         return out
 
     async def _apply(self, acks: list[ActionAck]) -> list[Outgoing]:
-        out = []
+        out: list[Outgoing] = []
         async with self.pool.acquire() as conn, conn.transaction():
             for ack in acks:
-                event = await apply_ack(conn, ack, self.clock.now())
-                self.runtime.metrics.inc("acks", state=ack.data.state, outcome=event["type"])
-                key = event["data"].get("scheduleId") or ack.data.action_id
-                out.append(json_message(self.topics.actions_events, event, key))
+                events = await apply_ack(conn, ack, self.clock.now(), self.topics, self.rand)
+                kind = orjson.loads(events[0].value)["type"]
+                self.runtime.metrics.inc("acks", state=ack.data.state, outcome=kind)
+                out.extend(events)
         return out
 
 

@@ -1,19 +1,26 @@
-"""The ticker loop: claim due occurrences -> materialise the next ones -> publish -> mark.
+"""The ticker loop: claim due occurrences -> store their successors -> decide -> publish -> mark;
+then expire attempts whose ack deadline passed.
 
-Claims are leases (`claimed_by`, `lease_until`): a ticker that dies after claiming leaves
-rows that another ticker takes once the lease ends, and republishes them with the same
-`eventId`. The next occurrence of a series is stored in the claim's transaction, so neither
-a crash after publishing nor an ack racing the mark can end a series early.
+Claims are leases (`claimed_by`, `lease_until`), renewed while publishing: a ticker that dies
+after claiming leaves rows that another ticker takes once the lease ends, and republishes them
+with the same `eventId`. The next occurrence of a series is stored in the claim's transaction,
+so neither a crash after publishing nor an ack racing the mark can end a series early.
+
+Each claimed occurrence is decided in order: misfire policy (late first attempts), overlap
+policy (an earlier occurrence still in flight), condition. It then fires, is SKIPPED with the
+reason, or (BUFFER_ONE) is held until the running one ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -21,13 +28,16 @@ import orjson
 
 from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
-from shared.contracts import ScheduleSpec, format_instant
+from shared.contracts import format_instant
 from shared.contracts.events import action_event_body
 from shared.health import Metrics
 from shared.messaging import Outgoing, retry_forever
+from shared.persistence.attempts import end_attempt
 from shared.persistence.queries import load_queries
-from shared.schedule import Series, compile_series
+from shared.policy import decide_misfire
+from shared.schedule.durations import parse_duration
 from shared.settings import Settings
+from shared.specs import compiled
 
 __all__ = ["Ticker"]
 
@@ -36,22 +46,17 @@ Q = load_queries()
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
-@lru_cache(maxsize=65_536)
-def _compiled(
-    schedule_id: uuid.UUID, version: int, created_at: datetime, spec_json: bytes
-) -> tuple[ScheduleSpec, Series]:
-    spec = ScheduleSpec.model_validate_json(spec_json)
-    series, _ = compile_series(spec, created_at)
-    return spec, series
+@dataclass
+class Round:
+    """What one claimed batch turned into."""
 
-
-def _schedule(row: Any) -> tuple[ScheduleSpec, Series]:
-    return _compiled(
-        row["schedule_id"],
-        row["schedule_version"],
-        row["schedule_created_at"],
-        orjson.dumps(row["spec"]),
-    )
+    messages: list[Outgoing] = field(default_factory=list)
+    fired: list[uuid.UUID] = field(default_factory=list)
+    deadlines: list[datetime] = field(default_factory=list)
+    misfired: list[bool] = field(default_factory=list)
+    skipped: list[uuid.UUID] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    held: list[uuid.UUID] = field(default_factory=list)
 
 
 class Ticker:
@@ -63,10 +68,10 @@ class Ticker:
         clock: Clock,
         metrics: Metrics | None = None,
         claimer: str = "ticker",
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        self.pool, self.publish, self.clock = pool, publish, clock
-        self.topic = settings.topics.actions_due
-        self.events_topic = settings.topics.actions_events
+        self.pool, self.publish, self.clock, self.rand = pool, publish, clock, rand
+        self.topics = settings.topics
         self.batch_size = settings.ticker_batch_size
         self.lease = timedelta(seconds=settings.ticker_lease_seconds)
         self.max_idle = settings.ticker_max_idle_seconds
@@ -74,7 +79,12 @@ class Ticker:
         self.claimer = claimer
 
     async def tick(self) -> int:
-        """One round: fire what is due now. Returns how many occurrences were published."""
+        """One round: fire what is due now, then expire overdue attempts. Returns the work done."""
+        return await self.fire_due() + await self.expire_overdue()
+
+    # --- firing -------------------------------------------------------------------------------
+
+    async def fire_due(self) -> int:
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -83,32 +93,126 @@ class Ticker:
             if not rows:
                 return 0
             await self._advance_series(conn, rows, now)
+            busy, buffered = await self._overlap_state(conn, rows)
         fired_at = self.clock.now()
-        messages, fired, deadlines, skipped, reasons = [], [], [], [], []
-        for row in rows:
-            reason = self._condition_says_no(row)
-            if reason is not None:
-                messages.append(self._skip_event(row, reason, fired_at))
-                skipped.append(row["id"])
-                reasons.append(reason)
-                continue
-            message, deadline = self._event(row, fired_at)
-            messages.append(message)
-            fired.append(row["id"])
-            deadlines.append(deadline)
-        await self.publish(messages)
+        decided = self._decide(rows, fired_at, busy, buffered)
+        await self._publish_renewing([r["id"] for r in rows], decided.messages)
         async with self.pool.acquire() as conn, conn.transaction():
-            if fired:
-                await conn.execute(Q.mark_dispatched, fired, fired_at, self.claimer, deadlines)
-            if skipped:
-                await conn.execute(Q.mark_skipped, skipped, fired_at, self.claimer, reasons)
-        self.metrics.inc("actions_fired", len(fired))
-        self.metrics.inc("actions_skipped", len(skipped))
+            if decided.fired:
+                await conn.execute(
+                    Q.mark_dispatched,
+                    decided.fired,
+                    fired_at,
+                    self.claimer,
+                    decided.deadlines,
+                    decided.misfired,
+                )
+            if decided.skipped:
+                await conn.execute(
+                    Q.mark_skipped, decided.skipped, fired_at, self.claimer, decided.reasons
+                )
+            if decided.held:
+                await conn.execute(Q.hold_actions, decided.held, fired_at, self.claimer)
+        self.metrics.inc("actions_fired", len(decided.fired))
+        self.metrics.inc("actions_skipped", len(decided.skipped))
         return len(rows)
 
-    def _condition_says_no(self, row: Any) -> str | None:
+    async def _advance_series(
+        self, conn: asyncpg.Connection, rows: list[Any], now: datetime
+    ) -> None:
+        """Store each claimed series occurrence's successor; complete schedules that ended."""
+        new: list[tuple[Any, ...]] = []
+        ended: list[uuid.UUID] = []
+        for row in rows:
+            if row["origin"] != "SERIES":
+                ended.append(row["schedule_id"])
+                continue
+            if row["attempt"] > 1:
+                continue  # a retry: its successor was stored with the first attempt
+            spec, series = compiled(row)
+            if spec.policy.misfire == "FIRE_ALL":
+                # every missed occurrence, oldest first, back to catchupWindow
+                window = now - parse_duration(spec.policy.catchup_window)
+                after = max(row["due_at"], window)
+            else:  # FIRE_ONCE, SKIP: a late occurrence is the only catch-up
+                after = max(row["due_at"], now)
+            nxt = series.next_after(after, fired=row["seq"])
+            if nxt is None:
+                ended.append(row["schedule_id"])
+            else:
+                new.append(
+                    (row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt)
+                )
+        if new:
+            n = len(new)
+            await conn.execute(
+                Q.insert_actions,
+                [uuid.uuid4() for _ in new],
+                [r[0] for r in new],
+                [r[1] for r in new],
+                [r[2] for r in new],
+                ["SERIES"] * n,
+                [None] * n,
+                [r[3] for r in new],
+                [r[4] for r in new],
+                now,
+                [None] * n,
+            )
+        if ended:
+            await conn.execute(Q.complete_schedules, ended, now)
+
+    async def _overlap_state(
+        self, conn: asyncpg.Connection, rows: list[Any]
+    ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+        """Schedules (with an overlap policy) that have an occurrence in flight, or one held."""
+        guarded = list({r["schedule_id"] for r in rows if compiled(r)[0].policy.overlap != "ALLOW"})
+        if not guarded:
+            return set(), set()
+        ids = [r["id"] for r in rows]
+        busy = {r["schedule_id"] for r in await conn.fetch(Q.in_flight_schedules, guarded, ids)}
+        held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, guarded)}
+        return busy, held
+
+    def _decide(
+        self, rows: list[Any], now: datetime, busy: set[uuid.UUID], held: set[uuid.UUID]
+    ) -> Round:
+        out = Round()
+        busy = set(busy)
+        for row in sorted(rows, key=lambda r: r["fire_at"]):
+            spec, _ = compiled(row)
+            policy, schedule = spec.policy, row["schedule_id"]
+            first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
+            misfire = decide_misfire(policy, row["due_at"], now) if first_try else None
+            reason = None if misfire is None or misfire.fire else misfire.reason
+            if reason is None and first_try and schedule in busy:
+                if policy.overlap == "SKIP":
+                    reason = "the previous occurrence is still in flight (policy.overlap SKIP)"
+                elif policy.overlap == "BUFFER_ONE":
+                    if schedule in held:
+                        reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"
+                    else:
+                        held.add(schedule)
+                        out.held.append(row["id"])
+                        continue
+            if reason is None:
+                reason = self._condition_says_no(row, spec)
+            if reason is not None:
+                out.messages.append(self._skip_event(row, reason, now))
+                out.skipped.append(row["id"])
+                out.reasons.append(reason)
+                continue
+            message, deadline = self._due_event(row, now, bool(misfire and misfire.misfired))
+            out.messages.append(message)
+            out.fired.append(row["id"])
+            out.deadlines.append(deadline)
+            out.misfired.append(bool(misfire and misfire.misfired))
+            if policy.overlap != "ALLOW":
+                busy.add(schedule)
+        return out
+
+    @staticmethod
+    def _condition_says_no(row: Any, spec: Any) -> str | None:
         """Why a due occurrence must not fire (its condition), or None to fire it."""
-        spec, _ = _schedule(row)
         if spec.condition is None:
             return None
         payload = row["payload"] if row["payload"] is not None else spec.action.payload
@@ -138,47 +242,12 @@ class Ticker:
             reason=reason,
             output={},
         )
-        return Outgoing(self.events_topic, orjson.dumps(body), str(row["schedule_id"]).encode())
+        return Outgoing(
+            self.topics.actions_events, orjson.dumps(body), str(row["schedule_id"]).encode()
+        )
 
-    async def _advance_series(
-        self, conn: asyncpg.Connection, rows: list[Any], now: datetime
-    ) -> None:
-        """Store each claimed series occurrence's successor; complete schedules that ended."""
-        new: list[tuple[Any, ...]] = []
-        ended: list[uuid.UUID] = []
-        for row in rows:
-            if row["origin"] != "SERIES":
-                ended.append(row["schedule_id"])
-                continue
-            spec, series = _schedule(row)
-            # FIRE_ONCE: a late occurrence fires once; the series resumes after `now`.
-            nxt = series.next_after(max(row["due_at"], now), fired=row["seq"])
-            if nxt is None:
-                ended.append(row["schedule_id"])
-            else:
-                new.append(
-                    (row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt)
-                )
-        if new:
-            n = len(new)
-            await conn.execute(
-                Q.insert_actions,
-                [uuid.uuid4() for _ in new],
-                [r[0] for r in new],
-                [r[1] for r in new],
-                [r[2] for r in new],
-                ["SERIES"] * n,
-                [None] * n,
-                [r[3] for r in new],
-                [r[4] for r in new],
-                now,
-                [None] * n,
-            )
-        if ended:
-            await conn.execute(Q.complete_schedules, ended, now)
-
-    def _event(self, row: Any, fired_at: datetime) -> tuple[Outgoing, datetime]:
-        spec, _ = _schedule(row)
+    def _due_event(self, row: Any, fired_at: datetime, misfired: bool) -> tuple[Outgoing, datetime]:
+        spec, _ = compiled(row)
         deadline = fired_at + timedelta(milliseconds=row["ack_timeout_ms"])
         action_id = str(row["id"])
         schedule_id = str(row["schedule_id"])
@@ -205,10 +274,62 @@ class Ticker:
                 "payload": row["payload"] if row["payload"] is not None else spec.action.payload,
                 "labels": spec.labels,
                 "externalRef": spec.external_ref,
+                "misfired": misfired,
             },
         }
-        topic = spec.action.topic or self.topic
+        topic = spec.action.topic or self.topics.actions_due
         return Outgoing(topic, orjson.dumps(body), schedule_id.encode()), deadline
+
+    async def _publish_renewing(self, ids: list[uuid.UUID], messages: list[Outgoing]) -> None:
+        """Publish; while the broker is slow, keep renewing the claims' lease."""
+        sending = asyncio.ensure_future(self.publish(messages))
+        interval = self.lease.total_seconds() / 3
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=interval)
+                if done:
+                    sending.result()
+                    return
+                async with self.pool.acquire() as conn:
+                    await conn.execute(
+                        Q.renew_leases, ids, self.claimer, self.clock.now() + self.lease
+                    )
+        finally:
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+
+    # --- ack deadlines ------------------------------------------------------------------------
+
+    async def expire_overdue(self) -> int:
+        """Attempts not acknowledged by their deadline: TIMED_OUT, then retried or failed.
+
+        Events are published before the transaction commits: a crash in between repeats the
+        expiry (same event ids), it never loses it.
+        """
+        now = self.clock.now()
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q.claim_expired, now, self.batch_size)
+            if not rows:
+                return 0
+            messages: list[Outgoing] = []
+            for row in rows:
+                messages += await end_attempt(
+                    conn,
+                    row,
+                    "TIMED_OUT",
+                    f"no ack for attempt {row['attempt']} by its deadline",
+                    None,
+                    now,
+                    self.rand,
+                    self.topics,
+                )
+            await self.publish(messages)
+        self.metrics.inc("actions_timed_out", len(rows))
+        return len(rows)
+
+    # --- the loop -----------------------------------------------------------------------------
 
     async def next_wake(self) -> datetime | None:
         async with self.pool.acquire() as conn:
@@ -222,8 +343,8 @@ class Ticker:
     ) -> None:
         """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle."""
         while not stop.is_set():
-            fired = await retry_forever("firing due occurrences", self.tick, on_health)
-            if fired >= self.batch_size:
+            done = await retry_forever("firing due occurrences", self.tick, on_health)
+            if done >= self.batch_size:
                 continue
             wake.clear()  # before asking: a NOTIFY after this point still wakes us
             nxt = await retry_forever("finding the next due time", self.next_wake, on_health)

@@ -18,6 +18,7 @@ from shared.contracts.common import SCHEMA_VERSION, ErrorItem, format_instant
 from shared.contracts.errors import errors_from_validation
 from shared.contracts.events import (
     ActionAck,
+    ActionDead,
     ActionDue,
     ActionEvent,
     ActionView,
@@ -32,6 +33,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRIGGER_KINDS",
     "ActionAck",
+    "ActionDead",
     "ActionDue",
     "ActionEvent",
     "ActionSpec",

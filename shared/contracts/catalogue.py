@@ -13,7 +13,7 @@ from shared.contracts.commands import (
     TriggerData,
     UpdateData,
 )
-from shared.contracts.events import ActionAck, ActionDue, ActionEvent, CommandResult
+from shared.contracts.events import ActionAck, ActionDead, ActionDue, ActionEvent, CommandResult
 
 __all__ = ["COMMAND_DATA", "MESSAGES"]
 
@@ -36,4 +36,5 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "action.due": ActionDue,
     "action.ack": ActionAck,
     "action.event": ActionEvent,
+    "action.dead": ActionDead,
 }

@@ -97,6 +97,12 @@ class Policy(ContractModel):
         description="What to do with runs missed during downtime.",
         examples=["FIRE_ONCE"],
     )
+    catchup_window: Duration = Field(
+        "P1D",
+        description="FIRE_ALL catches up missed occurrences at most this far back; older ones "
+        "are SKIPPED.",
+        examples=["PT6H"],
+    )
     misfire_grace: Duration = Field(
         "PT1M",
         description="Lateness after which an occurrence counts as misfired.",

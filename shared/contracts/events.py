@@ -12,6 +12,7 @@ __all__ = [
     "ACK_STATES",
     "ActionAck",
     "ActionAckData",
+    "ActionDead",
     "ActionDue",
     "ActionDueData",
     "ActionEvent",
@@ -177,6 +178,9 @@ class ActionDueData(ContractModel):
     external_ref: str | None = Field(
         None, description="The schedule's externalRef.", examples=["abc123"]
     )
+    misfired: bool = Field(
+        False, description="Fired later than policy.misfireGrace after dueAt.", examples=[False]
+    )
 
 
 class ActionDue(ContractModel):
@@ -203,6 +207,53 @@ class ActionDue(ContractModel):
                 "payload": {},
                 "labels": {},
                 "externalRef": None,
+            }
+        ],
+    )
+
+
+class HistoryEntry(ContractModel):
+    attempt: int = Field(description="Attempt.", examples=[1])
+    state: str = Field(description="State entered.", examples=["TIMED_OUT"])
+    at: UtcInstant = Field(description="When.", examples=[_DEADLINE])
+    message: str | None = Field(None, description="Why, or the ack's message.", examples=[None])
+
+
+class ActionDeadData(ContractModel):
+    action_id: str = _id("Occurrence id.", _AID)
+    schedule_id: str = _id("Schedule id.")
+    name: str = Field(description="Schedule name.", examples=["daily-billing-run"])
+    namespace: str = Field(description="Schedule namespace.", examples=["default"])
+    type: str = Field(description="Action type.", examples=["billing-run"])
+    due_at: UtcInstant = Field(description="When it was due.", examples=[_AT])
+    attempts: int = Field(description="Attempts made.", examples=[3])
+    reason: str = Field(description="Why it was given up.", examples=["attempt 3 timed out"])
+    history: list[HistoryEntry] = Field(
+        description="Every state it went through.",
+        examples=[[{"attempt": 1, "state": "DISPATCHED", "at": _FIRED}]],
+    )
+
+
+class ActionDead(ContractModel):
+    """Published on `chime.dlq` when an occurrence failed its last attempt."""
+
+    type: Literal["action.dead"] = Field(description="Event type.", examples=["action.dead"])
+    meta: EventMeta = Field(
+        description="Identity.", examples=[{**_META, "eventId": f"{_AID}:dead"}]
+    )
+    data: ActionDeadData = Field(
+        description="The occurrence and its history.",
+        examples=[
+            {
+                "actionId": _AID,
+                "scheduleId": _SID,
+                "name": "daily-billing-run",
+                "namespace": "default",
+                "type": "billing-run",
+                "dueAt": _AT,
+                "attempts": 3,
+                "reason": "attempt 3 failed",
+                "history": [],
             }
         ],
     )

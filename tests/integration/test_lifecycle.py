@@ -267,9 +267,9 @@ async def test_pause_holds_everything_and_resume_now_skips_what_was_missed(db, p
     )
     assert skipped == 1  # START fell due while paused
     await drive(ticker, clock, NOW + timedelta(minutes=31))
-    types = [e["data"]["type"] for e in sink.events]
+    types = [e["data"]["type"] for e in sink.fired]
     assert types.count("STOP") == 1 and "START" not in types
-    assert sink.events[0]["data"]["dueAt"] == "2026-03-10T12:06:00Z"
+    assert sink.fired[0]["data"]["dueAt"] == "2026-03-10T12:06:00Z"
 
 
 async def test_resume_from_paused_at_catches_up_once(db, pool) -> None:

@@ -14,13 +14,14 @@ from services.acker.acks import apply_ack
 from services.cli.preview import preview_times
 from services.ticker.engine import Ticker
 from shared.clock import SettableClock
-from shared.contracts import ActionAck, ActionDue, ActionEvent
+from shared.contracts import ActionAck, ActionDead, ActionDue, ActionEvent
 from shared.messaging import Outgoing
 from shared.persistence.database import create_pool
 from shared.settings import Settings
 from tests.integration.helpers import command, run, schedule
 
 START = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+TOPICS = Settings().topics
 
 
 class Collector:
@@ -33,10 +34,20 @@ class Collector:
     async def __call__(self, messages: Sequence[Outgoing]) -> None:
         for m in messages:
             event = orjson.loads(m.value)
-            contract = ActionDue if event["type"] == "action.due" else ActionEvent
+            contract = {"action.due": ActionDue, "action.dead": ActionDead}.get(
+                event["type"], ActionEvent
+            )
             contract.model_validate(event)  # every event honours its contract
             self.events.append(event)
             self.topics.append(m.topic)
+
+    @property
+    def fired(self) -> list[dict]:
+        """First attempts published on action.due (retries are counted apart)."""
+        return [e for e in self.events if e["type"] == "action.due" and e["data"]["attempt"] == 1]
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
 
 
 @pytest.fixture
@@ -92,11 +103,11 @@ async def test_fires_exactly_what_preview_promised(db, pool, trigger, zone, days
     ticker = make_ticker(pool, clock, sink)
     until = START + timedelta(days=days)  # spans the London and New York fall-backs
     await drive(ticker, clock, until)
-    fired = [e["data"]["dueAt"] for e in sink.events]
+    fired = [e["data"]["dueAt"] for e in sink.fired]
     promised = preview_times(orjson.dumps(trigger).decode(), zone, START, len(fired) + 1)
     assert len(fired) >= 10
     assert fired == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in promised[: len(fired)]]
-    for event in sink.events:  # never early
+    for event in sink.fired:  # never early
         assert event["data"]["firedAt"] >= event["data"]["dueAt"]
         assert event["meta"]["eventId"] == f"{event['data']['actionId']}:1"
         assert (
@@ -111,7 +122,7 @@ async def test_max_occurrences_ends_series_and_completes(db, pool) -> None:
     created = (await run(db, command("schedule.create", data), clock.now()))["data"]
     sink = Collector()
     await drive(make_ticker(pool, clock, sink), clock, START + timedelta(hours=1))
-    assert len(sink.events) == 3
+    assert len(sink.fired) == 3
     assert (
         await db.fetchval("SELECT state FROM schedules WHERE id = $1", uuid.UUID(created["id"]))
         == "COMPLETED"
@@ -132,12 +143,12 @@ async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:
     await run(db, command("schedule.create", data), clock.now())
     sink = Collector()
     await drive(make_ticker(pool, clock, sink), clock, datetime(2026, 3, 16, tzinfo=UTC))
-    assert [(e["data"]["type"], e["data"]["dueAt"]) for e in sink.events] == [
+    assert [(e["data"]["type"], e["data"]["dueAt"]) for e in sink.fired] == [
         ("START", "2026-03-15T08:00:00Z"),
         ("STOP", "2026-03-15T20:00:00Z"),
     ]
-    assert sink.events[0]["data"]["payload"] == {"replicas": 5}
-    assert sink.events[1]["data"]["payload"] == {"k": 1}  # the schedule's action payload
+    assert sink.fired[0]["data"]["payload"] == {"replicas": 5}
+    assert sink.fired[1]["data"]["payload"] == {"k": 1}  # the schedule's action payload
 
 
 async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:
@@ -233,7 +244,8 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:
 
     async def apply(a: ActionAck) -> dict:
         async with db.transaction():
-            return await apply_ack(db, a, clock.now())
+            [event] = await apply_ack(db, a, clock.now(), TOPICS, lambda: 0.0)
+        return orjson.loads(event.value)
 
     running = await apply(ack("RUNNING"))
     assert (running["type"], running["data"]["state"], running["data"]["previousState"]) == (

@@ -71,9 +71,9 @@ SELECT id, attempt, 'SKIPPED', $2, $3 FROM skipped;
 
 -- name: insert_actions
 INSERT INTO actions (id, schedule_id, tenant, seq, origin, client_id, type, payload, due_at,
-                     state, created_at, updated_at)
+                     fire_at, state, created_at, updated_at)
 SELECT a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.client_id, a.type, a.payload, a.due_at,
-       'PENDING', $9, $9
+       a.due_at, 'PENDING', $9, $9
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[], $10::jsonb[])
      AS a(id, schedule_id, tenant, seq, origin, client_id, type, due_at, payload)
@@ -94,7 +94,8 @@ SELECT max(seq) AS seq, max(due_at) FILTER (WHERE origin = 'SERIES') AS due_at
 FROM actions WHERE schedule_id = $1 AND origin = 'SERIES';
 
 -- name: pending_due_times
-SELECT due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING' ORDER BY due_at LIMIT $2;
+SELECT fire_at AS due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING'
+ORDER BY fire_at LIMIT $2;
 
 -- name: recent_actions
 SELECT id, type, due_at, state, attempt, fired_at, updated_at
@@ -106,12 +107,13 @@ SELECT pg_notify('chime_due', '');
 
 -- name: claim_due
 -- Claim what is due (and claims whose lease ran out) in one statement, oldest first.
--- Paused schedules hold their occurrences, except manual triggers.
+-- Paused schedules hold their occurrences, except manual triggers; held ones wait (overlap).
 WITH due AS (
     SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
-    WHERE a.state = 'PENDING' AND a.due_at <= $1 AND (a.lease_until IS NULL OR a.lease_until < $1)
+    WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
+      AND (a.lease_until IS NULL OR a.lease_until < $1)
       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
-    ORDER BY a.due_at
+    ORDER BY a.fire_at
     LIMIT $2
     FOR UPDATE OF a SKIP LOCKED
 )
@@ -119,9 +121,35 @@ UPDATE actions a
 SET claimed_by = $3, lease_until = $4
 FROM due, schedules s
 WHERE a.id = due.id AND s.id = a.schedule_id
-RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload, a.due_at, a.attempt,
-          s.name, s.namespace, s.spec, s.version AS schedule_version, s.state AS schedule_state,
-          s.created_at AS schedule_created_at, s.ack_timeout_ms;
+RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload, a.due_at, a.fire_at,
+          a.attempt, s.name, s.namespace, s.spec, s.version AS schedule_version,
+          s.state AS schedule_state, s.created_at AS schedule_created_at, s.ack_timeout_ms;
+
+-- name: renew_leases
+UPDATE actions SET lease_until = $3 WHERE id = ANY($1::uuid[]) AND claimed_by = $2;
+
+-- name: in_flight_schedules
+-- Which of these schedules have an occurrence in flight (other than the given actions).
+SELECT DISTINCT schedule_id FROM actions
+WHERE schedule_id = ANY($1::uuid[]) AND state IN ('DISPATCHED', 'RUNNING')
+  AND id <> ALL($2::uuid[]);
+
+-- name: held_schedules
+SELECT DISTINCT schedule_id FROM actions
+WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND held;
+
+-- name: hold_actions
+UPDATE actions SET held = true, claimed_by = NULL, lease_until = NULL, updated_at = $2
+WHERE id = ANY($1::uuid[]) AND claimed_by = $3;
+
+-- name: release_held
+-- The running occurrence ended: the one buffered behind it (BUFFER_ONE) fires now.
+WITH released AS (
+    UPDATE actions SET held = false, fire_at = $2, updated_at = $2
+    WHERE schedule_id = $1 AND state = 'PENDING' AND held
+    RETURNING id
+)
+SELECT pg_notify('chime_due', '') FROM released;
 
 -- name: complete_schedules
 -- Schedules whose series ended and that have nothing left to fire.
@@ -136,8 +164,8 @@ WITH marked AS (
     UPDATE actions a
     SET state = CASE WHEN a.state = 'PENDING' THEN 'DISPATCHED' ELSE a.state END,
         fired_at = $2, ack_deadline = d.deadline, claimed_by = NULL, lease_until = NULL,
-        version = a.version + 1, updated_at = $2
-    FROM unnest($1::uuid[], $4::timestamptz[]) AS d(id, deadline)
+        misfired = d.misfired, version = a.version + 1, updated_at = $2
+    FROM unnest($1::uuid[], $4::timestamptz[], $5::boolean[]) AS d(id, deadline, misfired)
     WHERE a.id = d.id AND a.claimed_by = $3
     RETURNING a.id, a.attempt
 )
@@ -145,14 +173,41 @@ INSERT INTO action_history (action_id, attempt, state, at)
 SELECT id, attempt, 'DISPATCHED', $2 FROM marked;
 
 -- name: next_wake
--- The earliest instant at which claim_due could find something.
-SELECT min(CASE WHEN a.lease_until IS NULL THEN a.due_at ELSE greatest(a.due_at, a.lease_until) END)
+-- The earliest instant at which a round could find something: an attempt to fire, a lease to
+-- take over, or an ack deadline to expire.
+SELECT least(
+    (SELECT min(greatest(a.fire_at, coalesce(a.lease_until, a.fire_at)))
+     FROM actions a JOIN schedules s ON s.id = a.schedule_id
+     WHERE a.state = 'PENDING' AND NOT a.held AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')),
+    (SELECT min(ack_deadline) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING'))
+);
+
+-- name: claim_expired
+-- In-flight attempts whose ack deadline passed, locked for this round.
+SELECT a.id, a.schedule_id, a.tenant, a.type, a.due_at, a.attempt, a.state, a.version,
+       s.name, s.namespace, s.spec, s.version AS schedule_version,
+       s.created_at AS schedule_created_at
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
-WHERE a.state = 'PENDING' AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL');
+WHERE a.id IN (SELECT id FROM actions
+               WHERE state IN ('DISPATCHED', 'RUNNING') AND ack_deadline <= $1
+               ORDER BY ack_deadline LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: retry_action
+-- A failed or timed-out attempt with attempts left: the next one fires at $3.
+UPDATE actions
+SET state = 'PENDING', attempt = attempt + 1, fire_at = $3, ack_deadline = NULL,
+    claimed_by = NULL, lease_until = NULL, version = version + 1, updated_at = $2
+WHERE id = $1;
+
+-- name: fail_action
+UPDATE actions
+SET state = 'FAILED', ack_deadline = NULL, version = version + 1, updated_at = $2
+WHERE id = $1;
 
 -- name: lock_action
-SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.claimed_by, a.fired_at,
-       s.ack_timeout_ms
+SELECT a.id, a.schedule_id, a.tenant, a.type, a.due_at, a.state, a.attempt, a.version,
+       a.claimed_by, a.fired_at, s.ack_timeout_ms, s.name, s.namespace, s.spec,
+       s.version AS schedule_version, s.created_at AS schedule_created_at
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.id = $1 AND a.tenant = $2
 FOR UPDATE OF a;
@@ -163,9 +218,9 @@ SET state = $3, ack_deadline = COALESCE($4, ack_deadline), version = version + 1
 WHERE id = $1 AND version = $2;
 
 -- name: insert_manual_action
-INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, payload, due_at, state,
+INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, payload, due_at, fire_at, state,
                      created_at, updated_at)
-VALUES ($1, $2, $3, NULL, 'MANUAL', $4, $5, $6, 'PENDING', $6, $6);
+VALUES ($1, $2, $3, NULL, 'MANUAL', $4, $5, $6, $6, 'PENDING', $6, $6);
 
 -- name: insert_history
 INSERT INTO action_history (action_id, attempt, state, at, message, output)

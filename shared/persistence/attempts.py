@@ -1,0 +1,116 @@
+"""Ending an attempt that did not succeed (FAILED ack, or TIMED_OUT): retry while attempts
+remain, else FAILED for good with an `action.dead` on the DLQ. Runs in the caller's
+transaction; returns what to publish."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.contracts.common import format_instant
+from shared.contracts.events import action_event_body
+from shared.messaging import Outgoing
+from shared.persistence.queries import load_queries
+from shared.policy import retry_delay
+from shared.settings import Topics
+from shared.specs import compiled
+
+__all__ = ["end_attempt"]
+
+Q = load_queries()
+
+
+async def end_attempt(
+    conn: asyncpg.Connection,
+    row: Any,
+    outcome: str,
+    message: str | None,
+    output: dict[str, Any] | None,
+    now: datetime,
+    rand: Callable[[], float],
+    topics: Topics,
+) -> list[Outgoing]:
+    """`row` is the locked action joined with its schedule (see lock_action, claim_expired)."""
+    spec, _ = compiled(row)
+    attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
+    stamp = format_instant(now)
+    key = schedule_id.encode()
+    await conn.execute(Q.insert_history, row["id"], attempt, outcome, now, message, output)
+    if attempt < spec.policy.retry.max_attempts:
+        retry_at = now + retry_delay(spec.policy, attempt, rand())
+        await conn.execute(Q.retry_action, row["id"], now, retry_at)
+        await conn.execute(Q.notify_due)
+        reason = f"{message or outcome}; attempt {attempt + 1} at {format_instant(retry_at)}"
+        event = action_event_body(
+            "action.state-changed",
+            row["tenant"],
+            action_id,
+            attempt,
+            stamp,
+            outcome,
+            scheduleId=schedule_id,
+            state=outcome,
+            previousState=row["state"],
+            reason=reason,
+            output=output or {},
+        )
+        return [Outgoing(topics.actions_events, orjson.dumps(event), key)]
+    await conn.execute(Q.fail_action, row["id"], now)
+    final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
+    await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
+    await conn.execute(Q.release_held, row["schedule_id"], now)
+    event = action_event_body(
+        "action.state-changed",
+        row["tenant"],
+        action_id,
+        attempt,
+        stamp,
+        "FAILED",
+        scheduleId=schedule_id,
+        state="FAILED",
+        previousState=row["state"],
+        reason=final,
+        output=output or {},
+    )
+    history = [
+        {
+            "attempt": h["attempt"],
+            "state": h["state"],
+            "at": format_instant(h["at"]),
+            "message": h["message"],
+        }
+        for h in await conn.fetch(Q.action_history, row["id"])
+    ]
+    dead = {
+        "type": "action.dead",
+        "meta": {
+            "eventId": f"{action_id}:dead",
+            "timestamp": stamp,
+            "tenant": row["tenant"],
+            "schemaVersion": 1,
+        },
+        "data": {
+            "actionId": action_id,
+            "scheduleId": schedule_id,
+            "name": row["name"],
+            "namespace": row["namespace"],
+            "type": row["type"],
+            "dueAt": format_instant(row["due_at"]),
+            "attempts": attempt,
+            "reason": final,
+            "history": history,
+        },
+    }
+    return [
+        Outgoing(topics.actions_events, orjson.dumps(event), key),
+        Outgoing(
+            topics.dlq,
+            orjson.dumps(dead),
+            key,
+            {"content-type": "application/json", "chime-reason": final},
+        ),
+    ]
