@@ -2,7 +2,9 @@
 
 A FAILED ack retries the occurrence while attempts remain (policy.retry), else fails it for
 good with an `action.dead` on the DLQ. A terminal state releases an occurrence buffered
-behind this one (policy.overlap BUFFER_ONE).
+behind this one (policy.overlap BUFFER_ONE). A duplicate ack re-announces the state it
+already caused (same eventId), so a state change is announced at least once even when an
+acker dies between its commit and its publish.
 """
 
 from __future__ import annotations
@@ -62,7 +64,15 @@ async def apply_ack(
     decision = decide_ack(row["state"], row["attempt"], in_flight, ack.data.state, ack.data.attempt)
     common = {"scheduleId": str(row["schedule_id"]), "previousState": row["state"]}
     if not decision.apply:
-        return announce("action.ack-ignored", state=row["state"], reason=decision.reason, **common)
+        ignored = announce(
+            "action.ack-ignored", state=row["state"], reason=decision.reason, **common
+        )
+        if decision.reason and decision.reason.startswith("DUPLICATE"):
+            # The first copy may have been applied by an acker that died before announcing
+            # it: announce the state change again, with the same eventId.
+            again = {**common, "previousState": None}
+            return announce("action.state-changed", state=row["state"], **again) + ignored
+        return ignored
     if decision.new_state == "FAILED":
         return await end_attempt(
             conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics

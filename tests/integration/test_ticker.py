@@ -244,8 +244,8 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:
 
     async def apply(a: ActionAck) -> dict:
         async with db.transaction():
-            [event] = await apply_ack(db, a, clock.now(), TOPICS, lambda: 0.0)
-        return orjson.loads(event.value)
+            events = await apply_ack(db, a, clock.now(), TOPICS, lambda: 0.0)
+        return orjson.loads(events[-1].value)
 
     running = await apply(ack("RUNNING"))
     assert (running["type"], running["data"]["state"], running["data"]["previousState"]) == (
@@ -258,10 +258,15 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:
     )
     assert deadline == clock.now() + timedelta(minutes=5)
     assert (await apply(ack("SUCCEEDED")))["data"]["state"] == "SUCCEEDED"
-    duplicate = await apply(ack("SUCCEEDED"))
-    assert duplicate["type"] == "action.ack-ignored" and duplicate["data"]["reason"].startswith(
-        "DUPLICATE"
-    )
+    async with db.transaction():
+        again = [
+            orjson.loads(e.value)
+            for e in await apply_ack(db, ack("SUCCEEDED"), clock.now(), TOPICS, lambda: 0.0)
+        ]
+    # a duplicate re-announces the state it caused (same eventId), and is reported
+    assert [e["type"] for e in again] == ["action.state-changed", "action.ack-ignored"]
+    assert again[0]["meta"]["eventId"] == f"{action_id}:1:SUCCEEDED"
+    assert again[1]["data"]["reason"].startswith("DUPLICATE")
     foreign = await apply(ack("FAILED", tenant="acct-2"))
     assert foreign["data"]["reason"].startswith("UNKNOWN_ACTION")
     history = [

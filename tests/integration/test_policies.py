@@ -1,0 +1,252 @@
+"""Delivery policies on real PostgreSQL under a settable clock and a fixed jitter draw:
+ack deadlines, retry backoff, final failure with action.dead, misfire and overlap policies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+import pytest
+
+from services.acker.acks import apply_ack
+from shared.clock import SettableClock
+from shared.contracts import ActionAck
+from shared.persistence.database import create_pool
+from shared.settings import Settings
+from tests.integration.helpers import command, run, schedule
+from tests.integration.test_ticker import Collector, drive, make_ticker
+
+START = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+TOPICS = Settings().topics
+RETRY = {"maxAttempts": 3, "initialBackoff": "PT10S", "multiplier": 2.0, "maxBackoff": "PT10M"}
+
+
+@pytest.fixture
+async def pool(database_url: str):
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
+
+
+def at(seconds: float) -> datetime:
+    return START + timedelta(seconds=seconds)
+
+
+def iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def create(db: asyncpg.Connection, **fields) -> str:
+    result = await run(db, command("schedule.create", schedule(**fields)), START)
+    assert result["type"] == "schedule.created", result
+    return result["data"]["id"]
+
+
+async def ack(
+    db: asyncpg.Connection, clock: SettableClock, action_id: str, attempt: int, state: str
+) -> list[dict]:
+    body = ActionAck.model_validate(
+        {
+            "type": "action.ack",
+            "meta": {"tenant": "acct-1"},
+            "data": {"actionId": action_id, "attempt": attempt, "state": state},
+        }
+    )
+    async with db.transaction():
+        events = await apply_ack(db, body, clock.now(), TOPICS, lambda: 0.0)
+    return [orjson.loads(e.value) | {"topic": e.topic} for e in events]
+
+
+@pytest.mark.parametrize(("rand", "first_backoff"), [(0.0, 10.0), (0.5, 9.0), (0.999, 8.002)])
+async def test_deadline_expiry_retries_with_backoff_then_dead(
+    db, pool, rand, first_backoff
+) -> None:
+    await create(
+        db,
+        trigger={"kind": "once", "at": iso(at(1))},
+        policy={"ackTimeout": "PT1M", "retry": RETRY},
+    )
+    clock, sink = SettableClock(at(1)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    ticker.rand = lambda: rand
+    await ticker.tick()
+    [first] = sink.of_type("action.due")
+    assert first["data"]["ackDeadline"] == iso(at(61))
+    clock.set(at(61))  # the deadline
+    await ticker.tick()
+    [timed_out] = [
+        e for e in sink.of_type("action.state-changed") if e["data"]["state"] == "TIMED_OUT"
+    ]
+    retry_at = at(61 + first_backoff)
+    assert await ticker.next_wake() == retry_at  # attempt 2 fires exactly after the backoff
+    assert timed_out["data"]["attempt"] == 1
+    clock.set(retry_at)
+    await ticker.tick()
+    second = sink.of_type("action.due")[1]
+    assert second["data"]["attempt"] == 2
+    assert second["meta"]["eventId"] == f"{first['data']['actionId']}:2"
+    assert second["data"]["idempotencyKey"] == first["data"]["idempotencyKey"]
+    assert second["data"]["dueAt"] == first["data"]["dueAt"]
+    # attempt 2 times out; the backoff doubles (20 s, minus the same jitter fraction)
+    clock.set(retry_at + timedelta(minutes=1))
+    await ticker.tick()
+    third_at = clock.now() + timedelta(seconds=20 * (1 - 0.2 * rand))
+    assert await ticker.next_wake() == third_at
+    clock.set(third_at)
+    await ticker.tick()
+    assert [e["data"]["attempt"] for e in sink.of_type("action.due")] == [1, 2, 3]
+    clock.set(third_at + timedelta(minutes=1))  # the last attempt times out: dead
+    await ticker.tick()
+    [dead] = sink.of_type("action.dead")
+    assert sink.topics[sink.events.index(dead)] == TOPICS.dlq
+    assert dead["data"]["attempts"] == 3
+    assert [h["state"] for h in dead["data"]["history"]] == [
+        "DISPATCHED",
+        "TIMED_OUT",
+        "DISPATCHED",
+        "TIMED_OUT",
+        "DISPATCHED",
+        "TIMED_OUT",
+        "FAILED",
+    ]
+    assert await db.fetchval("SELECT state FROM actions") == "FAILED"
+    assert await ticker.next_wake() is None
+
+
+async def test_running_renews_the_deadline_and_late_acks_are_stale(db, pool) -> None:
+    await create(
+        db,
+        trigger={"kind": "once", "at": iso(at(1))},
+        policy={"ackTimeout": "PT1M", "retry": RETRY},
+    )
+    clock, sink = SettableClock(at(1)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    action_id = sink.fired[0]["data"]["actionId"]
+    clock.set(at(50))
+    await ack(db, clock, action_id, 1, "RUNNING")  # deadline moves to 50 + 60
+    clock.set(at(70))
+    await ticker.tick()
+    assert sink.of_type("action.state-changed") == []  # not timed out: RUNNING renewed it
+    clock.set(at(110))
+    await ticker.tick()  # now it times out
+    [late] = await ack(db, clock, action_id, 1, "SUCCEEDED")
+    assert late["type"] == "action.ack-ignored" and late["data"]["reason"].startswith("STALE")
+
+
+async def test_failed_ack_retries_then_dead(db, pool) -> None:
+    await create(db, trigger={"kind": "once", "at": iso(at(1))}, policy={"retry": RETRY})
+    clock, sink = SettableClock(at(1)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    action_id = sink.fired[0]["data"]["actionId"]
+    [failed] = await ack(db, clock, action_id, 1, "FAILED")
+    assert failed["data"]["state"] == "FAILED" and "attempt 2 at" in failed["data"]["reason"]
+    assert await ticker.next_wake() == at(11)
+    clock.set(at(11))
+    await ticker.tick()
+    await ack(db, clock, action_id, 2, "FAILED")
+    clock.set(at(31))
+    await ticker.tick()
+    events = await ack(db, clock, action_id, 3, "FAILED")
+    assert [e["type"] for e in events] == ["action.state-changed", "action.dead"]
+    assert events[1]["topic"] == TOPICS.dlq
+    assert await db.fetchval("SELECT state FROM actions") == "FAILED"
+
+
+async def test_misfire_skip(db, pool) -> None:
+    await create(
+        db, trigger={"kind": "cron", "expression": "*/10 * * * *"}, policy={"misfire": "SKIP"}
+    )
+    clock, sink = SettableClock(at(35 * 60)), Collector()  # down from 12:00 to 12:35
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    assert sink.fired == []
+    [skipped] = sink.of_type("action.state-changed")
+    assert (
+        skipped["data"]["state"] == "SKIPPED"
+        and "policy.misfire is SKIP" in skipped["data"]["reason"]
+    )
+    assert await ticker.next_wake() == at(40 * 60)
+    await drive(ticker, clock, at(40 * 60))
+    assert [e["data"]["dueAt"] for e in sink.fired] == ["2026-05-04T12:40:00Z"]
+    assert sink.fired[0]["data"]["misfired"] is False
+
+
+@pytest.mark.parametrize(
+    ("window", "fired", "skipped"),
+    [
+        ("PT1H", ["12:10", "12:20", "12:30", "12:40"], 0),
+        ("PT15M", ["12:30", "12:40"], 1),  # 12:10 is older than the window; 12:20 never stored
+    ],
+)
+async def test_misfire_fire_all_within_catchup_window(db, pool, window, fired, skipped) -> None:
+    await create(
+        db,
+        trigger={"kind": "cron", "expression": "*/10 * * * *"},
+        policy={"misfire": "FIRE_ALL", "catchupWindow": window, "ackTimeout": "PT1H"},
+    )
+    clock, sink = SettableClock(at(35 * 60)), Collector()
+    await drive(make_ticker(pool, clock, sink), clock, at(40 * 60))
+    assert [e["data"]["dueAt"][11:16] for e in sink.fired] == fired
+    assert [e["data"]["misfired"] for e in sink.fired] == [True] * (len(fired) - 1) + [False]
+    states = [e["data"]["state"] for e in sink.of_type("action.state-changed")]
+    assert states == ["SKIPPED"] * skipped
+
+
+async def test_fire_once_marks_late_occurrences_misfired(db, pool) -> None:
+    await create(
+        db,
+        trigger={"kind": "cron", "expression": "*/10 * * * *"},
+        policy={"misfireGrace": "PT1M", "ackTimeout": "PT1H"},
+    )
+    clock, sink = SettableClock(at(15 * 60)), Collector()  # 12:10 is 5 minutes late
+    await drive(make_ticker(pool, clock, sink), clock, at(20 * 60))
+    assert [(e["data"]["dueAt"][11:16], e["data"]["misfired"]) for e in sink.fired] == [
+        ("12:10", True),
+        ("12:20", False),
+    ]
+
+
+async def test_overlap_skip(db, pool) -> None:
+    await create(
+        db,
+        trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        policy={"overlap": "SKIP", "ackTimeout": "PT1H"},
+    )
+    clock, sink = SettableClock(at(60)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # 12:01 fires and is not acknowledged
+    clock.set(at(120))
+    await ticker.tick()  # 12:02: the previous one is in flight
+    [skipped] = sink.of_type("action.state-changed")
+    assert "policy.overlap SKIP" in skipped["data"]["reason"]
+    await ack(db, clock, sink.fired[0]["data"]["actionId"], 1, "SUCCEEDED")
+    clock.set(at(180))
+    await ticker.tick()
+    assert [e["data"]["dueAt"][11:16] for e in sink.fired] == ["12:01", "12:03"]
+
+
+async def test_overlap_buffer_one(db, pool) -> None:
+    await create(
+        db,
+        trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        policy={"overlap": "BUFFER_ONE", "ackTimeout": "PT1H"},
+    )
+    clock, sink = SettableClock(at(60)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # 12:01 fires
+    clock.set(at(120))
+    await ticker.tick()  # 12:02 is held behind it
+    clock.set(at(180))
+    await ticker.tick()  # 12:03: one is already buffered, so it is skipped
+    assert [e["data"]["dueAt"][11:16] for e in sink.fired] == ["12:01"]
+    [skipped] = sink.of_type("action.state-changed")
+    assert "already buffered" in skipped["data"]["reason"]
+    clock.set(at(200))
+    await ack(db, clock, sink.fired[0]["data"]["actionId"], 1, "SUCCEEDED")
+    await ticker.tick()  # the held 12:02 fires now
+    assert [e["data"]["dueAt"][11:16] for e in sink.fired] == ["12:01", "12:02"]
+    assert sink.fired[1]["data"]["firedAt"] == "2026-05-04T12:03:20Z"
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE held") == 0
