@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
 from shared.settings import Settings
@@ -120,10 +120,10 @@ async def retry_forever(
     while True:
         try:
             result = await action()
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # asyncpg's connection errors are not OSErrors
+        except Exception as exc:
             if not is_transient(exc):
+                if failing and on_state:
+                    on_state(True)  # it answered: reachable again, whatever went wrong
                 raise
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -142,12 +142,17 @@ async def retry_forever(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A connection-level database error: retry the work, do not answer it."""
+    """A dependency that is unreachable for now (database or broker): retry, do not answer."""
     import asyncpg
 
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, KafkaTimeoutError)
     return isinstance(
         exc,
-        asyncpg.PostgresConnectionError
+        TimeoutError
+        | OSError
+        | ConnectionError
+        | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
         | asyncpg.CannotConnectNowError
         | asyncpg.TooManyConnectionsError

@@ -117,7 +117,7 @@ def consumer_app(
     clock: Clock | None = None,
     publishes: Sequence[Publishes] = (),
 ) -> FastStream:
-    """A FastStream app with one batch subscriber, group `chime-<name>`.
+    """A FastStream app with one batch subscriber, in the consumer group `<prefix><name>`.
 
     The handler applies a batch in one transaction and returns what to publish. The batch is
     committed (NACK_ON_ERROR) only after the handler returned, that is after the transaction
@@ -148,12 +148,14 @@ def consumer_app(
 
     async def on_batch(records: list[Any]) -> None:
         out = await holder["handler"].handle(records)
-        await publish_all(broker, out)
+        await retry_forever(
+            "publishing to Kafka", lambda: publish_all(broker, out), runtime.set_dependencies_ok
+        )
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
     broker.subscriber(
         consumes.topic,
-        group_id=f"chime-{name}",
+        group_id=settings.consumer_group(name),
         batch=True,
         max_records=settings.consumer_batch_size,
         batch_timeout_ms=settings.consumer_batch_timeout_ms,

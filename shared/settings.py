@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     def action_topic_allow_list(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.action_topics.split(",") if t.strip())
 
+    def consumer_group(self, service: str) -> str:
+        """`chime.scheduler` by default: deployments with their own prefix get their own groups."""
+        return f"{self.topic_prefix}{service}"
+
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)

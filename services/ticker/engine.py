@@ -343,7 +343,12 @@ class Ticker:
     ) -> None:
         """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle."""
         while not stop.is_set():
-            done = await retry_forever("firing due occurrences", self.tick, on_health)
+            try:
+                done = await retry_forever("firing due occurrences", self.tick, on_health)
+            except Exception:  # a bug must not stop the ticker: claims are retried after the lease
+                log.exception("ticker round failed")
+                await asyncio.sleep(1.0)
+                continue
             if done >= self.batch_size:
                 continue
             wake.clear()  # before asking: a NOTIFY after this point still wakes us

@@ -6,10 +6,12 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,9 +80,13 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
 
 
 class Services:
-    """The three services as OS processes; tests may kill and restart any of them."""
+    """Chime services as OS processes; tests may run replicas, kill and restart any of them.
 
-    def __init__(self, settings: Settings) -> None:
+    A replica is named `<service>` or `<service>-<n>` (`ticker-2`). Each process's stderr goes
+    to a file (`logs[label]`), its health URL to `urls[label]`.
+    """
+
+    def __init__(self, settings: Settings, **env: str) -> None:
         self.env = {
             **os.environ,
             "CHIME_DATABASE_URL": settings.database_url,
@@ -90,31 +96,43 @@ class Services:
             "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
             "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
             "CHIME_HTTP_PORT": "0",
+            **env,
         }
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.urls: dict[str, str] = {}
+        self.logs: dict[str, Path] = {}
+        self._logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
         self._drains: list[asyncio.Task[None]] = []
 
-    async def start(self, name: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "run",
-            name,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self.procs[name] = proc
+    async def start(self, label: str) -> None:
+        service = label.split("-")[0]
+        log = self.logs.setdefault(label, self._logdir / f"{label}.log")
+        with log.open("ab") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "run",
+                service,
+                env={**self.env, "CHIME_TICKER_ID": label},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
+        self.procs[label] = proc
         assert proc.stdout is not None
-        async for line in proc.stdout:
-            if line.decode().strip() == f"chime {name}: ready":
+        async for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line.startswith(f"chime {service}: http://"):
+                self.urls[label] = line.split(": ", 1)[1]
+            if line == f"chime {service}: ready":
                 self._drains.append(asyncio.create_task(_drain(proc)))
                 return
-        raise AssertionError(f"{name} exited before it was ready (code {await proc.wait()})")
+        raise AssertionError(f"{label} exited before it was ready (code {await proc.wait()})")
 
-    async def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
+    async def kill(self, label: str) -> None:
+        proc = self.procs[label]
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
         await proc.wait()
 
     async def stop_all(self) -> dict[str, int]:

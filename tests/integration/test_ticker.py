@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -277,3 +278,41 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:
         )
     ]
     assert history == ["DISPATCHED", "RUNNING", "SUCCEEDED"]
+
+
+async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    clock = SettableClock(START)
+    await run(
+        db,
+        command(
+            "schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:00Z"})
+        ),
+        clock.now(),
+    )
+    sink = Collector()
+    failures = [KafkaConnectionError(), KafkaConnectionError(), RuntimeError("a bug in one round")]
+    health: list[bool] = []
+
+    async def flaky(messages: Sequence[Outgoing]) -> None:
+        if failures:
+            raise failures.pop(0)
+        await sink(messages)
+
+    ticker = make_ticker(pool, clock, sink, ticker_lease_seconds=0.5)
+    ticker.publish = flaky
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(ticker.run(stop, wake, health.append))
+    try:
+        for _ in range(200):  # bounded: the loop backs off, then a later round republishes
+            if sink.fired:
+                break
+            clock.advance(timedelta(seconds=1))  # leases run out, so the claim is taken again
+            wake.set()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+    assert [e["data"]["dueAt"] for e in sink.fired] == ["2026-10-24T12:00:00Z"]
+    assert health[:2] == [False, True]  # not ready while the broker was away, ready after

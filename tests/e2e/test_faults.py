@@ -1,0 +1,361 @@
+"""Faults: replicas racing, services SIGKILLed at random, PostgreSQL stopped mid-run.
+
+Real PostgreSQL, a real Kafka-protocol broker, the services as OS processes. Slow: select with
+`-m slow`; CI runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from services.scheduler.commands import apply_command
+from shared.contracts import format_instant
+from shared.embedded import EmbeddedPostgres, free_port
+from shared.persistence.database import connect
+from shared.persistence.migrate import migrate
+from shared.settings import Settings
+from tests.e2e.conftest import Bus, Services
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def command(kind: str, data: dict, tenant: str = "acct-faults") -> dict:
+    return {
+        "type": kind,
+        "data": data,
+        "meta": {
+            "commandId": str(uuid.uuid4()),
+            "correlationId": str(uuid.uuid4()),
+            "tenant": tenant,
+        },
+    }
+
+
+async def schedule_burst(
+    url: str, schedules: int, per_schedule: int, times: list[datetime]
+) -> None:
+    """`schedules` x `per_schedule` explicit one-shot actions, at `times` (cycled)."""
+    conn = await connect(url)
+    try:
+        now = datetime.now(UTC)
+        for s in range(schedules):
+            actions = [
+                {"type": "burst", "at": format_instant(times[(s * per_schedule + a) % len(times)])}
+                for a in range(per_schedule)
+            ]
+            body = command(
+                "schedule.create",
+                {"name": f"burst-{s}", "actions": actions, "action": {"type": "burst"}},
+            )
+            async with conn.transaction():
+                result = await apply_command(conn, body, now)
+            assert result["type"] == "schedule.created", result
+    finally:
+        await conn.close()
+
+
+async def until(condition, timeout: float, every: float = 0.5) -> None:
+    """Poll an async condition until true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def test_three_tickers_on_ten_thousand_simultaneous_occurrences(
+    settings: Settings, bus: Bus
+) -> None:
+    running = Services(settings)
+    await asyncio.wait_for(asyncio.gather(*(running.start(f"ticker-{i}") for i in (1, 2, 3))), 90)
+    try:
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+        await schedule_burst(settings.database_url, 100, 100, [due])
+        received = await bus.wait_for(
+            settings.topics.actions_due, lambda r: True, count=10_000, timeout=120
+        )
+        db = await asyncpg.connect(settings.database_url)
+        try:
+            await until(lambda: _all_in(db, "DISPATCHED", 10_000), 30)
+        finally:
+            await db.close()
+        with contextlib.suppress(AssertionError):  # give a duplicate every chance to show up
+            await bus.wait_for(settings.topics.actions_due, lambda r: True, count=10_001, timeout=3)
+        counts = Counter(
+            r.value["data"]["actionId"] for r in bus.received[settings.topics.actions_due]
+        )
+        assert len(counts) == 10_000
+        assert max(counts.values()) == 1, "an occurrence fired twice"
+        assert min(r.at - due.timestamp() for r in received) >= 0, "fired early"
+    finally:
+        codes = await running.stop_all()
+    assert set(codes.values()) == {0}
+
+
+async def _all_in(db: asyncpg.Connection, state: str, count: int) -> bool:
+    return await db.fetchval("SELECT count(*) FROM actions WHERE state = $1", state) == count
+
+
+async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
+    settings: Settings, bus: Bus
+) -> None:
+    total, schedules = 20_000, 200
+    labels = ["scheduler", "ticker-1", "ticker-2", "acker-1", "acker-2"]
+    running = Services(settings, CHIME_TICKER_LEASE_SECONDS="5")
+    await asyncio.wait_for(asyncio.gather(*(running.start(label) for label in labels)), 90)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    kills: list[str] = []
+    start = datetime.now(UTC) + timedelta(seconds=6)
+    times = [start + timedelta(milliseconds=i) for i in range(0, 15_000, 3)]  # 15 s of due times
+    await schedule_burst(settings.database_url, schedules, total // schedules, times)
+    topics = settings.topics
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        """The team's worker: acknowledge every attempt once, keyed by schedule id."""
+        acked: set[str] = set()
+        seen = 0
+        while not stop.is_set():
+            batch = bus.received[topics.actions_due][seen:]
+            seen += len(batch)
+            sends = []
+            for record in batch:
+                data = record.value["data"]
+                if record.value["meta"]["eventId"] in acked:
+                    continue
+                acked.add(record.value["meta"]["eventId"])
+                ack = {
+                    "type": "action.ack",
+                    "meta": {"tenant": "acct-faults"},
+                    "data": {
+                        "actionId": data["actionId"],
+                        "attempt": data["attempt"],
+                        "state": "SUCCEEDED",
+                    },
+                }
+                sends.append(
+                    await bus.producer.send(
+                        topics.actions_acks, orjson.dumps(ack), key=data["scheduleId"].encode()
+                    )
+                )
+            if sends:
+                await asyncio.gather(*sends)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bus.changed.wait(), 0.5)
+            bus.changed.clear()
+
+    async def chaos() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(rng.uniform(2.0, 4.0))
+            victim = rng.choice(labels)
+            kills.append(victim)
+            await running.kill(victim)
+            await asyncio.wait_for(running.start(victim), 60)
+
+    db = await asyncpg.connect(settings.database_url)
+    tasks = [asyncio.create_task(worker()), asyncio.create_task(chaos())]
+    try:
+        chaos_until = time.monotonic() + 30
+        await until(lambda: _done_or(db, total, chaos_until), 300)
+        tasks[1].cancel()  # no more kills; let the survivors finish
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks[1]
+        await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
+        ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM actions")}
+        await bus.wait_for(
+            topics.actions_events,
+            lambda r: (
+                r.value["data"].get("state") == "SUCCEEDED"
+                and r.value["type"] == "action.state-changed"
+            ),
+            count=total,
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await db.close()
+        codes = await running.stop_all()
+    dues = bus.received[topics.actions_due]
+    by_action: dict[str, set[str]] = defaultdict(set)
+    for record in dues:
+        by_action[record.value["data"]["actionId"]].add(record.value["meta"]["eventId"])
+    context = f"seed {seed}, kills {kills}"
+    assert set(by_action) == ids, f"occurrences lost: {len(ids - set(by_action))} ({context})"
+    assert all(len(events) == 1 for events in by_action.values()), (
+        f"a duplicate with a new eventId ({context})"
+    )
+    assert all(events == {f"{a}:1"} for a, events in by_action.items()), context
+    succeeded = {
+        r.value["data"]["actionId"]
+        for r in bus.received[topics.actions_events]
+        if r.value["type"] == "action.state-changed" and r.value["data"]["state"] == "SUCCEEDED"
+    }
+    assert succeeded == ids, f"database and events disagree ({context})"
+    assert kills, "the chaos loop killed nothing"
+    assert set(codes.values()) == {0}, codes
+
+
+async def _done_or(db: asyncpg.Connection, total: int, deadline: float) -> bool:
+    return time.monotonic() > deadline or await _all_in(db, "SUCCEEDED", total)
+
+
+async def test_postgres_stopped_for_ten_seconds(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg", free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    own = Settings(
+        database_url=pg.url("chime"),
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic_prefix=settings.topic_prefix,
+        topic_partitions=settings.topic_partitions,
+        kafka_session_timeout_ms=settings.kafka_session_timeout_ms,
+        kafka_heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    )
+    await migrate(own.database_url)
+    running = Services(own)
+    topics = own.topics
+    await asyncio.wait_for(
+        asyncio.gather(*(running.start(n) for n in ("scheduler", "ticker", "acker"))), 90
+    )
+    try:
+        pulse = command(
+            "schedule.create",
+            {
+                "name": "pulse",
+                "trigger": {"kind": "interval", "every": "PT2S"},
+                "action": {"type": "pulse"},
+            },
+        )
+        await bus.send(topics.commands, pulse)
+        [created] = await bus.wait_for(
+            topics.command_results,
+            lambda r: r.value["meta"]["correlationId"] == pulse["meta"]["correlationId"],
+        )
+        pulse_id = created.value["data"]["id"]
+        first = await bus.wait_for(
+            topics.actions_due,
+            lambda r: r.value["data"]["scheduleId"] == pulse_id,
+            count=2,
+            timeout=15,
+        )
+        during_at = datetime.now(UTC) + timedelta(seconds=5)
+        once = command(
+            "schedule.create",
+            {
+                "name": "due-during-outage",
+                "action": {"type": "once"},
+                "trigger": {"kind": "once", "at": format_instant(during_at)},
+            },
+        )
+        await bus.send(topics.commands, once)
+        await bus.wait_for(
+            topics.command_results,
+            lambda r: r.value["meta"]["correlationId"] == once["meta"]["correlationId"],
+        )
+
+        stopped_at = time.time()
+        await asyncio.to_thread(pg.stop)
+        # while the database is down: a command and an ack arrive
+        late = command(
+            "schedule.create",
+            {
+                "name": "sent-during-outage",
+                "trigger": {"kind": "daily", "hours": 3},
+                "action": {"type": "x"},
+            },
+        )
+        await bus.send(topics.commands, late)
+        acked = first[0].value["data"]
+        await bus.send(
+            topics.actions_acks,
+            {
+                "type": "action.ack",
+                "meta": {"tenant": "acct-faults"},
+                "data": {"actionId": acked["actionId"], "attempt": 1, "state": "SUCCEEDED"},
+            },
+            acked["scheduleId"].encode(),
+        )
+
+        async def not_ready() -> bool:
+            return not ready(running.urls["scheduler"]) and not ready(running.urls["ticker"])
+
+        await until(not_ready, 9, every=0.2)
+        await asyncio.sleep(max(0.0, 10 - (time.time() - stopped_at)))  # the outage lasts 10 s
+        await asyncio.to_thread(pg.start)
+        restarted_at = time.time()
+
+        async def all_ready() -> bool:
+            return all(ready(url) for url in running.urls.values())
+
+        await until(all_ready, 60)
+        [result] = await bus.wait_for(
+            topics.command_results,
+            timeout=60,
+            match=lambda r: r.value["meta"]["correlationId"] == late["meta"]["correlationId"],
+        )
+        assert result.value["type"] == "schedule.created"
+        [fired] = await bus.wait_for(
+            topics.actions_due,
+            timeout=60,
+            match=lambda r: r.value["data"]["name"] == "due-during-outage",
+        )
+        assert fired.at >= restarted_at - 0.5
+        await bus.wait_for(
+            topics.actions_events,
+            timeout=60,
+            match=lambda r: (
+                r.value["data"]["actionId"] == acked["actionId"]
+                and r.value["data"].get("state") == "SUCCEEDED"
+            ),
+        )
+        # FIRE_ONCE: of the pulses due while the database was down, exactly one fires (late)
+        await bus.wait_for(
+            topics.actions_due,
+            timeout=30,
+            count=1,
+            match=lambda r: r.value["data"]["scheduleId"] == pulse_id and r.at > restarted_at + 3,
+        )
+        outage = [
+            r
+            for r in bus.received[topics.actions_due]
+            if r.value["data"]["scheduleId"] == pulse_id
+            and stopped_at + 0.5 < _ts(r.value["data"]["dueAt"]) < restarted_at
+        ]
+        assert len(outage) == 1, [r.value["data"]["dueAt"] for r in outage]
+    finally:
+        codes = await running.stop_all()
+        pg.remove()
+    assert set(codes.values()) == {0}, codes
+    for label in ("scheduler", "ticker"):  # one line when failing, one when healed: no flood
+        text = running.logs[label].read_text()
+        assert 1 <= text.count("retrying with backoff") <= 3, text[-2000:]
+        assert text.count("recovered") >= 1
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

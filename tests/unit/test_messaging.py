@@ -1,0 +1,72 @@
+"""What counts as a dependency being away (retry) versus a real error (answer or raise)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from shared.messaging import is_transient, retry_forever
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (KafkaConnectionError(), True),
+        (KafkaTimeoutError(), True),
+        (MessageSizeTooLargeError(), False),
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (asyncpg.CannotConnectNowError("starting up"), True),
+        (asyncpg.ConnectionDoesNotExistError("gone"), True),
+        (asyncpg.UniqueViolationError("dup"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_transient_classification(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+async def test_retry_forever_logs_once_per_state_change(caplog: pytest.LogCaptureFixture) -> None:
+    failures = iter([KafkaConnectionError(), KafkaConnectionError(), KafkaConnectionError()])
+    states: list[bool] = []
+
+    async def flaky() -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "sent"
+
+    with caplog.at_level(logging.WARNING, logger="chime.messaging"):
+        result = await asyncio.wait_for(
+            retry_forever("sending", flaky, states.append, first_delay=0.001), 5
+        )
+    assert result == "sent"
+    assert states == [False, True]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "sending failed, retrying with backoff",
+        "sending",
+    ]
+
+
+async def test_retry_forever_raises_real_errors() -> None:
+    async def broken() -> None:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await retry_forever("working", broken)
+
+
+async def test_an_answer_after_an_outage_counts_as_recovered() -> None:
+    errors = [KafkaConnectionError(), ValueError("not an outage")]
+    states: list[bool] = []
+
+    async def action() -> None:
+        raise errors.pop(0)
+
+    with pytest.raises(ValueError):
+        await retry_forever("working", action, states.append, first_delay=0.001)
+    assert states == [False, True]
