@@ -166,16 +166,38 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
                 await asyncio.wait_for(bus.changed.wait(), 0.5)
             bus.changed.clear()
 
+    commands = [
+        command(
+            "schedule.create",
+            {
+                "name": f"during-chaos-{i}",
+                "action": {"type": "x"},
+                "trigger": {"kind": "daily", "hours": 3},
+            },
+        )
+        for i in range(300)
+    ]
+
+    async def producer() -> None:
+        """Commands keep arriving while services die."""
+        for body in commands:
+            await bus.send(topics.commands, body)
+            await asyncio.sleep(0.05)
+
     async def chaos() -> None:
         while not stop.is_set():
             await asyncio.sleep(rng.uniform(2.0, 4.0))
-            victim = rng.choice(labels)
+            victim = rng.choice(labels) if kills else "scheduler"  # first: while commands flow
             kills.append(victim)
             await running.kill(victim)
             await asyncio.wait_for(running.start(victim), 60)
 
     db = await asyncpg.connect(settings.database_url)
-    tasks = [asyncio.create_task(worker()), asyncio.create_task(chaos())]
+    tasks = [
+        asyncio.create_task(worker()),
+        asyncio.create_task(chaos()),
+        asyncio.create_task(producer()),
+    ]
     try:
         chaos_until = time.monotonic() + 30
         await until(lambda: _done_or(db, total, chaos_until), 300)
@@ -183,7 +205,19 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
         with contextlib.suppress(asyncio.CancelledError):
             await tasks[1]
         await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
-        ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM actions")}
+        await asyncio.wait_for(tasks[2], 60)
+        correlations = {c["meta"]["correlationId"] for c in commands}
+        answered = await bus.wait_for(
+            topics.command_results,
+            timeout=120,
+            count=len(commands),
+            match=lambda r: r.value["meta"]["correlationId"] in correlations,
+        )
+        assert {r.value["meta"]["correlationId"] for r in answered} == correlations
+        assert all(r.value["type"] == "schedule.created" for r in answered)
+        made = await db.fetchval("SELECT count(*) FROM schedules WHERE name LIKE 'during-chaos-%'")
+        assert made == len(commands), "a command was lost or applied twice"
+        ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM actions WHERE type = 'burst'")}
         await bus.wait_for(
             topics.actions_events,
             lambda r: (
@@ -215,7 +249,7 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
         if r.value["type"] == "action.state-changed" and r.value["data"]["state"] == "SUCCEEDED"
     }
     assert succeeded == ids, f"database and events disagree ({context})"
-    assert kills, "the chaos loop killed nothing"
+    assert kills and kills[0] == "scheduler", "the chaos loop killed nothing"
     assert set(codes.values()) == {0}, codes
 
 
