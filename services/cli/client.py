@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from shared.settings import Settings
 
@@ -89,3 +91,106 @@ async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int)
     finally:
         await consumer.stop()
     return 0
+
+
+async def ack(
+    settings: Settings,
+    action_id: str,
+    state: str,
+    attempt: int,
+    tenant: str,
+    message: str | None,
+    wait_seconds: float,
+) -> int:
+    """Send one action.ack and print the acker's answer: 0 applied, 1 ignored, 2 no answer."""
+    topics = settings.topics
+    body = {
+        "type": "action.ack",
+        "meta": {"tenant": tenant},
+        "data": {"actionId": action_id, "attempt": attempt, "state": state},
+    }
+    if message:
+        body["data"]["message"] = message
+    consumer = AIOKafkaConsumer(
+        topics.actions_events,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        await consumer.getmany(timeout_ms=200)
+        await producer.send_and_wait(
+            topics.actions_acks, orjson.dumps(body), key=action_id.encode()
+        )
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    data = event.get("data", {})
+                    if data.get("actionId") != action_id or data.get("attempt") != attempt:
+                        continue
+                    if (
+                        event.get("type") == "action.state-changed"
+                        and data.get("previousState") is None
+                    ):
+                        continue  # a duplicate's re-announcement: its report follows
+                    print(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode())
+                    return 1 if event.get("type") == "action.ack-ignored" else 0
+        print(f"chime ack: no answer within {wait_seconds} s", file=sys.stderr)
+        return 2
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def status(settings: Settings) -> int:
+    """Schedules by state, what is due or in flight, and each consumer group's lag."""
+    from shared.persistence.database import connect
+    from shared.persistence.queries import load_queries
+
+    conn = await connect(settings.database_url)
+    try:
+        row = await conn.fetchrow(load_queries().status_report, datetime.now(UTC))
+    finally:
+        await conn.close()
+    report: dict[str, object] = {
+        "schedules": {s: n for s, n in zip(row["states"] or [], row["counts"] or [], strict=True)},
+        "backlog": row["backlog"],
+        "inFlight": row["in_flight"],
+        "failed": row["failed"],
+        "nextDue": row["next_due"].isoformat().replace("+00:00", "Z") if row["next_due"] else None,
+    }
+    consumed = (("scheduler", settings.topics.commands), ("acker", settings.topics.actions_acks))
+    report["consumerLag"] = {
+        settings.consumer_group(service): await _lag(
+            settings, settings.consumer_group(service), topic
+        )
+        for service, topic in consumed
+    }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+async def _lag(settings: Settings, group: str, topic: str) -> int | None:
+    """Messages of `topic` the group has not committed yet (None: the broker would not say)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster metadata
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        total = 0
+        for partition in partitions:
+            committed = await consumer.committed(partition)
+            total += max(0, ends[partition] - (committed or 0))
+        return total
+    except KafkaError:
+        return None
+    finally:
+        await consumer.stop()

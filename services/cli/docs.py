@@ -1,4 +1,5 @@
-"""`chime docs`: the AsyncAPI of each service and a JSON Schema per message, under docs/.
+"""`chime docs`: the AsyncAPI of each service, a JSON Schema per message and the
+configuration reference, under docs/.
 
 The AsyncAPI documents come from FastStream's generator (what `faststream docs gen` runs),
 fed with each service's real broker; the schemas from the pydantic contracts. `--check`
@@ -36,11 +37,29 @@ def _service_app(name: str):
     return build_app(settings)
 
 
+def configuration_reference() -> str:
+    """docs/configuration.md, from the settings class."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every Chime process reads its settings from environment variables with the prefix",
+        "`CHIME_` (pydantic-settings; generated from `shared/settings.py` by `chime docs`).",
+        "Unset servers mean the embedded defaults that `chime dev` starts.",
+        "",
+        "| variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f"`{field.default}`"
+        lines.append(f"| `CHIME_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
 def render() -> dict[str, str]:
     """Relative path -> content of every generated document."""
     from shared.contracts import SCHEMA_VERSION
 
-    out: dict[str, str] = {}
+    out: dict[str, str] = {"docs/configuration.md": configuration_reference()}
     for name in SERVICES:
         spec = AsyncAPI(
             _service_app(name).broker,

@@ -1,4 +1,4 @@
-"""`chime`: dev, migrate, run, preview, publish, tail."""
+"""`chime`: dev, migrate, run, docs, preview, publish, ack, tail, status."""
 
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("file", help="JSON command; '-' reads standard input")
     publish.add_argument("--timeout", type=float, default=30.0)
 
+    ack = sub.add_parser("ack", help="acknowledge an action and print the acker's answer")
+    ack.add_argument("action_id")
+    ack.add_argument("--state", required=True, choices=["RUNNING", "SUCCEEDED", "FAILED"])
+    ack.add_argument("--attempt", type=int, default=1)
+    ack.add_argument("--tenant", default="default")
+    ack.add_argument("--message")
+    ack.add_argument("--timeout", type=float, default=30.0)
+
+    sub.add_parser("status", help="schedules by state, backlog, next due, consumer lag (JSON)")
+
     tail = sub.add_parser("tail", help="print messages of a topic as they arrive")
     tail.add_argument("topic", help="full topic name, or a short one such as actions.due")
     tail.add_argument("--from-beginning", action="store_true")
@@ -89,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chime publish: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
         return asyncio.run(client.publish(settings, text, args.file, args.timeout))
+    if args.command == "ack":
+        return asyncio.run(
+            client.ack(
+                settings,
+                args.action_id,
+                args.state,
+                args.attempt,
+                args.tenant,
+                args.message,
+                args.timeout,
+            )
+        )
+    if args.command == "status":
+        return asyncio.run(client.status(settings))
     return asyncio.run(client.tail(settings, args.topic, args.from_beginning, args.max))
 
 

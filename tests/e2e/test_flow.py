@@ -295,3 +295,49 @@ async def test_every_example_over_the_broker(services, bus: Bus, settings) -> No
         assert result.value["type"] == result_type, (name, result.value)
     # the manual trigger of example 002 fires through the ticker
     await bus.wait_for(settings.topics.actions_due, lambda r: r.value["data"]["type"] == "tax-run")
+
+
+async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:  # noqa: ANN001
+    env = {
+        **os.environ,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        "CHIME_DATABASE_URL": settings.database_url,
+    }
+
+    async def chime(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode()
+
+    at = iso(datetime.now(UTC) + timedelta(seconds=1))
+    created = await create(
+        bus,
+        {"name": "acked-by-hand", "trigger": {"kind": "once", "at": at}, "action": {"type": "x"}},
+    )
+    [due] = await bus.wait_for(
+        settings.topics.actions_due,
+        lambda r: r.value["data"]["scheduleId"] == created["data"]["id"],
+        timeout=15,
+    )
+    action_id = due.value["data"]["actionId"]
+    code, out = await chime("ack", action_id, "--state", "SUCCEEDED", "--tenant", "acct-e2e")
+    assert code == 0 and '"state": "SUCCEEDED"' in out
+    code, out = await chime("ack", action_id, "--state", "SUCCEEDED", "--tenant", "acct-e2e")
+    assert code == 1 and "DUPLICATE" in out  # already applied: reported, exit 1
+    code, out = await chime("status")
+    report = json.loads(out)
+    assert code == 0 and report["schedules"] == {"COMPLETED": 1}
+    assert report["backlog"] == 0 and report["failed"] == 0
+    assert set(report["consumerLag"]) == {
+        settings.consumer_group("scheduler"),
+        settings.consumer_group("acker"),
+    }

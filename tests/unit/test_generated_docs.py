@@ -27,3 +27,11 @@ def test_asyncapi_documents_each_service_topics_and_payloads() -> None:
     assert "ActionAck" in acker["components"]["schemas"]
     schema = json.loads((ROOT / "docs/schemas/schedule.create.data.json").read_text())
     assert "displayName" in schema["properties"]  # camelCase, as on the wire
+
+
+def test_configuration_reference_names_every_setting() -> None:
+    from shared.settings import Settings
+
+    text = (ROOT / "docs/configuration.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`CHIME_{name.upper()}`" in text

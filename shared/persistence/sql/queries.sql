@@ -241,3 +241,15 @@ WITH skipped AS (
 )
 INSERT INTO action_history (action_id, attempt, state, at, message)
 SELECT id, attempt, 'SKIPPED', $2, reason FROM skipped;
+
+-- name: status_report
+-- `chime status`: schedules by state, and what is due ($1 = now), in flight or failed.
+SELECT (SELECT array_agg(state ORDER BY state) FROM (SELECT DISTINCT state FROM schedules) s)
+           AS states,
+       (SELECT array_agg(n ORDER BY state)
+        FROM (SELECT state, count(*) AS n FROM schedules GROUP BY state) c) AS counts,
+       (SELECT count(*) FROM actions WHERE state = 'PENDING' AND NOT held AND fire_at <= $1)
+           AS backlog,
+       (SELECT count(*) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING')) AS in_flight,
+       (SELECT count(*) FROM actions WHERE state = 'FAILED') AS failed,
+       (SELECT min(fire_at) FROM actions WHERE state = 'PENDING' AND NOT held) AS next_due;
