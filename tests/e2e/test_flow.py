@@ -297,7 +297,7 @@ async def test_every_example_over_the_broker(services, bus: Bus, settings) -> No
     await bus.wait_for(settings.topics.actions_due, lambda r: r.value["data"]["type"] == "tax-run")
 
 
-async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:  # noqa: ANN001
+async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
     env = {
         **os.environ,
         "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
