@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 
-__all__ = ["HealthServer", "Metrics"]
+from shared.metrics import Metrics
+
+__all__ = ["HealthServer"]
 
 log = logging.getLogger("chime.health")
-
-
-class Metrics:
-    """Counters in Prometheus text format (`chime_<name>_total{labels}`)."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-
-    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self._counts[(name, tuple(sorted(labels.items())))] += amount
-
-    def value(self, name: str, **labels: str) -> int:
-        return self._counts[(name, tuple(sorted(labels.items())))]
-
-    def render(self) -> str:
-        lines = []
-        for (name, labels), value in sorted(self._counts.items()):
-            label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-            lines.append(f"chime_{name}_total{{{label_text}}} {value}")
-        return "\n".join(lines) + "\n"
 
 
 class HealthServer:
@@ -58,7 +39,7 @@ class HealthServer:
                 pass
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
-            status, body, kind = self._route(path)
+            status, body, kind = await self._route(path)
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -70,7 +51,7 @@ class HealthServer:
         finally:
             writer.close()
 
-    def _route(self, path: str) -> tuple[str, bytes, str]:
+    async def _route(self, path: str) -> tuple[str, bytes, str]:
         if path == "/health/live":
             return "200 OK", b'{"status":"live"}', "application/json"
         if path == "/health/ready":
@@ -78,5 +59,5 @@ class HealthServer:
                 return "200 OK", b'{"status":"ready"}', "application/json"
             return "503 Service Unavailable", b'{"status":"not ready"}', "application/json"
         if path == "/metrics":
-            return "200 OK", self._metrics.render().encode(), "text/plain; version=0.0.4"
+            return "200 OK", await self._metrics.render(), "text/plain; version=0.0.4"
         return "404 Not Found", b'{"status":"not found"}', "application/json"

@@ -14,8 +14,9 @@ import orjson
 from faststream import AckPolicy, FastStream
 
 from shared.clock import Clock, SystemClock
-from shared.health import HealthServer, Metrics
+from shared.health import HealthServer
 from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
+from shared.metrics import Metrics
 from shared.persistence.database import create_pool
 from shared.settings import Settings
 
@@ -153,7 +154,7 @@ def consumer_app(
         )
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
-    broker.subscriber(
+    subscriber = broker.subscriber(
         consumes.topic,
         group_id=settings.consumer_group(name),
         batch=True,
@@ -166,7 +167,21 @@ def consumer_app(
         decoder=raw_records,
         title=f"{consumes.topic}:{name}",
         description=consumes.description,
-    )(on_batch)
+    )
+    subscriber(on_batch)
+
+    async def refresh_lag() -> None:
+        consumer = subscriber.consumer
+        if consumer is None:
+            return
+        lag = 0
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is not None:
+                lag += max(0, highwater - await consumer.position(partition))
+        runtime.metrics.consumer_lag.labels(consumes.topic).set(lag)
+
+    runtime.metrics.on_scrape(refresh_lag)
     return service_app(broker, lifespan, after_startup=[runtime.mark_started])
 
 

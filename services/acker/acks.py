@@ -21,6 +21,7 @@ from shared.contracts import ActionAck
 from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body
 from shared.messaging import Outgoing
+from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt
 from shared.persistence.queries import load_queries
 from shared.settings import Topics
@@ -44,6 +45,7 @@ async def apply_ack(
     now: datetime,
     topics: Topics,
     rand: Callable[[], float],
+    metrics: Metrics | None = None,
 ) -> list[Outgoing]:
     """Apply one ack in the caller's transaction; returns the events to publish."""
     try:
@@ -75,7 +77,7 @@ async def apply_ack(
         return ignored
     if decision.new_state == "FAILED":
         return await end_attempt(
-            conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics
+            conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics, metrics
         )
     deadline = (
         now + timedelta(milliseconds=row["ack_timeout_ms"]) if decision.renew_deadline else None

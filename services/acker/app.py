@@ -41,7 +41,7 @@ class AckConsumer:
             except ValidationError as exc:
                 reason = "; ".join(f"{e.field}: {e.message}" for e in errors_from_validation(exc))
                 out.append(dead_letter(record, f"not an action.ack: {reason}", self.topics.dlq))
-        self.runtime.metrics.inc("dlq_entries", len(out), service="acker")
+        self.runtime.metrics.dlq.labels("acker").inc(len(out))
         if acks:
             out.extend(
                 await retry_forever(
@@ -54,9 +54,11 @@ class AckConsumer:
         out: list[Outgoing] = []
         async with self.pool.acquire() as conn, conn.transaction():
             for ack in acks:
-                events = await apply_ack(conn, ack, self.clock.now(), self.topics, self.rand)
+                events = await apply_ack(
+                    conn, ack, self.clock.now(), self.topics, self.rand, self.runtime.metrics
+                )
                 kind = orjson.loads(events[0].value)["type"]
-                self.runtime.metrics.inc("acks", state=ack.data.state, outcome=kind)
+                self.runtime.metrics.acks.labels(ack.data.state, kind).inc()
                 out.extend(events)
         return out
 

@@ -50,7 +50,7 @@ class CommandConsumer:
                 "applying commands", lambda: self._apply(decoded), self.runtime.set_dependencies_ok
             )
             out.extend(results)
-        self.runtime.metrics.inc("dlq_entries", len(records) - len(decoded), service="scheduler")
+        self.runtime.metrics.dlq.labels("scheduler").inc(len(records) - len(decoded))
         return out
 
     async def _apply(self, bodies: list[dict[str, Any]]) -> list[Outgoing]:
@@ -60,9 +60,8 @@ class CommandConsumer:
                 result = await apply_command(conn, body, self.clock.now(), self.context)
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
-                self.runtime.metrics.inc(
-                    "commands", type=str(body.get("type"))[:64], outcome=result["type"]
-                )
+                kind = str(body.get("type"))[:64]
+                self.runtime.metrics.commands.labels(kind, result["type"]).inc()
                 out.append(json_message(self.topics.command_results, result, key))
         return out
 

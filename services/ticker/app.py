@@ -82,6 +82,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
     async def start_loops() -> None:
         # After the broker started: the loop publishes through it.
         ticker = Ticker(pools[0], publish, settings, clock, runtime.metrics, claimer)
+        runtime.metrics.on_scrape(ticker.refresh_backlog)
         tasks.append(asyncio.create_task(_listen(settings, wake, stop)))
         tasks.append(asyncio.create_task(ticker.run(stop, wake, runtime.set_dependencies_ok)))
         await runtime.mark_started()

@@ -30,8 +30,8 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import format_instant
 from shared.contracts.events import action_event_body
-from shared.health import Metrics
 from shared.messaging import Outgoing, retry_forever
+from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt
 from shared.persistence.queries import load_queries
 from shared.policy import decide_misfire
@@ -97,6 +97,7 @@ class Ticker:
         fired_at = self.clock.now()
         decided = self._decide(rows, fired_at, busy, buffered)
         await self._publish_renewing([r["id"] for r in rows], decided.messages)
+        fired_ids = set(decided.fired)
         async with self.pool.acquire() as conn, conn.transaction():
             if decided.fired:
                 await conn.execute(
@@ -113,8 +114,12 @@ class Ticker:
                 )
             if decided.held:
                 await conn.execute(Q.hold_actions, decided.held, fired_at, self.claimer)
-        self.metrics.inc("actions_fired", len(decided.fired))
-        self.metrics.inc("actions_skipped", len(decided.skipped))
+        self.metrics.claim_batch.observe(len(rows))
+        self.metrics.actions_fired.inc(len(decided.fired))
+        self.metrics.actions_skipped.inc(len(decided.skipped))
+        for row in rows:
+            if row["id"] in fired_ids:
+                self.metrics.firing_lateness.observe((fired_at - row["fire_at"]).total_seconds())
         return len(rows)
 
     async def _advance_series(
@@ -326,10 +331,14 @@ class Ticker:
                     self.topics,
                 )
             await self.publish(messages)
-        self.metrics.inc("actions_timed_out", len(rows))
+        self.metrics.retries.labels("TIMED_OUT").inc(len(rows))
         return len(rows)
 
     # --- the loop -----------------------------------------------------------------------------
+
+    async def refresh_backlog(self) -> None:
+        async with self.pool.acquire() as conn:
+            self.metrics.due_backlog.set(await conn.fetchval(Q.due_backlog, self.clock.now()))
 
     async def next_wake(self) -> datetime | None:
         async with self.pool.acquire() as conn:

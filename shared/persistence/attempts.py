@@ -14,6 +14,7 @@ import orjson
 from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body
 from shared.messaging import Outgoing
+from shared.metrics import Metrics
 from shared.persistence.queries import load_queries
 from shared.policy import retry_delay
 from shared.settings import Topics
@@ -33,6 +34,7 @@ async def end_attempt(
     now: datetime,
     rand: Callable[[], float],
     topics: Topics,
+    metrics: Metrics | None = None,
 ) -> list[Outgoing]:
     """`row` is the locked action joined with its schedule (see lock_action, claim_expired)."""
     spec, _ = compiled(row)
@@ -42,6 +44,8 @@ async def end_attempt(
     await conn.execute(Q.insert_history, row["id"], attempt, outcome, now, message, output)
     if attempt < spec.policy.retry.max_attempts:
         retry_at = now + retry_delay(spec.policy, attempt, rand())
+        if metrics:
+            metrics.retries.labels(outcome).inc()
         await conn.execute(Q.retry_action, row["id"], now, retry_at)
         await conn.execute(Q.notify_due)
         reason = f"{message or outcome}; attempt {attempt + 1} at {format_instant(retry_at)}"
@@ -60,6 +64,8 @@ async def end_attempt(
         )
         return [Outgoing(topics.actions_events, orjson.dumps(event), key)]
     await conn.execute(Q.fail_action, row["id"], now)
+    if metrics:
+        metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, row["schedule_id"], now)

@@ -341,3 +341,34 @@ async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
         settings.consumer_group("scheduler"),
         settings.consumer_group("acker"),
     }
+
+
+async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> None:  # noqa: ANN001
+    import urllib.request
+
+    at = iso(datetime.now(UTC) + timedelta(seconds=1))
+    created = await create(
+        bus, {"name": "measured", "trigger": {"kind": "once", "at": at}, "action": {"type": "x"}}
+    )
+    await bus.wait_for(
+        settings.topics.actions_due,
+        lambda r: r.value["data"]["scheduleId"] == created["data"]["id"],
+    )
+
+    def get(url: str) -> tuple[int, str]:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+
+    for label, url in services.urls.items():
+        assert get(f"{url}/health/live")[0] == 200, label
+        assert get(f"{url}/health/ready")[0] == 200, label
+    ticker = get(f"{services.urls['ticker']}/metrics")[1]
+    assert "chime_actions_fired_total 1.0" in ticker
+    assert 'chime_firing_lateness_seconds_bucket{le="1.0"} 1.0' in ticker
+    assert "chime_due_backlog 0.0" in ticker
+    assert "chime_claim_batch_size_count 1.0" in ticker
+    scheduler = get(f"{services.urls['scheduler']}/metrics")[1]
+    assert (
+        'chime_commands_total{outcome="schedule.created",type="schedule.create"} 1.0' in scheduler
+    )
+    assert f'chime_consumer_lag{{topic="{settings.topics.commands}"}}' in scheduler

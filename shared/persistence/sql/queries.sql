@@ -253,3 +253,6 @@ SELECT (SELECT array_agg(state ORDER BY state) FROM (SELECT DISTINCT state FROM 
        (SELECT count(*) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING')) AS in_flight,
        (SELECT count(*) FROM actions WHERE state = 'FAILED') AS failed,
        (SELECT min(fire_at) FROM actions WHERE state = 'PENDING' AND NOT held) AS next_due;
+
+-- name: due_backlog
+SELECT count(*) FROM actions WHERE state = 'PENDING' AND NOT held AND fire_at <= $1;

@@ -1,0 +1,75 @@
+"""Prometheus metrics of one Chime process (its own registry, served on /metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger("chime.metrics")
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.commands = Counter(
+            "chime_commands",
+            "Commands answered, by type and result type.",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.actions_fired = Counter(
+            "chime_actions_fired", "action.due events published.", registry=r
+        )
+        self.actions_skipped = Counter(
+            "chime_actions_skipped",
+            "Occurrences SKIPPED (condition, misfire, overlap).",
+            registry=r,
+        )
+        self.firing_lateness = Histogram(
+            "chime_firing_lateness_seconds",
+            "firedAt - fire time of each published attempt.",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.claim_batch = Histogram(
+            "chime_claim_batch_size",
+            "Occurrences claimed per ticker round.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.acks = Counter(
+            "chime_acks",
+            "Acks applied or ignored, by state and result.",
+            ["state", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "chime_retries", "Attempts scheduled again, by cause.", ["cause"], registry=r
+        )
+        self.dead = Counter("chime_actions_dead", "Occurrences failed for good.", registry=r)
+        self.dlq = Counter("chime_dlq_entries", "Records sent to the DLQ.", ["service"], registry=r)
+        self.due_backlog = Gauge(
+            "chime_due_backlog", "Occurrences due now and not yet fired.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "chime_consumer_lag", "Records not yet consumed, per topic.", ["topic"], registry=r
+        )
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh` (updating gauges) before each scrape."""
+        self._refreshers.append(refresh)
+
+    async def render(self) -> bytes:
+        for refresh in self._refreshers:
+            try:
+                await refresh()
+            except Exception as exc:  # a gauge that cannot be read must not break the scrape
+                log.debug("metrics refresh failed: %s", exc)
+        return generate_latest(self.registry)
