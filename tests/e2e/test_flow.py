@@ -343,7 +343,7 @@ async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
     }
 
 
-async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> None:  # noqa: ANN001
+async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> None:
     import urllib.request
 
     at = iso(datetime.now(UTC) + timedelta(seconds=1))

@@ -57,3 +57,59 @@ def test_dockerfile_is_multi_stage_non_root_single_entrypoint() -> None:
     user = [line for line in lines if line.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     assert 'ENTRYPOINT ["chime"]' in lines
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+K8S = ROOT / "deploy" / "k8s" / "base"
+
+
+def manifests() -> list[dict]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs = []
+    for resource in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((K8S / resource).read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in manifests() if d["kind"] == kind}
+
+
+def test_every_manifest_is_valid_kubernetes() -> None:
+    import kubernetes_validate
+
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+    for doc in manifests():
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)  # raises on any schema error
+
+
+def test_deployments_probe_health_and_request_resources() -> None:
+    deployments = by_kind("Deployment")
+    assert set(deployments) == {"chime-scheduler", "chime-ticker", "chime-acker"}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        [container] = pod["containers"]
+        assert container["image"] == "chime"  # set by kustomize `images`
+        assert container["args"] == ["run", name.removeprefix("chime-")]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert deployment["spec"]["replicas"] >= 2
+
+
+def test_migration_job_budgets_and_autoscaling() -> None:
+    job = by_kind("Job")["chime-migrate"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    budgets = by_kind("PodDisruptionBudget")
+    assert {
+        b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for b in budgets.values()
+    } == set(by_kind("Deployment"))
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"] for h in by_kind("HorizontalPodAutoscaler").values()
+    }
+    assert scaled == {"chime-scheduler", "chime-acker"}
