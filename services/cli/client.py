@@ -1,11 +1,13 @@
-"""`chime publish` and `chime tail`: a person's Kafka client for Chime's topics."""
+"""`chime publish`, `ack`, `tail`, `status`: a person's client for Chime's topics and state."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -13,7 +15,46 @@ from aiokafka.errors import KafkaError
 
 from shared.settings import Settings
 
-__all__ = ["publish", "tail"]
+__all__ = ["ack", "publish", "status", "tail"]
+
+
+async def _send_and_wait(
+    settings: Settings,
+    topic: str,
+    body: dict[str, Any],
+    key: bytes | None,
+    reply_topic: str,
+    answer: Callable[[dict[str, Any]], bool],
+    wait_seconds: float,
+) -> dict[str, Any] | None:
+    """Send `body`, then return the first message on `reply_topic` that `answer` accepts."""
+    consumer = AIOKafkaConsumer(
+        reply_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
+        await producer.send_and_wait(topic, orjson.dumps(body), key=key)
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    reply = orjson.loads(record.value)
+                    if answer(reply):
+                        return reply
+        return None
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def _print(message: dict[str, Any]) -> None:
+    print(orjson.dumps(message, option=orjson.OPT_INDENT_2).decode())
 
 
 async def publish(settings: Settings, text: str, source: str, wait_seconds: float) -> int:
@@ -31,32 +72,64 @@ async def publish(settings: Settings, text: str, source: str, wait_seconds: floa
     meta.setdefault("correlationId", str(uuid.uuid4()))
     meta.setdefault("tenant", "default")
     topics = settings.topics
-    consumer = AIOKafkaConsumer(
+    result = await _send_and_wait(
+        settings,
+        topics.commands,
+        command,
+        None,
         topics.command_results,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
+        lambda r: r.get("meta", {}).get("correlationId") == meta["correlationId"],
+        wait_seconds,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await consumer.start()
-    await producer.start()
-    try:
-        await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
-        await producer.send_and_wait(topics.commands, orjson.dumps(command))
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    result = orjson.loads(record.value)
-                    if result.get("meta", {}).get("correlationId") == meta["correlationId"]:
-                        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-                        return 1 if result.get("type") == "command.rejected" else 0
+    if result is None:
         print(f"chime publish: no result within {wait_seconds} s", file=sys.stderr)
         return 2
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    _print(result)
+    return 1 if result.get("type") == "command.rejected" else 0
+
+
+async def ack(
+    settings: Settings,
+    action_id: str,
+    state: str,
+    attempt: int,
+    tenant: str,
+    message: str | None,
+    wait_seconds: float,
+) -> int:
+    """Send one action.ack and print the acker's answer: 0 applied, 1 ignored, 2 no answer."""
+    body: dict[str, Any] = {
+        "type": "action.ack",
+        "meta": {"tenant": tenant},
+        "data": {"actionId": action_id, "attempt": attempt, "state": state},
+    }
+    if message:
+        body["data"]["message"] = message
+
+    def answer(event: dict[str, Any]) -> bool:
+        data = event.get("data", {})
+        if data.get("actionId") != action_id or data.get("attempt") != attempt:
+            return False
+        # a duplicate's re-announcement (no previousState) is followed by its report
+        return not (
+            event.get("type") == "action.state-changed" and data.get("previousState") is None
+        )
+
+    topics = settings.topics
+    event = await _send_and_wait(
+        settings,
+        topics.actions_acks,
+        body,
+        action_id.encode(),
+        topics.actions_events,
+        answer,
+        wait_seconds,
+    )
+    if event is None:
+        print(f"chime ack: no answer within {wait_seconds} s", file=sys.stderr)
+        return 2
+    _print(event)
+    return 1 if event.get("type") == "action.ack-ignored" else 0
 
 
 async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int) -> int:
@@ -93,60 +166,6 @@ async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int)
     return 0
 
 
-async def ack(
-    settings: Settings,
-    action_id: str,
-    state: str,
-    attempt: int,
-    tenant: str,
-    message: str | None,
-    wait_seconds: float,
-) -> int:
-    """Send one action.ack and print the acker's answer: 0 applied, 1 ignored, 2 no answer."""
-    topics = settings.topics
-    body = {
-        "type": "action.ack",
-        "meta": {"tenant": tenant},
-        "data": {"actionId": action_id, "attempt": attempt, "state": state},
-    }
-    if message:
-        body["data"]["message"] = message
-    consumer = AIOKafkaConsumer(
-        topics.actions_events,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await consumer.start()
-    await producer.start()
-    try:
-        await consumer.getmany(timeout_ms=200)
-        await producer.send_and_wait(
-            topics.actions_acks, orjson.dumps(body), key=action_id.encode()
-        )
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    event = orjson.loads(record.value)
-                    data = event.get("data", {})
-                    if data.get("actionId") != action_id or data.get("attempt") != attempt:
-                        continue
-                    if (
-                        event.get("type") == "action.state-changed"
-                        and data.get("previousState") is None
-                    ):
-                        continue  # a duplicate's re-announcement: its report follows
-                    print(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode())
-                    return 1 if event.get("type") == "action.ack-ignored" else 0
-        print(f"chime ack: no answer within {wait_seconds} s", file=sys.stderr)
-        return 2
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
 async def status(settings: Settings) -> int:
     """Schedules by state, what is due or in flight, and each consumer group's lag."""
     from shared.persistence.database import connect
@@ -171,7 +190,7 @@ async def status(settings: Settings) -> int:
         )
         for service, topic in consumed
     }
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    _print(report)
     return 0
 
 

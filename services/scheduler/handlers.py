@@ -61,6 +61,12 @@ class Prepared:
     cron_expression: str | None
     ack_timeout_ms: int
 
+    def columns(self, state: str) -> tuple[Any, ...]:
+        """namespace, name, state, spec, cron_expression, ack_timeout_ms: as insert_schedule
+        and overwrite_schedule take them."""
+        s = self.spec
+        return (s.namespace, s.name, state, s.to_wire(), self.cron_expression, self.ack_timeout_ms)
+
 
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
@@ -254,12 +260,7 @@ async def _insert(
             Q.insert_schedule,
             schedule_id,
             env.meta.tenant,
-            p.spec.namespace,
-            p.spec.name,
-            state,
-            p.spec.to_wire(),
-            p.cron_expression,
-            p.ack_timeout_ms,
+            *p.columns(state),
             now,
         )
     except asyncpg.UniqueViolationError:
@@ -283,12 +284,7 @@ async def _overwrite(
             Q.overwrite_schedule,
             row["tenant"],
             row["id"],
-            p.spec.namespace,
-            p.spec.name,
-            state,
-            p.spec.to_wire(),
-            p.cron_expression,
-            p.ack_timeout_ms,
+            *p.columns(state),
             now,
         )
     except asyncpg.UniqueViolationError:

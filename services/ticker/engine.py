@@ -29,7 +29,7 @@ import orjson
 from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import format_instant
-from shared.contracts.events import action_event_body
+from shared.contracts.events import action_event_body, event_meta
 from shared.messaging import Outgoing, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt
@@ -259,12 +259,9 @@ class Ticker:
         due = format_instant(row["due_at"])
         body = {
             "type": "action.due",
-            "meta": {
-                "eventId": f"{action_id}:{row['attempt']}",
-                "timestamp": format_instant(fired_at),
-                "tenant": row["tenant"],
-                "schemaVersion": 1,
-            },
+            "meta": event_meta(
+                f"{action_id}:{row['attempt']}", format_instant(fired_at), row["tenant"]
+            ),
             "data": {
                 "actionId": action_id,
                 "scheduleId": schedule_id,

@@ -23,6 +23,7 @@ __all__ = [
     "ResultMeta",
     "ScheduleView",
     "action_event_body",
+    "event_meta",
 ]
 
 ACK_STATES = ("RUNNING", "SUCCEEDED", "FAILED")
@@ -343,17 +344,22 @@ class ActionEvent(ContractModel):
     )
 
 
+def event_meta(event_id: str, timestamp: str, tenant: str) -> dict[str, Any]:
+    """`meta` of every event Chime publishes (wire JSON)."""
+    return {
+        "eventId": event_id,
+        "timestamp": timestamp,
+        "tenant": tenant,
+        "schemaVersion": SCHEMA_VERSION,
+    }
+
+
 def action_event_body(
     kind: str, tenant: str, action_id: str, attempt: int, now: str, suffix: str, **data: Any
 ) -> dict[str, Any]:
     """An `ActionEvent` as wire JSON (built directly: this is on the hot path)."""
     return {
         "type": kind,
-        "meta": {
-            "eventId": f"{action_id}:{attempt}:{suffix}",
-            "timestamp": now,
-            "tenant": tenant,
-            "schemaVersion": SCHEMA_VERSION,
-        },
+        "meta": event_meta(f"{action_id}:{attempt}:{suffix}", now, tenant),
         "data": {"actionId": action_id, "attempt": attempt, **data},
     }

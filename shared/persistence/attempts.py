@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from shared.contracts.common import format_instant
-from shared.contracts.events import action_event_body
+from shared.contracts.events import action_event_body, event_meta
 from shared.messaging import Outgoing
 from shared.metrics import Metrics
 from shared.persistence.queries import load_queries
@@ -93,12 +93,7 @@ async def end_attempt(
     ]
     dead = {
         "type": "action.dead",
-        "meta": {
-            "eventId": f"{action_id}:dead",
-            "timestamp": stamp,
-            "tenant": row["tenant"],
-            "schemaVersion": 1,
-        },
+        "meta": event_meta(f"{action_id}:dead", stamp, row["tenant"]),
         "data": {
             "actionId": action_id,
             "scheduleId": schedule_id,
