@@ -1,10 +1,11 @@
-"""A small HTTP server per service: /health/live, /health/ready and /metrics."""
+"""A small HTTP server per service: /health/live, /health/ready, /metrics, and any extra
+read-only routes a service mounts (the ticker mounts the dashboard)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from shared.metrics import Metrics
 
@@ -18,6 +19,7 @@ class HealthServer:
 
     def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Metrics) -> None:
         self.host, self.port = host, port
+        self.routes: dict[str, Callable[[], Awaitable[tuple[str, bytes, str]]]] = {}
         self._ready = ready
         self._metrics = metrics
         self._server: asyncio.Server | None = None
@@ -58,6 +60,8 @@ class HealthServer:
             if self._ready():
                 return "200 OK", b'{"status":"ready"}', "application/json"
             return "503 Service Unavailable", b'{"status":"not ready"}', "application/json"
+        if path in self.routes:
+            return await self.routes[path]()
         if path == "/metrics":
             return "200 OK", await self._metrics.render(), "text/plain; version=0.0.4"
         return "404 Not Found", b'{"status":"not found"}', "application/json"

@@ -37,6 +37,8 @@ async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
                     all_ready.set()
             elif line:
                 _say(line)
+                if line.startswith("chime ticker: http://"):
+                    _say(f"chime dashboard: {line.split(': ', 1)[1]}/dashboard")
 
     followers = []
     for name in SERVICES:

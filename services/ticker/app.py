@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager, suppress
 import asyncpg
 from faststream import FastStream
 
+from services.dashboard.api import dashboard_routes
 from services.ticker.engine import Ticker
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
@@ -83,6 +84,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
         # After the broker started: the loop publishes through it.
         ticker = Ticker(pools[0], publish, settings, clock, runtime.metrics, claimer)
         runtime.metrics.on_scrape(ticker.refresh_backlog)
+        runtime.http.routes.update(dashboard_routes(pools[0], clock))
         tasks.append(asyncio.create_task(_listen(settings, wake, stop)))
         tasks.append(asyncio.create_task(ticker.run(stop, wake, runtime.set_dependencies_ok)))
         await runtime.mark_started()

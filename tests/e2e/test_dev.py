@@ -76,8 +76,11 @@ async def test_dev_starts_everything_embedded_and_stops_cleanly(tmp_path: Path) 
         urls = {
             m[1]: m[2] for line in lines if (m := re.match(r"^chime (\w+): (http://\S+)$", line))
         }
-        assert set(urls) == {"scheduler", "ticker", "acker"}
-        for url in urls.values():
+        assert set(urls) == {"scheduler", "ticker", "acker", "dashboard"}
+        assert urls["dashboard"] == urls["ticker"] + "/dashboard"
+        with urllib.request.urlopen(urls["dashboard"], timeout=5) as page:
+            assert b"<title>Chime</title>" in page.read()
+        for url in (urls[name] for name in ("scheduler", "ticker", "acker")):
             with urllib.request.urlopen(f"{url}/health/ready", timeout=5) as response:
                 assert response.status == 200
     finally:

@@ -256,3 +256,24 @@ SELECT (SELECT array_agg(state ORDER BY state) FROM (SELECT DISTINCT state FROM 
 
 -- name: due_backlog
 SELECT count(*) FROM actions WHERE state = 'PENDING' AND NOT held AND fire_at <= $1;
+
+-- name: dashboard_schedules
+SELECT s.id, s.tenant, s.namespace, s.name, s.state, s.cron_expression, s.spec->'trigger'->>'kind' AS kind,
+       (SELECT min(a.fire_at) FROM actions a WHERE a.schedule_id = s.id AND a.state = 'PENDING') AS next_fire
+FROM schedules s WHERE s.state <> 'DELETED'
+ORDER BY next_fire NULLS LAST, s.name LIMIT $1;
+
+-- name: dashboard_recent_actions
+SELECT a.id, s.name, a.type, a.due_at, a.fired_at, a.state, a.attempt, a.updated_at
+FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.state <> 'PENDING'
+ORDER BY a.updated_at DESC LIMIT $1;
+
+-- name: dashboard_timeline
+-- Per minute over the last $2 minutes before $1: attempts fired and acknowledged.
+SELECT date_trunc('minute', at) AS minute,
+       count(*) FILTER (WHERE state = 'DISPATCHED') AS fired,
+       count(*) FILTER (WHERE state IN ('SUCCEEDED', 'FAILED')) AS acknowledged
+FROM action_history
+WHERE at > $1::timestamptz - make_interval(mins => $2) AND at <= $1
+GROUP BY 1 ORDER BY 1;
