@@ -4,6 +4,7 @@ dead letters, and the retry loop that keeps a consumer from losing a batch."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsErr
 from faststream.kafka import KafkaBroker
 
 from shared.settings import Settings
+from shared.tracing import tracing_middlewares
 
 __all__ = [
     "Outgoing",
@@ -41,10 +43,15 @@ class Outgoing:
     value: bytes
     key: bytes | None = None
     headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+    correlation_id: str | None = None  # traced as the conversation id
 
 
-def json_message(topic: str, body: Any, key: str | None = None) -> Outgoing:
-    return Outgoing(topic, orjson.dumps(body), key.encode() if key else None)
+def json_message(
+    topic: str, body: Any, key: str | None = None, correlation_id: str | None = None
+) -> Outgoing:
+    return Outgoing(
+        topic, orjson.dumps(body), key.encode() if key else None, correlation_id=correlation_id
+    )
 
 
 def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing:
@@ -62,9 +69,12 @@ def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing
     )
 
 
-def build_broker(settings: Settings, **kwargs: Any) -> KafkaBroker:
+def build_broker(
+    settings: Settings, service: str, tracer_provider: Any = None, **kwargs: Any
+) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        middlewares=tracing_middlewares(settings, service, tracer_provider),
         client_id="chime",
         acks="all",
         linger_ms=1,
@@ -97,10 +107,18 @@ async def publish_all(broker: KafkaBroker, messages: Sequence[Outgoing]) -> None
     if not messages:
         return
     futures = [
-        await broker.publish(m.value, m.topic, key=m.key, headers=m.headers, no_confirm=True)
+        await broker.publish(
+            m.value,
+            m.topic,
+            key=m.key,
+            headers=m.headers,
+            correlation_id=m.correlation_id,
+            no_confirm=True,
+        )
         for m in messages
     ]
-    await asyncio.gather(*futures)
+    # real brokers return delivery futures; FastStream's TestKafkaBroker delivers at once
+    await asyncio.gather(*(f for f in futures if inspect.isawaitable(f)))
 
 
 async def retry_forever(

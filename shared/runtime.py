@@ -128,7 +128,7 @@ def consumer_app(
     runtime = ServiceRuntime(name, settings)
     # apply_types=False: handlers get raw records (bad bytes are dead-lettered, not dropped by a
     # decoding failure); the annotations below still describe the payload in AsyncAPI.
-    broker = build_broker(settings, apply_types=False)
+    broker = build_broker(settings, name, apply_types=False)
     holder: dict[str, BatchHandler] = {}
     declare_publishers(broker, publishes)
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )
     ticker_id: str | None = Field(None, description="Claimer name; default host:pid.")
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector, e.g. http://otel-collector:4318; tracing is off "
+        "when unset.",
+    )
     action_topics: str = Field(
         "",
         description="Comma-separated topics a schedule's action.topic may name (allow-list).",

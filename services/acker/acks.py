@@ -56,7 +56,8 @@ async def apply_ack(
     key = (str(row["schedule_id"]) if row else ack.data.action_id).encode()
 
     def announce(kind: str, **data: Any) -> list[Outgoing]:
-        return [Outgoing(topics.actions_events, orjson.dumps(_event(kind, ack, now, **data)), key)]
+        body = orjson.dumps(_event(kind, ack, now, **data))
+        return [Outgoing(topics.actions_events, body, key, correlation_id=ack.data.action_id)]
 
     if row is None:
         return announce(

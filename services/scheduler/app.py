@@ -62,7 +62,8 @@ class CommandConsumer:
                 key = data.get("id") or (result["meta"].get("correlationId"))
                 kind = str(body.get("type"))[:64]
                 self.runtime.metrics.commands.labels(kind, result["type"]).inc()
-                out.append(json_message(self.topics.command_results, result, key))
+                correlation = result["meta"].get("correlationId")
+                out.append(json_message(self.topics.command_results, result, key, correlation))
         return out
 
 

@@ -47,7 +47,7 @@ async def _listen(settings: Settings, wake: asyncio.Event, stop: asyncio.Event) 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
     clock = clock or SystemClock()
     runtime = ServiceRuntime("ticker", settings)
-    broker = build_broker(settings)
+    broker = build_broker(settings, "ticker")
     topics = settings.topics
     declare_publishers(
         broker,

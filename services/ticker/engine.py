@@ -248,7 +248,10 @@ class Ticker:
             output={},
         )
         return Outgoing(
-            self.topics.actions_events, orjson.dumps(body), str(row["schedule_id"]).encode()
+            self.topics.actions_events,
+            orjson.dumps(body),
+            str(row["schedule_id"]).encode(),
+            correlation_id=str(row["id"]),
         )
 
     def _due_event(self, row: Any, fired_at: datetime, misfired: bool) -> tuple[Outgoing, datetime]:
@@ -280,7 +283,10 @@ class Ticker:
             },
         }
         topic = spec.action.topic or self.topics.actions_due
-        return Outgoing(topic, orjson.dumps(body), schedule_id.encode()), deadline
+        message = Outgoing(
+            topic, orjson.dumps(body), schedule_id.encode(), correlation_id=action_id
+        )
+        return message, deadline
 
     async def _publish_renewing(self, ids: list[uuid.UUID], messages: list[Outgoing]) -> None:
         """Publish; while the broker is slow, keep renewing the claims' lease."""

@@ -62,7 +62,7 @@ async def end_attempt(
             reason=reason,
             output=output or {},
         )
-        return [Outgoing(topics.actions_events, orjson.dumps(event), key)]
+        return [Outgoing(topics.actions_events, orjson.dumps(event), key, correlation_id=action_id)]
     await conn.execute(Q.fail_action, row["id"], now)
     if metrics:
         metrics.dead.inc()
@@ -107,11 +107,12 @@ async def end_attempt(
         },
     }
     return [
-        Outgoing(topics.actions_events, orjson.dumps(event), key),
+        Outgoing(topics.actions_events, orjson.dumps(event), key, correlation_id=action_id),
         Outgoing(
             topics.dlq,
             orjson.dumps(dead),
             key,
             {"content-type": "application/json", "chime-reason": final},
+            correlation_id=action_id,
         ),
     ]

@@ -1,0 +1,40 @@
+"""Tracing: off by default; when on, spans record the correlation id Chime publishes with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.kafka import TestKafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared.messaging import Outgoing, build_broker, publish_all
+from shared.settings import Settings
+from shared.tracing import tracing_middlewares
+
+CONVERSATION = "messaging.message.conversation_id"
+
+
+def test_tracing_is_off_unless_an_endpoint_is_set() -> None:
+    assert tracing_middlewares(Settings(), "scheduler") == ()
+    assert len(tracing_middlewares(Settings(otlp_endpoint="http://collector:4318"), "ticker")) == 1
+
+
+async def test_result_spans_carry_the_commands_correlation_id() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    broker = build_broker(Settings(), "scheduler", tracer_provider=provider)
+
+    @broker.subscriber("commands")
+    async def handle(body: Any) -> None:  # a stand-in for a service answering a command
+        await publish_all(broker, [Outgoing("results", b"{}", correlation_id="corr-42")])
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish({"type": "schedule.create"}, "commands", correlation_id="corr-42")
+    spans = exporter.get_finished_spans()
+    published = [s for s in spans if s.attributes.get("messaging.destination.name") == "results"]
+    assert published and all(s.attributes.get(CONVERSATION) == "corr-42" for s in published)
+    processed = [s for s in spans if s.attributes.get("messaging.destination.name") == "commands"]
+    assert any(s.attributes.get(CONVERSATION) == "corr-42" for s in processed)
