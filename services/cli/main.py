@@ -1,4 +1,4 @@
-"""`chime`: dev, migrate, run, docs, preview, publish, ack, tail, status."""
+"""`chime`: dev, migrate, import, run, docs, preview, publish, ack, tail, status."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("migrate", help="create the database if needed and apply migrations")
+
+    bulk = sub.add_parser("import", help="create schedules in bulk from a JSON Lines file")
+    bulk.add_argument("file", help="one schedule.create data object per line")
+    bulk.add_argument("--tenant", required=True)
+    bulk.add_argument("--batch", type=int, default=500, help="lines per transaction")
 
     docs = sub.add_parser("docs", help="write docs/asyncapi and docs/schemas from the code")
     docs.add_argument(
@@ -85,9 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from shared.persistence.migrate import migrate
 
-        applied = asyncio.run(migrate(settings.database_url))
-        print(f"chime migrate: applied {len(applied)} migration(s)", flush=True)
+        def progress(version: int, name: str, seconds: float) -> None:
+            print(f"chime migrate: applied {version:04d}_{name} in {seconds:.2f} s", flush=True)
+
+        applied = asyncio.run(migrate(settings.database_url, progress))
+        print(f"chime migrate: {len(applied)} migration(s) applied, schema current", flush=True)
         return 0
+    if args.command == "import":
+        from services.cli.bulk import bulk_import
+
+        return asyncio.run(bulk_import(settings, Path(args.file), args.tenant, args.batch))
     if args.command == "run":
         return _run_service(args.service, settings)
     from services.cli import client

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -33,8 +35,11 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
-async def migrate(url: str) -> list[int]:
-    """Apply every migration not yet applied; returns the versions applied now."""
+async def migrate(url: str, progress: Callable[[int, str, float], None] | None = None) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now.
+
+    `progress(version, name, seconds)` is told about each one as it lands.
+    """
     await ensure_database(url)
     conn = await asyncpg.connect(url)
     applied_now: list[int] = []
@@ -51,6 +56,7 @@ async def migrate(url: str) -> list[int]:
         for version, name, sql in migrations():
             if version in done:
                 continue
+            started = time.monotonic()
             async with conn.transaction():
                 await conn.execute(sql)
                 await conn.execute(
@@ -60,6 +66,8 @@ async def migrate(url: str) -> list[int]:
                 )
             log.info("applied migration %04d_%s", version, name)
             applied_now.append(version)
+            if progress:
+                progress(version, name, time.monotonic() - started)
     finally:
         await conn.close()
     return applied_now

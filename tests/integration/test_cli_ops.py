@@ -1,0 +1,82 @@
+"""Long operations tell their progress: `chime migrate` and `chime import`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from tests.servers import PostgresHandle
+
+
+async def chime(database_url: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        *args,
+        env={**os.environ, "CHIME_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_migrate_reports_each_migration(postgres: PostgresHandle) -> None:
+    url = postgres.database_url("chime_migrate_progress")
+    code, out, _ = await chime(url, "migrate")
+    assert code == 0
+    assert "applied 0001_init in" in out and "applied 0003_attempts in" in out
+    assert out.strip().endswith("schema current")
+    code, out, _ = await chime(url, "migrate")
+    assert code == 0 and "0 migration(s) applied" in out
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        await admin.execute("DROP DATABASE chime_migrate_progress WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+async def test_bulk_import_with_progress_idempotent(database_url: str, tmp_path: Path) -> None:
+    lines = [
+        json.dumps(
+            {
+                "name": f"imported-{i}",
+                "trigger": {"kind": "cron", "expression": f"{i % 60} * * * *"},
+                "action": {"type": "import"},
+            }
+        )
+        for i in range(1200)
+    ]
+    lines[700] = json.dumps(
+        {"name": "broken", "trigger": {"kind": "daily", "hours": 99}, "action": {"type": "x"}}
+    )
+    lines[900] = "{not json"
+    source = tmp_path / "schedules.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    code, out, err = await chime(
+        database_url, "import", str(source), "--tenant", "acct-bulk", "--batch", "500"
+    )
+    summary = json.loads(out)
+    assert code == 1  # some lines were rejected
+    assert (summary["created"], summary["replayed"], summary["rejected"]) == (1198, 0, 2)
+    assert [r["line"] for r in summary["firstRejections"]] == [701, 901]
+    assert summary["firstRejections"][0]["errors"][0]["field"] == "data.trigger.hours"
+    assert summary["firstRejections"][1]["errors"][0]["message"].startswith("the line is not JSON")
+    assert "chime import: 500 / 1,200 lines" in err and "chime import: 1,200 / 1,200 lines" in err
+    code, out, _ = await chime(database_url, "import", str(source), "--tenant", "acct-bulk")
+    again = json.loads(out)
+    assert (again["created"], again["replayed"], again["rejected"]) == (0, 1198, 2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = 'acct-bulk'") == 1198
+        )
+        assert await conn.fetchval("SELECT count(*) FROM actions WHERE state = 'PENDING'") == 1198
+    finally:
+        await conn.close()
