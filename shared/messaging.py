@@ -56,6 +56,14 @@ def json_message(
 
 def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing:
     """The original bytes, untouched, with why and where they came from in headers."""
+    log.warning(
+        "dead-lettered a record: %s",
+        reason[:200],
+        extra={
+            "topic": record.topic,
+            "reason": reason[:200],
+        },
+    )
     return Outgoing(
         dlq_topic,
         record.value or b"",

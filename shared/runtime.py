@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import orjson
+from aiokafka.client import AIOKafkaClient
 from faststream import AckPolicy, FastStream
 
 from shared.clock import Clock, SystemClock
@@ -21,8 +23,10 @@ from shared.persistence.database import create_pool
 from shared.settings import Settings
 
 __all__ = [
+    "LOG_FIELDS",
     "BatchHandler",
     "Consumes",
+    "JsonFormatter",
     "Publishes",
     "ServiceRuntime",
     "configure_logging",
@@ -33,7 +37,23 @@ __all__ = [
 ]
 
 
-class _JsonFormatter(logging.Formatter):
+LOG_FIELDS = (
+    "service",
+    "scheduleId",
+    "actionId",
+    "correlationId",
+    "commandId",
+    "tenant",
+    "code",
+    "field",
+    "reason",
+    "topic",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the LOG_FIELDS given as `extra=` become keys."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -41,7 +61,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("scheduleId", "actionId", "correlationId", "service"):
+        for key in LOG_FIELDS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
@@ -52,7 +72,7 @@ class _JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -77,14 +97,58 @@ class ServiceRuntime:
         self.settings = settings
         self.metrics = Metrics()
         self.started = False
-        self.dependencies_ok = True
+        self.dependencies_ok = True  # the work in hand reaches its dependencies
+        self.reachable = {"postgresql": True, "kafka": True}  # what the probe last saw
         self.http = HealthServer(settings.http_host, settings.http_port, self.ready, self.metrics)
+        self._probe: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
-        return self.started and self.dependencies_ok
+        return self.started and self.dependencies_ok and all(self.reachable.values())
 
     def set_dependencies_ok(self, ok: bool) -> None:
         self.dependencies_ok = ok
+
+    def watch(self, pool: asyncpg.Pool, every: float = 5.0) -> None:
+        """Probe PostgreSQL and Kafka in the background, so that an idle service's readiness
+        tells the truth too. Logs once per change."""
+        log = logging.getLogger(f"chime.{self.name}")
+
+        async def kafka() -> None:
+            client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+            try:
+                await client.bootstrap()
+            finally:
+                await client.close()
+
+        async def postgresql() -> None:
+            await pool.fetchval("SELECT 1")
+
+        checks = {"postgresql": postgresql, "kafka": kafka}
+
+        async def loop() -> None:
+            while True:
+                for name, check in checks.items():
+                    try:
+                        await asyncio.wait_for(check(), every)
+                        ok = True
+                    except Exception:
+                        ok = False
+                    if ok != self.reachable[name]:
+                        log.log(
+                            logging.INFO if ok else logging.ERROR,
+                            "%s is %s",
+                            name,
+                            "reachable again" if ok else "unreachable",
+                        )
+                    self.reachable[name] = ok
+                await asyncio.sleep(every)
+
+        self._probe = asyncio.create_task(loop())
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.http.stop()
 
     async def start_http(self) -> None:
         port = await self.http.start()
@@ -141,10 +205,11 @@ def consumer_app(
         )
         holder["handler"] = make_handler(pool, settings, clock, runtime)
         await runtime.start_http()
+        runtime.watch(pool)
         try:
             yield
         finally:
-            await runtime.http.stop()
+            await runtime.stop()
             await pool.close()
 
     async def on_batch(records: list[Any]) -> None:

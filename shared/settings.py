@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )
     ticker_id: str | None = Field(None, description="Claimer name; default host:pid.")
+    log_level: str = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."
+    )
     otlp_endpoint: str | None = Field(
         None,
         description="OTLP/HTTP collector, e.g. http://otel-collector:4318; tracing is off "

@@ -132,8 +132,41 @@ async def ack(
     return 1 if event.get("type") == "action.ack-ignored" else 0
 
 
-async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int) -> int:
-    """Print each message as one JSON line (non-JSON values are shown as text)."""
+def pretty(topic: str, value: Any, headers: dict[str, str]) -> str:
+    """One readable line for a message of one of Chime's topics."""
+    if not isinstance(value, dict):
+        reason = headers.get("chime-reason", "")
+        return f"{topic}  {value!r:.80}  {reason}".rstrip()
+    kind, data, meta = value.get("type", "?"), value.get("data") or {}, value.get("meta") or {}
+    if kind == "action.due":
+        flag = "  misfired" if data.get("misfired") else ""
+        return (
+            f"{kind}  {data.get('namespace')}/{data.get('name')}  {data.get('type')}  "
+            f"due {data.get('dueAt')}  attempt {data.get('attempt')}  {data.get('actionId')}{flag}"
+        )
+    if kind.startswith("action."):
+        return (
+            f"{kind}  {data.get('actionId')}  attempt {data.get('attempt')}  "
+            f"{data.get('previousState') or '-'} -> {data.get('state') or '-'}  "
+            f"{data.get('reason') or ''}"
+        ).rstrip()
+    if kind == "command.rejected":
+        errors = "; ".join(
+            f"{e.get('field') or '-'}: {e.get('message')}" for e in value.get("errors", [])
+        )
+        return f"{kind}  {meta.get('correlationId')}  {errors}"
+    if kind.startswith("schedule."):
+        return (
+            f"{kind}  {data.get('namespace')}/{data.get('name')}  {data.get('state')}  "
+            f"v{data.get('version')}  next {data.get('scheduledFor')}  {meta.get('correlationId')}"
+        )
+    return f"{kind}  {orjson.dumps(data).decode():.120}"
+
+
+async def tail(
+    settings: Settings, topic: str, from_beginning: bool, limit: int, as_json: bool
+) -> int:
+    """Print each message: one readable line, or (`as_json`) one JSON object per line."""
     name = topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
     consumer = AIOKafkaConsumer(
         name,
@@ -150,14 +183,17 @@ async def tail(settings: Settings, topic: str, from_beginning: bool, limit: int)
             except orjson.JSONDecodeError:
                 value = (record.value or b"").decode("utf-8", "replace")
             headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-            line = {
-                "topic": record.topic,
-                "key": (record.key or b"").decode("utf-8", "replace"),
-                "value": value,
-            }
-            if headers:
-                line["headers"] = headers
-            print(orjson.dumps(line).decode(), flush=True)
+            if as_json:
+                line: dict[str, Any] = {
+                    "topic": record.topic,
+                    "key": (record.key or b"").decode("utf-8", "replace"),
+                    "value": value,
+                }
+                if headers:
+                    line["headers"] = headers
+                print(orjson.dumps(line).decode(), flush=True)
+            else:
+                print(pretty(record.topic, value, headers), flush=True)
             seen += 1
             if limit and seen >= limit:
                 break

@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("topic", help="full topic name, or a short one such as actions.due")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max", type=int, default=0, help="stop after this many messages")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from shared.runtime import configure_logging
     from shared.settings import Settings
 
-    configure_logging()
     settings = Settings()
+    configure_logging(settings.log_level)
     if args.command == "migrate":
         from shared.persistence.migrate import migrate
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "status":
         return asyncio.run(client.status(settings))
-    return asyncio.run(client.tail(settings, args.topic, args.from_beginning, args.max))
+    return asyncio.run(client.tail(settings, args.topic, args.from_beginning, args.max, args.json))
 
 
 def _run_service(name: str, settings) -> int:

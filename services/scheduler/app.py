@@ -63,6 +63,19 @@ class CommandConsumer:
                 kind = str(body.get("type"))[:64]
                 self.runtime.metrics.commands.labels(kind, result["type"]).inc()
                 correlation = result["meta"].get("correlationId")
+                if result["type"] == "command.rejected":
+                    first = result["errors"][0]
+                    log.info(
+                        "command rejected: %s",
+                        first["message"],
+                        extra={
+                            "correlationId": correlation,
+                            "commandId": result["meta"].get("commandId"),
+                            "tenant": result["meta"].get("tenant"),
+                            "code": first["code"],
+                            "field": first.get("field"),
+                        },
+                    )
                 out.append(json_message(self.topics.command_results, result, key, correlation))
         return out
 

@@ -74,10 +74,11 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
             )
         )
         await runtime.start_http()
+        runtime.watch(pools[0])
         try:
             yield
         finally:
-            await runtime.http.stop()
+            await runtime.stop()
             await pools[0].close()
 
     async def start_loops() -> None:

@@ -4,6 +4,7 @@ transaction; returns what to publish."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from shared.specs import compiled
 __all__ = ["end_attempt"]
 
 Q = load_queries()
+log = logging.getLogger("chime.attempts")
 
 
 async def end_attempt(
@@ -64,6 +66,15 @@ async def end_attempt(
         )
         return [Outgoing(topics.actions_events, orjson.dumps(event), key, correlation_id=action_id)]
     await conn.execute(Q.fail_action, row["id"], now)
+    log.warning(
+        "action failed for good after %d attempt(s)",
+        attempt,
+        extra={
+            "actionId": action_id,
+            "scheduleId": schedule_id,
+            "tenant": row["tenant"],
+        },
+    )
     if metrics:
         metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"

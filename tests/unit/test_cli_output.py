@@ -1,0 +1,58 @@
+"""What people read: `chime tail` lines and the JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from services.cli.client import pretty
+from shared.runtime import JsonFormatter
+
+
+def test_tail_pretty_lines() -> None:
+    due = {
+        "type": "action.due",
+        "data": {
+            "namespace": "default",
+            "name": "nightly",
+            "type": "billing-run",
+            "dueAt": "2026-03-11T10:30:00Z",
+            "attempt": 2,
+            "actionId": "a-1",
+            "misfired": True,
+        },
+    }
+    assert pretty("chime.actions.due", due, {}) == (
+        "action.due  default/nightly  billing-run  due 2026-03-11T10:30:00Z  attempt 2  a-1"
+        "  misfired"
+    )
+    changed = {
+        "type": "action.state-changed",
+        "data": {"actionId": "a-1", "attempt": 1, "previousState": "RUNNING", "state": "SUCCEEDED"},
+    }
+    assert (
+        pretty("chime.actions.events", changed, {})
+        == "action.state-changed  a-1  attempt 1  RUNNING -> SUCCEEDED"
+    )
+    rejected = {
+        "type": "command.rejected",
+        "meta": {"correlationId": "c-9"},
+        "errors": [
+            {"field": "data.trigger.hours", "message": "hours must be between 0 and 23 (got 24)"}
+        ],
+    }
+    assert pretty("chime.command-results", rejected, {}) == (
+        "command.rejected  c-9  data.trigger.hours: hours must be between 0 and 23 (got 24)"
+    )
+    assert pretty("chime.dlq", "garbage", {"chime-reason": "not JSON"}).endswith("not JSON")
+
+
+def test_log_lines_are_json_with_the_fields_given() -> None:
+    record = logging.LogRecord(
+        "chime.scheduler", logging.INFO, __file__, 1, "command rejected: %s", ("x",), None
+    )
+    record.correlationId, record.commandId, record.ignored = "c-1", "k-1", "not a log field"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "command rejected: x" and line["level"] == "INFO"
+    assert (line["correlationId"], line["commandId"]) == ("c-1", "k-1")
+    assert "ignored" not in line
