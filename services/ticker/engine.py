@@ -32,7 +32,7 @@ from shared.contracts import format_instant
 from shared.contracts.events import action_event_body, event_meta
 from shared.messaging import Outgoing, retry_forever
 from shared.metrics import Metrics
-from shared.persistence.attempts import end_attempt
+from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
 from shared.policy import decide_misfire
 from shared.schedule.durations import parse_duration
@@ -257,25 +257,19 @@ class Ticker:
     def _due_event(self, row: Any, fired_at: datetime, misfired: bool) -> tuple[Outgoing, datetime]:
         spec, _ = compiled(row)
         deadline = fired_at + timedelta(milliseconds=row["ack_timeout_ms"])
-        action_id = str(row["id"])
-        schedule_id = str(row["schedule_id"])
-        due = format_instant(row["due_at"])
+        fields = occurrence_fields(row)
+        action_id, schedule_id = fields["actionId"], fields["scheduleId"]
         body = {
             "type": "action.due",
             "meta": event_meta(
                 f"{action_id}:{row['attempt']}", format_instant(fired_at), row["tenant"]
             ),
             "data": {
-                "actionId": action_id,
-                "scheduleId": schedule_id,
-                "name": row["name"],
-                "namespace": row["namespace"],
-                "type": row["type"],
-                "dueAt": due,
+                **fields,
                 "firedAt": format_instant(fired_at),
                 "attempt": row["attempt"],
                 "ackDeadline": format_instant(deadline),
-                "idempotencyKey": f"{schedule_id}/{due}",
+                "idempotencyKey": f"{schedule_id}/{fields['dueAt']}",
                 "payload": row["payload"] if row["payload"] is not None else spec.action.payload,
                 "labels": spec.labels,
                 "externalRef": spec.external_ref,

@@ -21,7 +21,7 @@ from shared.policy import retry_delay
 from shared.settings import Topics
 from shared.specs import compiled
 
-__all__ = ["end_attempt"]
+__all__ = ["end_attempt", "occurrence_fields"]
 
 Q = load_queries()
 log = logging.getLogger("chime.attempts")
@@ -42,7 +42,32 @@ async def end_attempt(
     spec, _ = compiled(row)
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
-    key = schedule_id.encode()
+
+    def message_for(topic: str, body: dict[str, Any], **headers: str) -> Outgoing:
+        return Outgoing(
+            topic,
+            orjson.dumps(body),
+            schedule_id.encode(),
+            {"content-type": "application/json", **headers},
+            correlation_id=action_id,
+        )
+
+    def announce(state: str, reason: str) -> Outgoing:
+        event = action_event_body(
+            "action.state-changed",
+            row["tenant"],
+            action_id,
+            attempt,
+            stamp,
+            state,
+            scheduleId=schedule_id,
+            state=state,
+            previousState=row["state"],
+            reason=reason,
+            output=output or {},
+        )
+        return message_for(topics.actions_events, event)
+
     await conn.execute(Q.insert_history, row["id"], attempt, outcome, now, message, output)
     if attempt < spec.policy.retry.max_attempts:
         retry_at = now + retry_delay(spec.policy, attempt, rand())
@@ -50,49 +75,23 @@ async def end_attempt(
             metrics.retries.labels(outcome).inc()
         await conn.execute(Q.retry_action, row["id"], now, retry_at)
         await conn.execute(Q.notify_due)
-        reason = f"{message or outcome}; attempt {attempt + 1} at {format_instant(retry_at)}"
-        event = action_event_body(
-            "action.state-changed",
-            row["tenant"],
-            action_id,
-            attempt,
-            stamp,
-            outcome,
-            scheduleId=schedule_id,
-            state=outcome,
-            previousState=row["state"],
-            reason=reason,
-            output=output or {},
-        )
-        return [Outgoing(topics.actions_events, orjson.dumps(event), key, correlation_id=action_id)]
+        return [
+            announce(
+                outcome,
+                f"{message or outcome}; attempt {attempt + 1} at {format_instant(retry_at)}",
+            )
+        ]
     await conn.execute(Q.fail_action, row["id"], now)
     log.warning(
         "action failed for good after %d attempt(s)",
         attempt,
-        extra={
-            "actionId": action_id,
-            "scheduleId": schedule_id,
-            "tenant": row["tenant"],
-        },
+        extra={"actionId": action_id, "scheduleId": schedule_id, "tenant": row["tenant"]},
     )
     if metrics:
         metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, row["schedule_id"], now)
-    event = action_event_body(
-        "action.state-changed",
-        row["tenant"],
-        action_id,
-        attempt,
-        stamp,
-        "FAILED",
-        scheduleId=schedule_id,
-        state="FAILED",
-        previousState=row["state"],
-        reason=final,
-        output=output or {},
-    )
     history = [
         {
             "attempt": h["attempt"],
@@ -106,24 +105,22 @@ async def end_attempt(
         "type": "action.dead",
         "meta": event_meta(f"{action_id}:dead", stamp, row["tenant"]),
         "data": {
-            "actionId": action_id,
-            "scheduleId": schedule_id,
-            "name": row["name"],
-            "namespace": row["namespace"],
-            "type": row["type"],
-            "dueAt": format_instant(row["due_at"]),
+            **occurrence_fields(row),
             "attempts": attempt,
             "reason": final,
             "history": history,
         },
     }
-    return [
-        Outgoing(topics.actions_events, orjson.dumps(event), key, correlation_id=action_id),
-        Outgoing(
-            topics.dlq,
-            orjson.dumps(dead),
-            key,
-            {"content-type": "application/json", "chime-reason": final},
-            correlation_id=action_id,
-        ),
-    ]
+    return [announce("FAILED", final), message_for(topics.dlq, dead, **{"chime-reason": final})]
+
+
+def occurrence_fields(row: Any) -> dict[str, Any]:
+    """What every event about one occurrence says of it (row: action joined with schedule)."""
+    return {
+        "actionId": str(row["id"]),
+        "scheduleId": str(row["schedule_id"]),
+        "name": row["name"],
+        "namespace": row["namespace"],
+        "type": row["type"],
+        "dueAt": format_instant(row["due_at"]),
+    }

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +13,7 @@ import asyncpg
 import pytest
 
 from shared.contracts import ActionDue, CommandResult, format_instant
+from tests.cli import run_chime
 from tests.e2e.conftest import Bus, Received
 
 pytestmark = pytest.mark.e2e
@@ -219,18 +218,8 @@ async def test_chime_publish_prints_the_result_and_exit_code(services, settings,
     example = Path(__file__).resolve().parents[2] / "examples" / "quickstart.json"
 
     async def publish(path: Path) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "publish",
-            str(path),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode or 0, out.decode()
+        code, out, _ = await run_chime(env, "publish", str(path))
+        return code, out
 
     code, out = await publish(example)
     assert code == 0 and '"type": "schedule.created"' in out
@@ -306,17 +295,9 @@ async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
     }
 
     async def chime(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode or 0, out.decode()
+        code, out, err = await run_chime(env, *args)
+        assert code in (0, 1), err[-3000:]
+        return code, out
 
     at = iso(datetime.now(UTC) + timedelta(seconds=1))
     created = await create(

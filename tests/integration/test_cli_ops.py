@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import asyncpg
 
+from tests.cli import run_chime
 from tests.servers import PostgresHandle
 
 
 async def chime(database_url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        *args,
-        env={**os.environ, "CHIME_DATABASE_URL": database_url},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_chime({"CHIME_DATABASE_URL": database_url}, *args)
 
 
 async def test_migrate_reports_each_migration(postgres: PostgresHandle) -> None:

@@ -63,6 +63,15 @@ def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **ove
     return Ticker(pool, sink, settings, clock, claimer=f"t-{uuid.uuid4().hex[:6]}")
 
 
+async def once_due_now(db: asyncpg.Connection) -> SettableClock:
+    """A schedule firing once at START + 1 s, and a clock standing at that instant."""
+    clock = SettableClock(START)
+    once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+    await run(db, command("schedule.create", once), clock.now())
+    clock.set(START + timedelta(seconds=1))
+    return clock
+
+
 async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
     """Jump the clock from due time to due time, ticking at each: exact, no sleeps."""
     while True:
@@ -195,15 +204,7 @@ async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:
 
 
 async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:
-    clock = SettableClock(START)
-    await run(
-        db,
-        command(
-            "schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
-        ),
-        clock.now(),
-    )
-    clock.set(START + timedelta(seconds=1))
+    clock = await once_due_now(db)
 
     async def crash(messages: Sequence[Outgoing]) -> None:
         raise ConnectionError("ticker died while publishing")
@@ -221,15 +222,7 @@ async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> No
 
 
 async def test_ack_flow_updates_state_and_history(db, pool) -> None:
-    clock = SettableClock(START)
-    await run(
-        db,
-        command(
-            "schedule.create", schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
-        ),
-        clock.now(),
-    )
-    clock.set(START + timedelta(seconds=1))
+    clock = await once_due_now(db)
     sink = Collector()
     await make_ticker(pool, clock, sink).tick()
     action_id = sink.events[0]["data"]["actionId"]
