@@ -20,8 +20,11 @@ test: $(BIN)/chime
 	$(BIN)/pytest
 
 lint: $(BIN)/chime
-	$(BIN)/ruff check services shared tests
-	$(BIN)/ruff format --check services shared tests
+	$(BIN)/ruff check services shared tests bench
+	$(BIN)/ruff format --check services shared tests bench
+
+bench: $(BIN)/chime
+	$(BIN)/python -m bench.fire_throughput
 
 docs: $(BIN)/chime
 	$(BIN)/chime docs

@@ -37,7 +37,7 @@ from shared.persistence.queries import load_queries
 from shared.policy import decide_misfire
 from shared.schedule.durations import parse_duration
 from shared.settings import Settings
-from shared.specs import compiled
+from shared.specs import compiled, preload
 
 __all__ = ["Ticker"]
 
@@ -92,6 +92,7 @@ class Ticker:
             )
             if not rows:
                 return 0
+            await preload(conn, rows)
             await self._advance_series(conn, rows, now)
             busy, buffered = await self._overlap_state(conn, rows)
         fired_at = self.clock.now()

@@ -1,0 +1,110 @@
+"""Shared by the benchmark scripts: servers (embedded, or named by CHIME_* variables), loading
+occurrences through the command code path, running services, reading topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from shared.messaging import ensure_topics
+from shared.persistence.migrate import migrate
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.servers import kafka_server, postgres_server  # noqa: E402
+
+
+@asynccontextmanager
+async def servers(name: str) -> AsyncIterator[Settings]:
+    """A fresh database and topic prefix on the configured (or embedded) servers."""
+    with postgres_server() as pg, kafka_server() as (bootstrap, is_tansu):
+        url = pg.database_url(f"bench_{name}_{uuid.uuid4().hex[:6]}")
+        await migrate(url)
+        short = (
+            {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 1000}
+            if is_tansu
+            else {}
+        )
+        settings = Settings(
+            database_url=url,
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+            **short,
+        )
+        await ensure_topics(settings)
+        yield settings
+
+
+async def start_service(settings: Settings, service: str, label: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        "CHIME_TICKER_ID": label,
+        "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "CHIME_LOG_LEVEL": "WARNING",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "run",
+        service,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        if line.decode().strip() == f"chime {service}: ready":
+            return proc
+    raise RuntimeError(f"{label} did not start")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def receive(
+    settings: Settings, topic: str, count: int, timeout: float
+) -> list[tuple[float, dict]]:
+    """(receive time, value) of the first `count` messages on `topic`, read from the start."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[tuple[float, dict]] = []
+    deadline = time.monotonic() + within
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
+                now = time.time()
+                out.extend((now, orjson.loads(r.value)) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def line(**figures: object) -> None:
+    """One JSON line per scenario."""
+    print(orjson.dumps(figures).decode(), flush=True)

@@ -1,0 +1,154 @@
+"""Fire throughput: N occurrences due at the same instant, published by the ticker(s) and read
+back with a plain consumer; and, in the same run, the raw reference: a plain asyncpg claim loop
+publishing with aiokafka on the same database and broker.
+
+    python bench/fire_throughput.py [--total 100000] [--tickers 1]
+
+Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
+chime.commands (answered by the scheduler), action.due read back from the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.common import line, receive, rss_mib, servers, start_service
+from shared.contracts import format_instant
+
+
+async def load_through_commands(
+    settings, total: int, due: datetime, per_schedule: int = 1000
+) -> float:
+    """Send the schedules as schedule.create commands; wait for every result."""
+    per_schedule = min(per_schedule, total)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        max_request_size=64 * 1024 * 1024,
+    )
+    await producer.start()
+    started = time.monotonic()
+    try:
+        correlations = []
+        for s in range(total // per_schedule):
+            actions = [{"type": "bench", "at": format_instant(due)}] * per_schedule
+            cid = str(uuid.uuid4())
+            correlations.append(cid)
+            body = {
+                "type": "schedule.create",
+                "data": {"name": f"bench-{s}", "actions": actions, "action": {"type": "bench"}},
+                "meta": {"commandId": cid, "correlationId": cid, "tenant": "bench"},
+            }
+            await producer.send(settings.topics.commands, orjson.dumps(body), key=cid.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    results = await receive(settings, settings.topics.command_results, len(correlations), 300)
+    assert all(v["type"] == "schedule.created" for _, v in results), "a load command was rejected"
+    return time.monotonic() - started
+
+
+async def chime_scenario(total: int, tickers: int) -> dict:
+    async with servers("fire") as settings:
+        scheduler = await start_service(settings, "scheduler", "scheduler")
+        due = (datetime.now(UTC) + timedelta(seconds=max(20, total / 2000))).replace(microsecond=0)
+        load_seconds = await load_through_commands(settings, total, due)
+        procs = [await start_service(settings, "ticker", f"ticker-{i}") for i in range(tickers)]
+        assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead time"
+        received = await receive(settings, settings.topics.actions_due, total, 600)
+        rss = {f"ticker-{i}": round(rss_mib(p.pid), 1) for i, p in enumerate(procs)}
+        rss["scheduler"] = round(rss_mib(scheduler.pid), 1)
+        for proc in (*procs, scheduler):
+            proc.terminate()
+            await proc.wait()
+    times = sorted(t for t, _ in received)
+    ids = [v["data"]["actionId"] for _, v in received]
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    return {
+        "scenario": "fire_throughput",
+        "total": total,
+        "tickers": tickers,
+        "received": len(received),
+        "duplicates": len(ids) - len(set(ids)),
+        "misses": total - len(set(ids)),
+        "rate_per_s": round(len(received) / span) if span else None,
+        "all_within_s": round(times[-1] - due.timestamp(), 3) if times else None,
+        "first_late_s": round(times[0] - due.timestamp(), 3) if times else None,
+        "load_commands_s": round(load_seconds, 2),
+        "rss_mib": rss,
+    }
+
+
+async def raw_reference(total: int, batch: int = 5000) -> dict:
+    """The plain claim loop: one statement claims a batch, aiokafka publishes it, one marks it."""
+    async with servers("raw") as settings:
+        conn = await asyncpg.connect(settings.database_url)
+        await conn.execute(
+            "CREATE TABLE raw_jobs (id bigserial PRIMARY KEY, due_at timestamptz NOT NULL, "
+            "state text NOT NULL DEFAULT 'PENDING', payload jsonb NOT NULL DEFAULT '{}')"
+        )
+        await conn.execute("CREATE INDEX raw_jobs_due ON raw_jobs (due_at) WHERE state = 'PENDING'")
+        now = datetime.now(UTC)
+        await conn.copy_records_to_table("raw_jobs", records=[(now,)] * total, columns=["due_at"])
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=1
+        )
+        await producer.start()
+        topic = settings.topics.actions_due
+        started = time.monotonic()
+        sent = 0
+        while sent < total:
+            rows = await conn.fetch(
+                "UPDATE raw_jobs SET state = 'CLAIMED' WHERE id IN (SELECT id FROM raw_jobs "
+                "WHERE state = 'PENDING' AND due_at <= $1 ORDER BY due_at LIMIT $2 "
+                "FOR UPDATE SKIP LOCKED) RETURNING id, due_at",
+                datetime.now(UTC),
+                batch,
+            )
+            futures = [
+                await producer.send(
+                    topic, orjson.dumps({"id": r["id"], "dueAt": r["due_at"].isoformat()})
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(
+                "UPDATE raw_jobs SET state = 'DONE' WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+            sent += len(rows)
+        elapsed = time.monotonic() - started
+        await producer.stop()
+        await conn.close()
+    return {
+        "scenario": "raw_reference_claim_loop",
+        "total": total,
+        "batch": batch,
+        "rate_per_s": round(total / elapsed),
+        "all_within_s": round(elapsed, 3),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--total", type=int, default=100_000)
+    parser.add_argument("--tickers", type=int, default=1)
+    args = parser.parse_args()
+    raw = await raw_reference(args.total)
+    line(**raw)
+    chime = await chime_scenario(args.total, args.tickers)
+    if chime["rate_per_s"] and raw["rate_per_s"]:
+        chime["fraction_of_raw"] = round(chime["rate_per_s"] / raw["rate_per_s"], 3)
+    line(**chime)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
