@@ -81,7 +81,7 @@ def rss_mib(pid: int) -> float:
 
 
 async def receive(
-    settings: Settings, topic: str, count: int, timeout: float
+    settings: Settings, topic: str, count: int, within: float
 ) -> list[tuple[float, dict]]:
     """(receive time, value) of the first `count` messages on `topic`, read from the start."""
     consumer = AIOKafkaConsumer(
