@@ -48,12 +48,8 @@ async def servers(name: str) -> AsyncIterator[Settings]:
 async def start_service(settings: Settings, service: str, label: str) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
-        "CHIME_DATABASE_URL": settings.database_url,
-        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        **settings.to_env(),
         "CHIME_TICKER_ID": label,
-        "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
         "CHIME_LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(

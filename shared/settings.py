@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     def action_topic_allow_list(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.action_topics.split(",") if t.strip())
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as CHIME_* variables, for a child process."""
+        return {
+            f"CHIME_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
+
     def consumer_group(self, service: str) -> str:
         """`chime.scheduler` by default: deployments with their own prefix get their own groups."""
         return f"{self.topic_prefix}{service}"

@@ -87,17 +87,7 @@ class Services:
     """
 
     def __init__(self, settings: Settings, **env: str) -> None:
-        self.env = {
-            **os.environ,
-            "CHIME_DATABASE_URL": settings.database_url,
-            "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CHIME_TOPIC_PREFIX": settings.topic_prefix,
-            "CHIME_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-            "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
-            "CHIME_HTTP_PORT": "0",
-            **env,
-        }
+        self.env = {**os.environ, **settings.to_env(), "CHIME_HTTP_PORT": "0", **env}
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.urls: dict[str, str] = {}
         self.logs: dict[str, Path] = {}

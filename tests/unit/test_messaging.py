@@ -70,3 +70,12 @@ async def test_an_answer_after_an_outage_counts_as_recovered() -> None:
     with pytest.raises(ValueError):
         await retry_forever("working", action, states.append, first_delay=0.001)
     assert states == [False, True]
+
+
+def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import Settings
+
+    original = Settings(topic_prefix="x.", ticker_batch_size=7, action_topics="a,b")
+    for name, value in original.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
