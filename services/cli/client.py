@@ -26,8 +26,12 @@ async def _send_and_wait(
     reply_topic: str,
     answer: Callable[[dict[str, Any]], bool],
     wait_seconds: float,
+    correlation_id: str | None = None,
 ) -> dict[str, Any] | None:
-    """Send `body`, then return the first message on `reply_topic` that `answer` accepts."""
+    """Send `body`, then return the first message on `reply_topic` that `answer` accepts.
+
+    `correlation_id` goes in the `correlation_id` header, which traces record.
+    """
     consumer = AIOKafkaConsumer(
         reply_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -39,7 +43,8 @@ async def _send_and_wait(
     await producer.start()
     try:
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
-        await producer.send_and_wait(topic, orjson.dumps(body), key=key)
+        headers = [("correlation_id", correlation_id.encode())] if correlation_id else None
+        await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers)
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
@@ -80,6 +85,7 @@ async def publish(settings: Settings, text: str, source: str, wait_seconds: floa
         topics.command_results,
         lambda r: r.get("meta", {}).get("correlationId") == meta["correlationId"],
         wait_seconds,
+        meta["correlationId"],
     )
     if result is None:
         print(f"chime publish: no result within {wait_seconds} s", file=sys.stderr)
@@ -124,6 +130,7 @@ async def ack(
         topics.actions_events,
         answer,
         wait_seconds,
+        action_id,
     )
     if event is None:
         print(f"chime ack: no answer within {wait_seconds} s", file=sys.stderr)
