@@ -3,8 +3,6 @@ occurrences through the command code path, running services, reading topics back
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 import time
 import uuid
@@ -43,30 +41,6 @@ async def servers(name: str) -> AsyncIterator[Settings]:
         )
         await ensure_topics(settings)
         yield settings
-
-
-async def start_service(settings: Settings, service: str, label: str) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        **settings.to_env(),
-        "CHIME_TICKER_ID": label,
-        "CHIME_LOG_LEVEL": "WARNING",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "run",
-        service,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    async for line in proc.stdout:
-        if line.decode().strip() == f"chime {service}: ready":
-            return proc
-    raise RuntimeError(f"{label} did not start")
 
 
 def rss_mib(pid: int) -> float:

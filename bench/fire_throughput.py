@@ -20,8 +20,9 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import line, receive, rss_mib, servers, start_service
+from bench.common import line, receive, rss_mib, servers
 from shared.contracts import format_instant
+from tests.processes import Services
 
 
 async def load_through_commands(
@@ -58,17 +59,16 @@ async def load_through_commands(
 
 async def chime_scenario(total: int, tickers: int) -> dict:
     async with servers("fire") as settings:
-        scheduler = await start_service(settings, "scheduler", "scheduler")
+        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
+        await running.start("scheduler")
         due = (datetime.now(UTC) + timedelta(seconds=max(20, total / 2000))).replace(microsecond=0)
         load_seconds = await load_through_commands(settings, total, due)
-        procs = [await start_service(settings, "ticker", f"ticker-{i}") for i in range(tickers)]
+        for i in range(tickers):
+            await running.start(f"ticker-{i}")
         assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead time"
         received = await receive(settings, settings.topics.actions_due, total, 600)
-        rss = {f"ticker-{i}": round(rss_mib(p.pid), 1) for i, p in enumerate(procs)}
-        rss["scheduler"] = round(rss_mib(scheduler.pid), 1)
-        for proc in (*procs, scheduler):
-            proc.terminate()
-            await proc.wait()
+        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
+        await running.stop_all()
     times = sorted(t for t, _ in received)
     ids = [v["data"]["actionId"] for _, v in received]
     span = times[-1] - times[0] if len(times) > 1 else 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -29,7 +28,6 @@ class SettableClock:
         if start.tzinfo is None:
             raise ValueError("SettableClock needs an aware datetime")
         self._now = start.astimezone(UTC)
-        self.changed = asyncio.Event()
 
     def now(self) -> datetime:
         return self._now

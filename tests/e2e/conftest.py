@@ -1,17 +1,13 @@
-"""The three services as OS processes, and a plain Kafka client to talk to them."""
+"""The three services as OS processes (`tests.processes.Services`), and a plain Kafka client to
+talk to them."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.messaging import ensure_topics
 from shared.settings import Settings
+from tests.processes import Services
 
 SERVICES = ("scheduler", "ticker", "acker")
 
@@ -79,62 +76,6 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
         bus.changed.set()
 
 
-class Services:
-    """Chime services as OS processes; tests may run replicas, kill and restart any of them.
-
-    A replica is named `<service>` or `<service>-<n>` (`ticker-2`). Each process's stderr goes
-    to a file (`logs[label]`), its health URL to `urls[label]`.
-    """
-
-    def __init__(self, settings: Settings, **env: str) -> None:
-        self.env = {**os.environ, **settings.to_env(), "CHIME_HTTP_PORT": "0", **env}
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
-        self.urls: dict[str, str] = {}
-        self.logs: dict[str, Path] = {}
-        self._logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
-        self._drains: list[asyncio.Task[None]] = []
-
-    async def start(self, label: str) -> None:
-        service = label.split("-")[0]
-        log = self.logs.setdefault(label, self._logdir / f"{label}.log")
-        with log.open("ab") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.cli.main",
-                "run",
-                service,
-                env={**self.env, "CHIME_TICKER_ID": label},
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-            )
-        self.procs[label] = proc
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode().strip()
-            if line.startswith(f"chime {service}: http://"):
-                self.urls[label] = line.split(": ", 1)[1]
-            if line == f"chime {service}: ready":
-                self._drains.append(asyncio.create_task(_drain(proc)))
-                return
-        raise AssertionError(f"{label} exited before it was ready (code {await proc.wait()})")
-
-    async def kill(self, label: str) -> None:
-        proc = self.procs[label]
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-
-    async def stop_all(self) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {n: await asyncio.wait_for(p.wait(), 60) for n, p in self.procs.items()}
-        for task in self._drains:
-            task.cancel()
-        return codes
-
-
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Services]:
     await ensure_topics(settings)
@@ -146,12 +87,6 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
     yield running
     codes = await running.stop_all()
     assert codes == dict.fromkeys(SERVICES, 0), f"services did not stop cleanly: {codes}"
-
-
-async def _drain(proc: asyncio.subprocess.Process) -> None:
-    assert proc.stdout is not None
-    async for _ in proc.stdout:
-        pass
 
 
 @pytest.fixture

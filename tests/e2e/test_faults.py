@@ -27,7 +27,8 @@ from shared.embedded import EmbeddedPostgres, free_port
 from shared.persistence.database import connect
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
-from tests.e2e.conftest import Bus, Services
+from tests.e2e.conftest import Bus
+from tests.processes import Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
