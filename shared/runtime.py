@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,11 +29,13 @@ __all__ = [
     "Consumes",
     "JsonFormatter",
     "Publishes",
+    "ServiceApp",
     "ServiceRuntime",
     "configure_logging",
     "consumer_app",
     "declare_publishers",
     "raw_records",
+    "run_service",
     "service_app",
 ]
 
@@ -267,6 +270,48 @@ def declare_publishers(broker: Any, publishes: Sequence[Publishes]) -> None:
         )
 
 
-def service_app(broker: Any, lifespan: Any, **hooks: Any) -> FastStream:
+class ServiceApp(FastStream):
+    """A FastStream app whose stop signal also interrupts its startup.
+
+    FastStream only sets a flag on SIGTERM, which it reads once the lifespan has started; a
+    service still waiting for an unreachable database or broker would never see it. Until the
+    app has started, a stop request cancels the run instead (`run_service` exits 0).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runner: asyncio.Task[Any] | None = None
+        self._starting = True
+        self.after_startup(self._started)
+
+    async def _started(self) -> None:
+        self._starting = False
+
+    async def run(self, *args: Any, **kwargs: Any) -> None:
+        self._runner = asyncio.current_task()
+        await super().run(*args, **kwargs)
+
+    def exit(self) -> None:
+        super().exit()
+        if self._starting and self._runner is not None:
+            self._runner.cancel()
+
+
+def service_app(broker: Any, lifespan: Any, **hooks: Any) -> ServiceApp:
     """A FastStream app that logs through Chime's JSON logging."""
-    return FastStream(broker, lifespan=lifespan, logger=logging.getLogger("chime.app"), **hooks)
+    return ServiceApp(broker, lifespan=lifespan, logger=logging.getLogger("chime.app"), **hooks)
+
+
+def run_service(app: FastStream) -> int:
+    """Run a service until SIGTERM or SIGINT, then exit 0, also while it starts.
+
+    The caller installs an exiting signal handler before importing the service (see
+    `chime run`); the app replaces it with FastStream's once it runs.
+    """
+
+    async def main() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.run()
+
+    asyncio.run(main())
+    return 0

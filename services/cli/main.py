@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        # Before the imports below (a second or so): a stop request then still exits 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_zero)
     if args.command == "preview":
         from services.cli.preview import preview
 
@@ -136,8 +141,13 @@ def _run_service(name: str, settings) -> int:
         from services.ticker.app import build_app
     else:
         from services.acker.app import build_app
-    asyncio.run(build_app(settings).run())
-    return 0
+    from shared.runtime import run_service
+
+    return run_service(build_app(settings))
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

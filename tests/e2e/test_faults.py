@@ -185,9 +185,13 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
             await bus.send(topics.commands, body)
             await asyncio.sleep(0.05)
 
+    calm = asyncio.Event()  # set: no more kills (a restart in progress is finished first)
+
     async def chaos() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(rng.uniform(2.0, 4.0))
+        while not calm.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(calm.wait(), rng.uniform(2.0, 4.0))
+                return
             victim = rng.choice(labels) if kills else "scheduler"  # first: while commands flow
             kills.append(victim)
             await running.kill(victim)
@@ -202,9 +206,8 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
     try:
         chaos_until = time.monotonic() + 30
         await until(lambda: _done_or(db, total, chaos_until), 300)
-        tasks[1].cancel()  # no more kills; let the survivors finish
-        with contextlib.suppress(asyncio.CancelledError):
-            await tasks[1]
+        calm.set()  # let the survivors finish
+        await asyncio.wait_for(tasks[1], 90)
         await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
         await asyncio.wait_for(tasks[2], 60)
         correlations = {c["meta"]["correlationId"] for c in commands}
