@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,6 +16,8 @@ from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from shared.settings import Settings
 from shared.tracing import tracing_middlewares
@@ -26,6 +29,8 @@ __all__ = [
     "ensure_topics",
     "is_transient",
     "json_message",
+    "kafka_client_options",
+    "kafka_security",
     "publish_all",
     "retry_forever",
 ]
@@ -77,11 +82,55 @@ def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing
     )
 
 
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """TLS and SASL for every Kafka client of Chime, from `kafka_*` settings."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            password = settings.kafka_ssl_key_password
+            context.load_cert_chain(
+                settings.kafka_ssl_certfile,
+                settings.kafka_ssl_keyfile,
+                password.get_secret_value() if password else None,
+            )
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    if not settings.kafka_sasl_username or settings.kafka_sasl_password is None:
+        raise ValueError(
+            f"kafka_security_protocol {protocol} needs kafka_sasl_username and "
+            "kafka_sasl_password (CHIME_KAFKA_SASL_PASSWORD or CHIME_KAFKA_SASL_PASSWORD_FILE)"
+        )
+    sasl = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }[settings.kafka_sasl_mechanism]
+    return sasl(
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        use_ssl=protocol == "SASL_SSL",
+    )
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for a plain aiokafka client (admin, CLI, probes): servers + security."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **parse_security(kafka_security(settings)),
+    }
+
+
 def build_broker(
     settings: Settings, service: str, tracer_provider: Any = None, **kwargs: Any
 ) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         middlewares=tracing_middlewares(settings, service, tracer_provider),
         client_id="chime",
         acks="all",
@@ -94,7 +143,7 @@ def build_broker(
 
 async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
     """Create Chime's topics with explicit partition counts; existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

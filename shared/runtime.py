@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +19,14 @@ from faststream import AckPolicy, FastStream
 
 from shared.clock import Clock, SystemClock
 from shared.health import HealthServer
-from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
+from shared.messaging import (
+    Outgoing,
+    build_broker,
+    ensure_topics,
+    kafka_client_options,
+    publish_all,
+    retry_forever,
+)
 from shared.metrics import Metrics
 from shared.persistence.database import create_pool
 from shared.settings import Settings
@@ -37,6 +45,7 @@ __all__ = [
     "raw_records",
     "run_service",
     "service_app",
+    "tolerant_headers",
 ]
 
 
@@ -92,6 +101,25 @@ async def raw_records(msg: Any) -> Any:
     return list(raw) if isinstance(raw, tuple) else [raw]
 
 
+async def tolerant_headers(records: Any, parse: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream parser that survives header values which are not UTF-8.
+
+    FastStream decodes every header value as UTF-8 to build its message; one bad header would
+    fail the whole batch again and again. Such values are handed on with U+FFFD instead.
+    """
+    try:
+        return await parse(records)
+    except UnicodeDecodeError:
+        batch = records if isinstance(records, tuple) else (records,)
+        cleaned = tuple(
+            dataclasses.replace(
+                r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in r.headers]
+            )
+            for r in batch
+        )
+        return await parse(cleaned if isinstance(records, tuple) else cleaned[0])
+
+
 class ServiceRuntime:
     """Health endpoint and readiness of one service process."""
 
@@ -117,7 +145,7 @@ class ServiceRuntime:
         log = logging.getLogger(f"chime.{self.name}")
 
         async def kafka() -> None:
-            client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+            client = AIOKafkaClient(**kafka_client_options(self.settings))
             try:
                 await client.bootstrap()
             finally:
@@ -233,6 +261,7 @@ def consumer_app(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=raw_records,
+        parser=tolerant_headers,
         title=f"{consumes.topic}:{name}",
         description=consumes.description,
     )

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 __all__ = ["Settings", "Topics"]
 
@@ -40,7 +49,9 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/chime",
-        description="PostgreSQL URL used by the services.",
+        description="PostgreSQL URL used by the services. TLS: add "
+        "`?sslmode=verify-full&sslrootcert=/path/ca.pem`; keep a password out of the "
+        "environment with CHIME_DATABASE_URL_FILE.",
     )
     topic_prefix: str = Field("chime.", description="Prefix of every Chime topic.")
     topic_partitions: int = Field(
@@ -79,6 +90,71 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated topics a schedule's action.topic may name (allow-list).",
     )
+    database_migration_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the role that owns the schema, used by `chime migrate` "
+        "only; default: database_url.",
+    )
+    database_service_role: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Role the services log in as: `chime migrate` grants it row access (no "
+        "DDL), and row-level security applies to it.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (production)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA bundle (PEM) that signed the brokers' certificates."
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: str | None = Field(None, description="Client private key (PEM).")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client private key."
+    )
+    auth_mode: Literal["off", "jwt"] = Field(
+        "off",
+        description="off: trust meta.tenant (development only). jwt: every command and ack "
+        "carries `authorization: Bearer <JWT>`; required in production.",
+    )
+    auth_hs256_secret: SecretStr | None = Field(
+        None, description="Shared secret for HS256 tokens (at least 32 bytes)."
+    )
+    auth_jwks_file: str | None = Field(
+        None, description="JWKS file with the RS256/ES256 public keys tokens are signed with."
+    )
+    auth_issuer: str | None = Field(None, description="Required `iss` of tokens, if set.")
+    auth_audience: str | None = Field(None, description="Required `aud` of tokens, if set.")
+    auth_tenant_claim: str = Field("tenant", description="Claim that names the token's tenant.")
+    auth_leeway_seconds: float = Field(
+        30.0, ge=0, description="Clock skew tolerated on exp/nbf/iat."
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="Token the CLI (`chime publish`, `chime ack`) sends, when set."
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest command or ack accepted; a larger one is dead-lettered unread.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FromFiles(settings_cls))
 
     @property
     def action_topic_allow_list(self) -> frozenset[str]:
@@ -87,7 +163,9 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """These settings as CHIME_* variables, for a child process."""
         return {
-            f"CHIME_{name.upper()}": str(value)
+            f"CHIME_{name.upper()}": value.get_secret_value()
+            if isinstance(value, SecretStr)
+            else str(value)
             for name, value in self.model_dump().items()
             if value is not None
         }
@@ -99,3 +177,26 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+
+class _FromFiles(PydanticBaseSettingsSource):
+    """`CHIME_<SETTING>_FILE=/run/secrets/x`: the setting is that file's content (Docker and
+    Kubernetes secrets). A variable `CHIME_<SETTING>` itself takes precedence."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = f"CHIME_{field_name.upper()}_FILE"
+        path = os.environ.get(variable)
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().rstrip("\r\n"), field_name, False
+        except OSError as exc:
+            raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values

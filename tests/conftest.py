@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from shared.settings import Settings
 from tests.servers import PostgresHandle, kafka_server, postgres_server
 
 TEMPLATE = "chime_test_template"
+SERVICE_ROLE = "chime_service"  # what production services log in as (docs/security.md)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,17 @@ async def migrated_template(postgres: PostgresHandle) -> str:
         await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     finally:
         await admin.close()
-    await migrate(postgres.database_url(TEMPLATE))
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        await admin.execute(
+            f"CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_ROLE}' "
+            "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+        )
+    except asyncpg.DuplicateObjectError:
+        pass
+    finally:
+        await admin.close()
+    await migrate(postgres.database_url(TEMPLATE), service_role=SERVICE_ROLE)
     return TEMPLATE
 
 
@@ -57,6 +69,14 @@ async def database_url(postgres: PostgresHandle, migrated_template: str) -> Asyn
 
 
 @pytest.fixture
+def service_database_url(database_url: str) -> str:
+    """The test's database as the services' role: row access only, row-level security on."""
+    parts = urlsplit(database_url)
+    netloc = f"{SERVICE_ROLE}:{SERVICE_ROLE}@{parts.netloc.rsplit('@', 1)[-1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(database_url)
     yield conn
@@ -64,14 +84,14 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def settings(database_url: str, kafka: tuple[str, bool]) -> Settings:
-    """Settings for one test: its own database and its own topic prefix."""
+def settings(service_database_url: str, kafka: tuple[str, bool]) -> Settings:
+    """Settings for one test: its own database (as the services' role), its own topics."""
     servers, is_tansu = kafka
     short = (
         {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 1000} if is_tansu else {}
     )
     return Settings(
-        database_url=database_url,
+        database_url=service_database_url,
         kafka_bootstrap_servers=servers,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.chime.",
         topic_partitions=2,

@@ -27,7 +27,7 @@ from shared.persistence.queries import load_queries
 from shared.settings import Topics
 from shared.states import decide_ack
 
-__all__ = ["apply_ack"]
+__all__ = ["apply_ack", "refuse_ack"]
 
 Q = load_queries()
 
@@ -37,6 +37,19 @@ def _event(kind: str, ack: ActionAck, now: datetime, **data: Any) -> dict[str, A
     return action_event_body(
         kind, ack.meta.tenant, d.action_id, d.attempt, format_instant(now), d.state, **data
     )
+
+
+def _announce(
+    kind: str, ack: ActionAck, now: datetime, topics: Topics, key: bytes, **data: Any
+) -> list[Outgoing]:
+    body = orjson.dumps(_event(kind, ack, now, **data))
+    return [Outgoing(topics.actions_events, body, key, correlation_id=ack.data.action_id)]
+
+
+def refuse_ack(ack: ActionAck, code: str, message: str, now: datetime, topics: Topics) -> Outgoing:
+    """An ack whose token does not allow it: ignored, without reading the database."""
+    key = ack.data.action_id.encode()
+    return _announce("action.ack-ignored", ack, now, topics, key, reason=f"{code}: {message}")[0]
 
 
 async def apply_ack(
@@ -52,12 +65,12 @@ async def apply_ack(
         action_id = uuid.UUID(ack.data.action_id)
     except ValueError:
         action_id = None
+    await conn.execute(Q.set_tenant, ack.meta.tenant)
     row = await conn.fetchrow(Q.lock_action, action_id, ack.meta.tenant) if action_id else None
     key = (str(row["schedule_id"]) if row else ack.data.action_id).encode()
 
     def announce(kind: str, **data: Any) -> list[Outgoing]:
-        body = orjson.dumps(_event(kind, ack, now, **data))
-        return [Outgoing(topics.actions_events, body, key, correlation_id=ack.data.action_id)]
+        return _announce(kind, ack, now, topics, key, **data)
 
     if row is None:
         return announce(

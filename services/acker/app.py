@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import asyncpg
@@ -10,7 +11,8 @@ from aiokafka import ConsumerRecord
 from faststream import FastStream
 from pydantic import ValidationError
 
-from services.acker.acks import apply_ack
+from services.acker.acks import apply_ack, refuse_ack
+from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
 from shared.messaging import Outgoing, dead_letter, retry_forever
@@ -18,6 +20,8 @@ from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
 __all__ = ["AckConsumer", "build_app"]
+
+log = logging.getLogger("chime.acker")
 
 
 class AckConsumer:
@@ -29,19 +33,43 @@ class AckConsumer:
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
         self.rand = random.random  # retry jitter
+        self.auth = Authenticator.from_settings(settings)
+        self.max_bytes = settings.max_message_bytes
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
         acks: list[ActionAck] = []
         for record in records:
+            size = len(record.value or b"")
+            if size > self.max_bytes:
+                reason = f"message of {size} bytes exceeds max_message_bytes ({self.max_bytes})"
+                out.append(dead_letter(record, reason, self.topics.dlq))
+                continue
             try:
-                acks.append(ActionAck.model_validate(orjson.loads(record.value or b"")))
+                ack = ActionAck.model_validate(orjson.loads(record.value or b""))
             except orjson.JSONDecodeError as exc:
                 out.append(dead_letter(record, f"not JSON: {exc}", self.topics.dlq))
+                continue
             except ValidationError as exc:
                 reason = "; ".join(f"{e.field}: {e.message}" for e in errors_from_validation(exc))
                 out.append(dead_letter(record, f"not an action.ack: {reason}", self.topics.dlq))
-        self.runtime.metrics.dlq.labels("acker").inc(len(out))
+                continue
+            denied = self.auth and self.auth.check(
+                record.headers, ack.meta.tenant, SCOPE_ACK, "an ack"
+            )
+            if denied:
+                log.info(
+                    "ack refused: %s",
+                    denied.message,
+                    extra={"actionId": ack.data.action_id, "tenant": ack.meta.tenant},
+                )
+                self.runtime.metrics.acks.labels(ack.data.state, "action.ack-ignored").inc()
+                out.append(
+                    refuse_ack(ack, denied.code, denied.message, self.clock.now(), self.topics)
+                )
+                continue
+            acks.append(ack)
+        self.runtime.metrics.dlq.labels("acker").inc(sum(o.topic == self.topics.dlq for o in out))
         if acks:
             out.extend(
                 await retry_forever(

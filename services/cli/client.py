@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from shared.messaging import kafka_client_options
 from shared.settings import Settings
 
 __all__ = ["ack", "publish", "status", "tail"]
@@ -34,17 +35,20 @@ async def _send_and_wait(
     """
     consumer = AIOKafkaConsumer(
         reply_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all")
     await consumer.start()
     await producer.start()
     try:
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
-        headers = [("correlation_id", correlation_id.encode())] if correlation_id else None
-        await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers)
+        headers = [("correlation_id", correlation_id.encode())] if correlation_id else []
+        if settings.auth_token is not None:
+            token = settings.auth_token.get_secret_value()
+            headers.append(("authorization", f"Bearer {token}".encode()))
+        await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers or None)
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
@@ -177,7 +181,7 @@ async def tail(
     name = topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
     consumer = AIOKafkaConsumer(
         name,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
     )
@@ -240,7 +244,7 @@ async def status(settings: Settings) -> int:
 async def _lag(settings: Settings, group: str, topic: str) -> int | None:
     """Messages of `topic` the group has not committed yet (None: the broker would not say)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
+        **kafka_client_options(settings), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

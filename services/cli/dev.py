@@ -10,6 +10,7 @@ from pathlib import Path
 
 from shared.embedded import EmbeddedPostgres, Tansu, port_in_use
 from shared.messaging import ensure_topics
+from shared.persistence.database import redacted
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
 
@@ -113,12 +114,15 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
             await asyncio.to_thread(broker.start)
             env["CHIME_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         _say(f"CHIME_KAFKA_BOOTSTRAP_SERVERS={env['CHIME_KAFKA_BOOTSTRAP_SERVERS']}")
-        _say(f"CHIME_DATABASE_URL={env['CHIME_DATABASE_URL']}")
+        _say(f"CHIME_DATABASE_URL={redacted(env['CHIME_DATABASE_URL'])}")
         settings = Settings(
             database_url=env["CHIME_DATABASE_URL"],
             kafka_bootstrap_servers=env["CHIME_KAFKA_BOOTSTRAP_SERVERS"],
         )
-        applied = await migrate(settings.database_url)
+        applied = await migrate(
+            settings.database_migration_url or settings.database_url,
+            service_role=settings.database_service_role,
+        )
         _say(f"chime dev: database ready ({len(applied)} migration(s) applied)")
         await ensure_topics(settings)
         if broker is not None:  # Tansu: short sessions keep group joins quick

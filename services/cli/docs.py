@@ -46,6 +46,11 @@ def configuration_reference() -> str:
         "`CHIME_` (pydantic-settings; generated from `shared/settings.py` by `chime docs`).",
         "Unset servers mean the embedded defaults that `chime dev` starts.",
         "",
+        "Any setting can instead be read from a file: `CHIME_<NAME>_FILE=/run/secrets/x` (Docker",
+        "and Kubernetes secrets; a trailing newline is dropped; `CHIME_<NAME>` itself wins). Use it",
+        "for passwords, tokens and URLs that carry them. Secrets are never logged or printed.",
+        "Production settings: [security.md](security.md).",
+        "",
         "| variable | default | description |",
         "|---|---|---|",
     ]

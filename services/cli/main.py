@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         def progress(version: int, name: str, seconds: float) -> None:
             print(f"chime migrate: applied {version:04d}_{name} in {seconds:.2f} s", flush=True)
 
-        applied = asyncio.run(migrate(settings.database_url, progress))
+        url = settings.database_migration_url or settings.database_url
+        applied = asyncio.run(migrate(url, progress, settings.database_service_role))
         print(f"chime migrate: {len(applied)} migration(s) applied, schema current", flush=True)
         return 0
     if args.command == "import":

@@ -10,9 +10,10 @@ import orjson
 from aiokafka import ConsumerRecord
 from faststream import FastStream
 
-from services.scheduler.commands import Context, apply_command
+from services.scheduler.commands import Context, apply_command, rejected_result
+from shared.auth import Authenticator, Denied, command_scope
 from shared.clock import Clock
-from shared.contracts import CommandEnvelope, CommandResult
+from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -31,11 +32,18 @@ class CommandConsumer:
         self.pool, self.clock, self.runtime = pool, clock, runtime
         self.topics = settings.topics
         self.context = Context(action_topics=settings.action_topic_allow_list)
+        self.auth = Authenticator.from_settings(settings)
+        self.max_bytes = settings.max_message_bytes
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
-        decoded: list[dict[str, Any]] = []
+        decoded: list[tuple[dict[str, Any], Denied | None]] = []
         for record in records:
+            size = len(record.value or b"")
+            if size > self.max_bytes:
+                reason = f"message of {size} bytes exceeds max_message_bytes ({self.max_bytes})"
+                out.append(dead_letter(record, reason, self.topics.dlq))
+                continue
             try:
                 body = orjson.loads(record.value or b"")
             except orjson.JSONDecodeError as exc:
@@ -44,7 +52,7 @@ class CommandConsumer:
             if not isinstance(body, dict):
                 out.append(dead_letter(record, "a command must be a JSON object", self.topics.dlq))
                 continue
-            decoded.append(body)
+            decoded.append((body, self._denied(record, body)))
         if decoded:
             results = await retry_forever(
                 "applying commands", lambda: self._apply(decoded), self.runtime.set_dependencies_ok
@@ -53,11 +61,24 @@ class CommandConsumer:
         self.runtime.metrics.dlq.labels("scheduler").inc(len(records) - len(decoded))
         return out
 
-    async def _apply(self, bodies: list[dict[str, Any]]) -> list[Outgoing]:
+    def _denied(self, record: ConsumerRecord, body: dict[str, Any]) -> Denied | None:
+        if self.auth is None:
+            return None
+        meta = body.get("meta")
+        tenant = meta.get("tenant") if isinstance(meta, dict) else None
+        kind = body.get("type")
+        what = kind[:64] if isinstance(kind, str) else "a command"
+        return self.auth.check(record.headers, tenant, command_scope(kind), what)
+
+    async def _apply(self, bodies: list[tuple[dict[str, Any], Denied | None]]) -> list[Outgoing]:
         out = []
         async with self.pool.acquire() as conn, conn.transaction():
-            for body in bodies:
-                result = await apply_command(conn, body, self.clock.now(), self.context)
+            for body, denied in bodies:
+                if denied is None:
+                    result = await apply_command(conn, body, self.clock.now(), self.context)
+                else:  # refused before reading the database: nothing changes
+                    error = ErrorItem(code=denied.code, message=denied.message, field=denied.field)
+                    result = rejected_result(body, [error], self.clock.now())
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
                 kind = str(body.get("type"))[:64]

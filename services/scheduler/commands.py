@@ -64,6 +64,9 @@ async def apply_command(
     and leaves the rest of the batch intact. Connection-level errors propagate, so that the
     caller retries the whole batch.
     """
+    meta = raw.get("meta")
+    tenant = meta.get("tenant") if isinstance(meta, dict) else None
+    await conn.execute(Q.set_tenant, tenant if isinstance(tenant, str) else "")
     try:
         async with conn.transaction():
             return await _apply(conn, raw, now, ctx or Context())

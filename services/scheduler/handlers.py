@@ -263,7 +263,13 @@ async def _insert(
             *p.columns(state),
             now,
         )
-    except asyncpg.UniqueViolationError:
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "schedules_pkey":
+            # schedule.replace with an id that is taken: by a deleted schedule or by another
+            # tenant's, which this tenant cannot see (also not under row-level security).
+            raise CommandError.of(
+                "NOT_FOUND", f"no schedule with id {str(schedule_id)!r}", "data.id"
+            ) from None
         raise _name_taken(p.spec) from None
     series_after = now if state == "ACTIVE" else None
     await _schedule_occurrences(conn, row, p, now, series_after, None, all_explicit=True)
@@ -303,8 +309,6 @@ async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Conte
     if data.id is not None:
         schedule_id = _uuid(data.id)
         row = await conn.fetchrow(Q.get_schedule_by_id, tenant, schedule_id)
-        if row is None and await conn.fetchval(Q.schedule_tenant, schedule_id) is not None:
-            raise CommandError.of("NOT_FOUND", f"no schedule with id {data.id!r}", "data.id")
     else:
         schedule_id = uuid.uuid4()
         row = await conn.fetchrow(Q.get_schedule_by_name, tenant, spec.namespace, spec.name)

@@ -17,7 +17,7 @@ from services.ticker.engine import Ticker
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
 from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
-from shared.persistence.database import connect, create_pool
+from shared.persistence.database import ALL_TENANTS, connect, create_pool
 from shared.runtime import Publishes, ServiceRuntime, declare_publishers, service_app
 from shared.settings import Settings
 
@@ -70,7 +70,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
         pools.append(
             await retry_forever(
                 "connecting to PostgreSQL",
-                lambda: create_pool(settings.database_url, settings.database_pool_size),
+                lambda: create_pool(
+                    settings.database_url, settings.database_pool_size, ALL_TENANTS
+                ),
             )
         )
         await runtime.start_http()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shared.contracts.common import SCHEMA_VERSION, ContractModel, UtcInstant
+from shared.contracts.common import SCHEMA_VERSION, ContractModel, JsonObject, UtcInstant
 from shared.contracts.triggers import Trigger
 
 __all__ = [
@@ -37,6 +38,12 @@ def _duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
+
+
+MAX_LABELS = 64
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 256
+LABEL_KEY = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._/\-]{{0,{MAX_LABEL_KEY - 1}}}")
 
 
 class CommandMeta(ContractModel):
@@ -143,7 +150,7 @@ class ActionSpec(ContractModel):
         description="Action type, e.g. billing-run, tax-run, payment-run, import, START, STOP.",
         examples=["billing-run"],
     )
-    payload: dict[str, Any] = Field(
+    payload: JsonObject = Field(
         default_factory=dict, description="Opaque JSON handed to the worker.", examples=[{}]
     )
     topic: str | None = Field(
@@ -176,7 +183,7 @@ class ExplicitAction(ContractModel):
     description: str | None = Field(
         None, max_length=1000, description="Free text.", examples=["Scheduled start"]
     )
-    payload: dict[str, Any] | None = Field(
+    payload: JsonObject | None = Field(
         None, description="Payload; default: the schedule action's payload.", examples=[None]
     )
 
@@ -214,7 +221,10 @@ class ScheduleSpec(ContractModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="Key/value labels copied to fired events.",
+        max_length=MAX_LABELS,
+        description=f"Key/value labels copied to fired events: at most {MAX_LABELS}, keys "
+        f"1-{MAX_LABEL_KEY} characters (letters, digits, . _ / -), values at most "
+        f"{MAX_LABEL_VALUE}.",
         examples=[{"team": "billing"}],
     )
     trigger: Trigger | None = Field(
@@ -267,7 +277,7 @@ class ScheduleSpec(ContractModel):
         "`parameters`), `payload`, `dueAt` and `attempt`; false or an error -> SKIPPED.",
         examples=[None],
     )
-    parameters: dict[str, Any] = Field(
+    parameters: JsonObject = Field(
         default_factory=dict, description="Parameters of the condition.", examples=[{}]
     )
     policy: Policy = Field(
@@ -287,6 +297,18 @@ class ScheduleSpec(ContractModel):
                 raise ValueError("active and enabled disagree: give one of them")
             data["enabled"] = active
         return data
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not LABEL_KEY.fullmatch(key):
+                raise ValueError(
+                    f"key {key[:80]!r} must be 1-{MAX_LABEL_KEY} letters, digits, . _ / -"
+                )
+            if len(text) > MAX_LABEL_VALUE:
+                raise ValueError(f"value of {key!r} exceeds {MAX_LABEL_VALUE} characters")
+        return value
 
     @field_validator("condition")
     @classmethod
@@ -345,7 +367,7 @@ class ReplaceData(ScheduleSpec):
 class UpdateData(ScheduleRef):
     """`data` of schedule.update: a JSON merge patch over the stored schedule."""
 
-    changes: dict[str, Any] = Field(
+    changes: JsonObject = Field(
         min_length=1,
         description="Fields to change (camelCase, as in schedule.create), as a JSON merge "
         "patch: objects such as policy merge, null resets a field to its default; a trigger "
@@ -374,7 +396,7 @@ class TriggerData(ScheduleRef):
         description="Recorded in the action's history.",
         examples=["manual re-run after incident 42"],
     )
-    payload: dict[str, Any] | None = Field(
+    payload: JsonObject | None = Field(
         None, description="Payload for this firing; default: the schedule's.", examples=[None]
     )
 
@@ -408,7 +430,7 @@ class CommandEnvelope(ContractModel):
             }
         ],
     )
-    data: dict[str, Any] = Field(
+    data: JsonObject = Field(
         description="The command's body; its shape depends on `type` (see the *.data schemas).",
         examples=[
             {

@@ -15,9 +15,11 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "SCHEMA_VERSION",
     "ContractModel",
     "ErrorItem",
+    "JsonObject",
     "UtcInstant",
     "format_instant",
 ]
@@ -45,6 +47,25 @@ UtcInstant = Annotated[
 """An aware instant; any offset is accepted and normalised to UTC; written with `Z`."""
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels: flatten it")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""A JSON object of any content, nested at most MAX_JSON_DEPTH levels."""
+
+
 class ContractModel(BaseModel):
     """Frozen, strict about unknown fields, camelCase on the wire."""
 
@@ -64,8 +85,8 @@ class ErrorItem(ContractModel):
     """One reason a command was rejected."""
 
     code: str = Field(
-        description="VALIDATION, NOT_FOUND, CONFLICT, FORBIDDEN, PAYLOAD_TOO_LARGE, "
-        "UNSUPPORTED or INTERNAL.",
+        description="VALIDATION, NOT_FOUND, CONFLICT, UNAUTHORIZED, FORBIDDEN, "
+        "PAYLOAD_TOO_LARGE, UNSUPPORTED or INTERNAL.",
         examples=["VALIDATION"],
     )
     message: str = Field(

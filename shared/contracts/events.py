@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shared.contracts.common import SCHEMA_VERSION, ContractModel, ErrorItem, UtcInstant
+from shared.contracts.common import (
+    SCHEMA_VERSION,
+    ContractModel,
+    ErrorItem,
+    JsonObject,
+    UtcInstant,
+)
 
 __all__ = [
     "ACK_STATES",
@@ -287,7 +293,7 @@ class ActionAckData(ContractModel):
     message: str | None = Field(
         None, max_length=10_000, description="Free text.", examples=["42 invoices"]
     )
-    output: dict[str, Any] = Field(
+    output: JsonObject = Field(
         default_factory=dict, description="Worker output.", examples=[{"invoices": 42}]
     )
 

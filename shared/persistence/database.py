@@ -3,28 +3,54 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
-__all__ = ["connect", "create_pool", "init_connection"]
+__all__ = ["ALL_TENANTS", "connect", "create_pool", "init_connection", "redacted"]
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+ALL_TENANTS = "*"
+
+
+def redacted(url: str) -> str:
+    """`url` with its password replaced by `***`, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
-async def create_pool(url: str, size: int) -> asyncpg.Pool:
+def _session(tenant: str | None) -> dict[str, str]:
+    """The session's row-level-security scope (0004), sent at connection start-up so that the
+    pool's RESET ALL on release returns to it."""
+    return {} if tenant is None else {"chime.tenant": tenant}
+
+
+async def create_pool(url: str, size: int, tenant: str | None = None) -> asyncpg.Pool:
+    """A pool; services that act for one tenant per transaction leave `tenant` unset."""
     return await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=init_connection, command_timeout=60
+        url,
+        min_size=1,
+        max_size=size,
+        init=init_connection,
+        command_timeout=60,
+        server_settings=_session(tenant),
     )
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
+async def connect(url: str, tenant: str | None = ALL_TENANTS) -> asyncpg.Connection:
+    """One connection for tools (CLI, tests, ticker's listener): every tenant by default."""
+    conn = await asyncpg.connect(url, server_settings=_session(tenant))
     await init_connection(conn)
     return conn

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.persistence.queries import migrations
+from shared.persistence.queries import grants_sql, migrations
 
 __all__ = ["ensure_database", "migrate"]
 
@@ -35,10 +35,15 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
-async def migrate(url: str, progress: Callable[[int, str, float], None] | None = None) -> list[int]:
+async def migrate(
+    url: str,
+    progress: Callable[[int, str, float], None] | None = None,
+    service_role: str | None = None,
+) -> list[int]:
     """Apply every migration not yet applied; returns the versions applied now.
 
-    `progress(version, name, seconds)` is told about each one as it lands.
+    `progress(version, name, seconds)` is told about each one as it lands. `service_role`, when
+    given, is granted row access to every table (grants.sql), and nothing more.
     """
     await ensure_database(url)
     conn = await asyncpg.connect(url)
@@ -68,6 +73,9 @@ async def migrate(url: str, progress: Callable[[int, str, float], None] | None =
             applied_now.append(version)
             if progress:
                 progress(version, name, time.monotonic() - started)
+        if service_role is not None:
+            await conn.execute(grants_sql(service_role))
+            log.info("granted row access to role %s", service_role)
     finally:
         await conn.close()
     return applied_now

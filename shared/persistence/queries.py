@@ -6,7 +6,7 @@ import re
 from functools import cache
 from importlib.resources import files
 
-__all__ = ["Queries", "load_queries", "migrations"]
+__all__ = ["Queries", "grants_sql", "load_queries", "migrations"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -42,3 +42,11 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m[1]), m[2], entry.read_text()))
     return sorted(found)
+
+
+def grants_sql(role: str) -> str:
+    """grants.sql for `role` (a plain role name, checked here: it is spliced as an identifier)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise ValueError(f"database_service_role {role!r} is not a plain role name")
+    text = (files("shared.persistence") / "sql" / "grants.sql").read_text()
+    return text.replace("{role}", f'"{role}"')

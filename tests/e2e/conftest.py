@@ -77,11 +77,11 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
 
 
 @pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
+async def services(settings: Settings, database_url: str) -> AsyncIterator[Services]:
     await ensure_topics(settings)
     from shared.persistence.migrate import migrate
 
-    await migrate(settings.database_url)  # a no-op on the test database: proves idempotence
+    await migrate(database_url)  # as the owner, a no-op on the test database: idempotent
     running = Services(settings)
     await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in SERVICES)), 90)
     yield running

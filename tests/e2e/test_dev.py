@@ -112,11 +112,12 @@ async def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
 
 
 async def test_dev_uses_servers_named_in_the_environment(
-    settings: Settings, tmp_path: Path
+    settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
     env = {
         **clean_env(),
-        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_DATABASE_URL": settings.database_url,  # the services' role: no DDL
+        "CHIME_DATABASE_MIGRATION_URL": database_url,  # the owner migrates
         "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "CHIME_TOPIC_PREFIX": f"dev{uuid.uuid4().hex[:6]}.",
         "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
@@ -125,7 +126,8 @@ async def test_dev_uses_servers_named_in_the_environment(
     proc, lines = await start_dev(["--data-dir", str(tmp_path)], env)
     try:
         assert lines[-1] == "chime dev: ready", lines
-        assert f"CHIME_DATABASE_URL={settings.database_url}" in lines
+        shown = settings.database_url.replace(":chime_service@", ":***@")
+        assert f"CHIME_DATABASE_URL={shown}" in lines  # never the password
         assert f"CHIME_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}" in lines
         assert not any(tmp_path.iterdir())  # no embedded server was started
     finally:

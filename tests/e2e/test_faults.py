@@ -96,7 +96,7 @@ async def test_three_tickers_on_ten_thousand_simultaneous_occurrences(
         received = await bus.wait_for(
             settings.topics.actions_due, lambda r: True, count=10_000, timeout=120
         )
-        db = await asyncpg.connect(settings.database_url)
+        db = await connect(settings.database_url)
         try:
             await until(lambda: _all_in(db, "DISPATCHED", 10_000), 30)
         finally:
@@ -197,7 +197,7 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
             await running.kill(victim)
             await asyncio.wait_for(running.start(victim), 60)
 
-    db = await asyncpg.connect(settings.database_url)
+    db = await connect(settings.database_url)
     tasks = [
         asyncio.create_task(worker()),
         asyncio.create_task(chaos()),

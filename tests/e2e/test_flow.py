@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from shared.contracts import ActionDue, CommandResult, format_instant
+from shared.persistence.database import connect
 from tests.cli import run_chime
 from tests.e2e.conftest import Bus, Received
 
@@ -145,7 +145,7 @@ async def test_whole_flow(services, bus: Bus, settings) -> None:
     assert once_due.value["data"]["payload"] == {"run": 1}
 
     # maxOccurrences ends the series: no 4th interval occurrence, schedule completed
-    db = await asyncpg.connect(settings.database_url)
+    db = await connect(settings.database_url)
     try:
         assert (
             await db.fetchval(
@@ -252,7 +252,7 @@ async def test_idempotency_survives_a_scheduler_restart(services, bus: Bus, sett
         timeout=60,
     )
     assert replayed.value["data"] == original.value["data"]
-    db = await asyncpg.connect(settings.database_url)
+    db = await connect(settings.database_url)
     try:
         assert await db.fetchval("SELECT count(*) FROM schedules WHERE name = 'restart-proof'") == 1
     finally:

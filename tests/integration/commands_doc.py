@@ -32,9 +32,10 @@ tenant's schedule is always `NOT_FOUND`.
 | `schedule.trigger` | `schedule.triggered` | one occurrence now, outside the series (also while paused); `reason` goes into its history; `recentActions` shows it |
 | `schedule.get` | `schedule.fetched` | the schedule with its 20 most recent occurrences in `recentActions` |
 
-Errors: `VALIDATION`, `NOT_FOUND`, `CONFLICT`, `FORBIDDEN`, `PAYLOAD_TOO_LARGE`, `UNSUPPORTED`,
-`INTERNAL`, each with a `message` that says what to change and, where one field is at fault,
-its path in `field`. A repeated `commandId`, or `idempotencyKey` with the same body, is
+Errors: `VALIDATION`, `NOT_FOUND`, `CONFLICT`, `UNAUTHORIZED`, `FORBIDDEN`, `PAYLOAD_TOO_LARGE`,
+`UNSUPPORTED`, `INTERNAL`, each with a `message` that says what to change and, where one field
+is at fault, its path in `field`. `UNAUTHORIZED` and `FORBIDDEN` answer a missing, invalid or
+insufficient token when `CHIME_AUTH_MODE=jwt` ([security.md](security.md)). A repeated `commandId`, or `idempotencyKey` with the same body, is
 answered with the original result (with the repeat's own `correlationId`).
 """
 

@@ -1,6 +1,10 @@
 -- Named queries. `-- name: x` starts a query; $n are asyncpg bind parameters.
 -- Queries that decide what is due take `now` as a parameter, never NOW(): the clock is injected.
 
+-- name: set_tenant
+-- The tenant whose rows this transaction may see under row-level security (0004); '*': all.
+SELECT set_config('chime.tenant', $1, true);
+
 -- name: find_processed_command
 SELECT command_id, idempotency_key, body_hash, result
 FROM processed_commands
@@ -31,9 +35,6 @@ UPDATE schedules SET state = $3::text, version = version + 1, updated_at = $4::t
                      paused_at = CASE WHEN $3::text = 'PAUSED' THEN $4::timestamptz END
 WHERE tenant = $1 AND id = $2
 RETURNING *;
-
--- name: schedule_tenant
-SELECT tenant FROM schedules WHERE id = $1;
 
 -- name: overwrite_schedule
 UPDATE schedules
