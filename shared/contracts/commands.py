@@ -334,9 +334,13 @@ class ScheduleSpec(ContractModel):
 class ScheduleRef(ContractModel):
     """`data` of commands that address one schedule: by id, or by namespace + name."""
 
-    id: str | None = Field(None, description="Schedule id.", examples=[None])
-    namespace: str = Field("default", description="Namespace of `name`.", examples=["default"])
-    name: str | None = Field(None, description="Schedule name.", examples=["nightly-billing"])
+    id: str | None = Field(None, max_length=200, description="Schedule id.", examples=[None])
+    namespace: str = Field(
+        "default", max_length=200, description="Namespace of `name`.", examples=["default"]
+    )
+    name: str | None = Field(
+        None, max_length=200, description="Schedule name.", examples=["nightly-billing"]
+    )
     expected_version: int | None = Field(
         None,
         ge=1,
@@ -355,7 +359,9 @@ class ReplaceData(ScheduleSpec):
     """`data` of schedule.replace: a whole schedule; overwrites the one with this id (or
     namespace + name), or creates it when absent."""
 
-    id: str | None = Field(None, description="Schedule id to replace.", examples=[None])
+    id: str | None = Field(
+        None, max_length=200, description="Schedule id to replace.", examples=[None]
+    )
     expected_version: int | None = Field(
         None,
         ge=1,
@@ -417,6 +423,7 @@ class CommandEnvelope(ContractModel):
     """Every command: `type`, `meta`, and a `data` object checked per type."""
 
     type: str = Field(
+        max_length=200,
         description=f"Command type: one of {', '.join(COMMAND_TYPES)}.",
         examples=["schedule.create"],
     )

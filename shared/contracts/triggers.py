@@ -68,7 +68,9 @@ class IntervalTrigger(ContractModel):
     """Every `every` of elapsed time from `anchor`; unaffected by DST."""
 
     kind: Literal["interval"] = Field(description="Trigger kind.", examples=["interval"])
-    every: str = Field(description="ISO-8601 duration, at least 1 second.", examples=["PT15M"])
+    every: str = Field(
+        max_length=64, description="ISO-8601 duration, at least 1 second.", examples=["PT15M"]
+    )
     anchor: UtcInstant | None = Field(
         None,
         description="Occurrences are anchor + k·every; default: the schedule's creation time.",

@@ -39,9 +39,15 @@ class Bus:
     received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def send(self, topic: str, value: bytes | dict, key: bytes | None = None) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | dict,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
-        await self.producer.send_and_wait(topic, raw, key=key)
+        await self.producer.send_and_wait(topic, raw, key=key, headers=headers)
 
     async def wait_for(
         self, topic: str, match: Callable[[Received], bool], count: int = 1, timeout: float = 30.0
