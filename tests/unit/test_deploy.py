@@ -104,7 +104,15 @@ def test_deployments_probe_health_and_request_resources() -> None:
 
 def test_migration_job_budgets_and_autoscaling() -> None:
     job = by_kind("Job")["chime-migrate"]
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["migrate"]
+    # The owner migrates; the services' role gets row access only (docs/security.md).
+    assert [e["name"] for e in container["env"]] == ["CHIME_DATABASE_MIGRATION_URL"]
+    config = by_kind("ConfigMap")["chime-config"]["data"]
+    assert config["CHIME_AUTH_MODE"] == "jwt" and config["CHIME_DATABASE_SERVICE_ROLE"]
+    for name in ("chime-scheduler", "chime-acker", "chime-ticker"):
+        env = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {e["name"] for e in env} == {"CHIME_DATABASE_URL", "CHIME_AUTH_HS256_SECRET"}
     budgets = by_kind("PodDisruptionBudget")
     assert {
         b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for b in budgets.values()
