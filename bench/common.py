@@ -6,13 +6,15 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.contracts import format_instant
 from shared.messaging import ensure_topics
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
@@ -78,3 +80,40 @@ async def receive(
 def line(**figures: object) -> None:
     """One JSON line per scenario."""
     print(orjson.dumps(figures).decode(), flush=True)
+
+
+async def load_through_commands(
+    settings, total: int, due: datetime | Callable[[int], datetime], per_schedule: int = 1000
+) -> float:
+    """Send `total` one-shot actions as schedule.create commands (`per_schedule` explicit
+    actions each), due at `due`, or at `due(i)` for the i-th; wait for every result."""
+    at = due if callable(due) else (lambda _: due)
+    per_schedule = min(per_schedule, total)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        max_request_size=64 * 1024 * 1024,
+    )
+    await producer.start()
+    started = time.monotonic()
+    try:
+        correlations = []
+        for s in range(total // per_schedule):
+            actions = [
+                {"type": "bench", "at": format_instant(at(s * per_schedule + a))}
+                for a in range(per_schedule)
+            ]
+            cid = str(uuid.uuid4())
+            correlations.append(cid)
+            body = {
+                "type": "schedule.create",
+                "data": {"name": f"bench-{s}", "actions": actions, "action": {"type": "bench"}},
+                "meta": {"commandId": cid, "correlationId": cid, "tenant": "bench"},
+            }
+            await producer.send(settings.topics.commands, orjson.dumps(body), key=cid.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    results = await receive(settings, settings.topics.command_results, len(correlations), 300)
+    assert all(v["type"] == "schedule.created" for _, v in results), "a load command was rejected"
+    return time.monotonic() - started

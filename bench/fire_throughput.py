@@ -13,53 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import line, receive, rss_mib, servers
-from shared.contracts import format_instant
+from bench.common import line, load_through_commands, receive, rss_mib, servers
+from shared.settings import Settings
 from tests.processes import Services
 
 
-async def load_through_commands(
-    settings, total: int, due: datetime, per_schedule: int = 1000
-) -> float:
-    """Send the schedules as schedule.create commands; wait for every result."""
-    per_schedule = min(per_schedule, total)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        max_request_size=64 * 1024 * 1024,
-    )
-    await producer.start()
-    started = time.monotonic()
-    try:
-        correlations = []
-        for s in range(total // per_schedule):
-            actions = [{"type": "bench", "at": format_instant(due)}] * per_schedule
-            cid = str(uuid.uuid4())
-            correlations.append(cid)
-            body = {
-                "type": "schedule.create",
-                "data": {"name": f"bench-{s}", "actions": actions, "action": {"type": "bench"}},
-                "meta": {"commandId": cid, "correlationId": cid, "tenant": "bench"},
-            }
-            await producer.send(settings.topics.commands, orjson.dumps(body), key=cid.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    results = await receive(settings, settings.topics.command_results, len(correlations), 300)
-    assert all(v["type"] == "schedule.created" for _, v in results), "a load command was rejected"
-    return time.monotonic() - started
-
-
-async def chime_scenario(total: int, tickers: int) -> dict:
+async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> dict:
     async with servers("fire") as settings:
-        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
+        tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
+        running = Services(settings, CHIME_LOG_LEVEL="WARNING", **tuning)
         await running.start("scheduler")
         due = (datetime.now(UTC) + timedelta(seconds=max(20, total / 2000))).replace(microsecond=0)
         load_seconds = await load_through_commands(settings, total, due)
@@ -76,6 +44,7 @@ async def chime_scenario(total: int, tickers: int) -> dict:
         "scenario": "fire_throughput",
         "total": total,
         "tickers": tickers,
+        "batch": batch or Settings().ticker_batch_size,
         "received": len(received),
         "duplicates": len(ids) - len(set(ids)),
         "misses": total - len(set(ids)),
@@ -141,10 +110,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--total", type=int, default=100_000)
     parser.add_argument("--tickers", type=int, default=1)
+    parser.add_argument("--batch", type=int, help="CHIME_TICKER_BATCH_SIZE (default: settings)")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw reference")
     args = parser.parse_args()
-    raw = await raw_reference(args.total)
-    line(**raw)
-    chime = await chime_scenario(args.total, args.tickers)
+    raw = {"rate_per_s": None} if args.no_raw else await raw_reference(args.total)
+    if not args.no_raw:
+        line(**raw)
+    chime = await chime_scenario(args.total, args.tickers, args.batch)
     if chime["rate_per_s"] and raw["rate_per_s"]:
         chime["fraction_of_raw"] = round(chime["rate_per_s"] / raw["rate_per_s"], 3)
     line(**chime)

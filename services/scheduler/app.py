@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord
 from faststream import FastStream
 
 from services.scheduler.commands import Context, apply_command, rejected_result
+from services.scheduler.creates import apply_creates
 from shared.auth import Authenticator, Denied, command_scope
 from shared.clock import Clock
 from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
@@ -70,15 +71,32 @@ class CommandConsumer:
         what = kind[:64] if isinstance(kind, str) else "a command"
         return self.auth.check(record.headers, tenant, command_scope(kind), what)
 
+    async def _results(
+        self, conn: Any, bodies: list[tuple[dict[str, Any], Denied | None]]
+    ) -> list[dict[str, Any]]:
+        """One result per body, in order; runs of consecutive creates are applied in bulk."""
+        results: list[dict[str, Any]] = []
+        run: list[dict[str, Any]] = []
+        for body, denied in [*bodies, (None, None)]:
+            if body is not None and denied is None and body.get("type") == "schedule.create":
+                run.append(body)
+                continue
+            if run:
+                results += await apply_creates(conn, run, self.clock.now(), self.context)
+                run = []
+            if body is None:
+                break
+            if denied is None:
+                results.append(await apply_command(conn, body, self.clock.now(), self.context))
+            else:  # refused before reading the database: nothing changes
+                error = ErrorItem(code=denied.code, message=denied.message, field=denied.field)
+                results.append(rejected_result(body, [error], self.clock.now()))
+        return results
+
     async def _apply(self, bodies: list[tuple[dict[str, Any], Denied | None]]) -> list[Outgoing]:
         out = []
         async with self.pool.acquire() as conn, conn.transaction():
-            for body, denied in bodies:
-                if denied is None:
-                    result = await apply_command(conn, body, self.clock.now(), self.context)
-                else:  # refused before reading the database: nothing changes
-                    error = ErrorItem(code=denied.code, message=denied.message, field=denied.field)
-                    result = rejected_result(body, [error], self.clock.now())
+            for (body, _), result in zip(bodies, await self._results(conn, bodies), strict=True):
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
                 kind = str(body.get("type"))[:64]

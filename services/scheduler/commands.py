@@ -19,12 +19,13 @@ from shared.contracts import (
     CommandResult,
     ErrorItem,
     ResultMeta,
+    ScheduleView,
     errors_from_validation,
 )
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
 
-__all__ = ["Context", "apply_command", "rejected_result"]
+__all__ = ["Context", "apply_command", "body_hash", "rejected_result", "success_result"]
 
 Q = load_queries()
 log = logging.getLogger("chime.scheduler")
@@ -50,7 +51,7 @@ def rejected_result(raw: dict[str, Any], errors: list[ErrorItem], now: datetime)
     return result.to_wire()
 
 
-def _body_hash(env: CommandEnvelope) -> str:
+def body_hash(env: CommandEnvelope) -> str:
     body = orjson.dumps({"type": env.type, "data": env.data}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(body).hexdigest()
 
@@ -86,7 +87,7 @@ async def _apply(
     except ValidationError as exc:
         return rejected_result(raw, errors_from_validation(exc), now)
     meta = env.meta
-    digest = _body_hash(env)
+    digest = body_hash(env)
     if (replay := await _replay(conn, env, raw, digest, now)) is not None:
         return replay
     try:
@@ -146,7 +147,10 @@ async def _dispatch(
             f"command type {env.type!r} is not supported: use one of {', '.join(COMMAND_TYPES)}",
             "type",
         )
-    view = await handler(conn, env, now, ctx)
+    return success_result(env, await handler(conn, env, now, ctx), now)
+
+
+def success_result(env: CommandEnvelope, view: ScheduleView, now: datetime) -> dict[str, Any]:
     meta = ResultMeta(
         command_id=env.meta.command_id,
         correlation_id=env.meta.correlation_id,

@@ -28,7 +28,15 @@ from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
 
-__all__ = ["HANDLERS", "PAYLOAD_LIMIT", "RESULT_TYPES", "Context", "insert_actions"]
+__all__ = [
+    "HANDLERS",
+    "PAYLOAD_LIMIT",
+    "RESULT_TYPES",
+    "Context",
+    "Prepared",
+    "insert_actions",
+    "prepare",
+]
 
 Q = load_queries()
 PAYLOAD_LIMIT = 256 * 1024
@@ -78,7 +86,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data") -> Prepared:
+def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data") -> Prepared:
     """Compile and check a definition; `prefix` is where its fields sit in the command."""
     try:
         series, cron_expression = compile_series(spec, now)
@@ -278,7 +286,7 @@ async def _insert(
 
 async def _create(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
     spec = parse(ScheduleSpec, env.data)
-    return await _insert(conn, uuid.uuid4(), env, _prepare(spec, now, ctx), now)
+    return await _insert(conn, uuid.uuid4(), env, prepare(spec, now, ctx), now)
 
 
 async def _overwrite(
@@ -312,7 +320,7 @@ async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Conte
     else:
         schedule_id = uuid.uuid4()
         row = await conn.fetchrow(Q.get_schedule_by_name, tenant, spec.namespace, spec.name)
-    prepared = _prepare(spec, now, ctx)
+    prepared = prepare(spec, now, ctx)
     if row is None:
         if data.expected_version is not None:
             raise CommandError.of(
@@ -350,7 +358,7 @@ async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
         k: v for k, v in row["spec"].items() if not (k == "trigger" and "trigger" in data.changes)
     }
     spec = parse(ScheduleSpec, _merge_patch(stored, data.changes), "data.changes")
-    prepared = _prepare(spec, now, ctx, "data.changes")
+    prepared = prepare(spec, now, ctx, "data.changes")
     state = row["state"]
     if {"enabled", "active"} & data.changes.keys() or state == "COMPLETED":
         state = "ACTIVE" if spec.enabled else "PAUSED"

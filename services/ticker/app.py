@@ -16,7 +16,14 @@ from services.dashboard.api import dashboard_routes
 from services.ticker.engine import Ticker
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
-from shared.messaging import Outgoing, build_broker, ensure_topics, publish_all, retry_forever
+from shared.messaging import (
+    BatchSender,
+    Outgoing,
+    build_broker,
+    ensure_topics,
+    publish_all,
+    retry_forever,
+)
 from shared.persistence.database import ALL_TENANTS, connect, create_pool
 from shared.runtime import Publishes, ServiceRuntime, declare_publishers, service_app
 from shared.settings import Settings
@@ -61,8 +68,15 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
     pools: list[asyncpg.Pool] = []
     claimer = settings.ticker_id or f"{socket.gethostname()}:{os.getpid()}"
 
+    # Without tracing, rounds go out as record batches; with it, per message through FastStream
+    # (each gets its span).
+    sender = None if settings.otlp_endpoint else BatchSender(settings)
+
     async def publish(messages: Sequence[Outgoing]) -> None:
-        await publish_all(broker, messages)
+        if sender is None:
+            await publish_all(broker, messages)
+        else:
+            await sender.send(messages)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -75,12 +89,16 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
                 ),
             )
         )
+        if sender is not None:
+            await retry_forever("connecting the producer", sender.start)
         await runtime.start_http()
         runtime.watch(pools[0])
         try:
             yield
         finally:
             await runtime.stop()
+            if sender is not None:
+                await sender.stop()
             await pools[0].close()
 
     async def start_loops() -> None:

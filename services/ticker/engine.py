@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,32 @@ class Round:
     held: list[uuid.UUID] = field(default_factory=list)
 
 
+@dataclass
+class Claimed:
+    """A claimed and decided batch, waiting to be dispatched."""
+
+    rows: list[Any]
+    decided: Round
+    fired_at: datetime
+    guarded: set[uuid.UUID]  # its schedules that have an overlap policy
+
+
+class _Instants:
+    """The instants of one round, formatted once: when it fired, and its ack deadlines."""
+
+    def __init__(self, fired_at: datetime) -> None:
+        self.fired_at = fired_at
+        self.fired = format_instant(fired_at)
+        self._deadlines: dict[int, tuple[datetime, str]] = {}
+
+    def deadline(self, ack_timeout_ms: int) -> tuple[datetime, str]:
+        found = self._deadlines.get(ack_timeout_ms)
+        if found is None:
+            at = self.fired_at + timedelta(milliseconds=ack_timeout_ms)
+            found = self._deadlines[ack_timeout_ms] = (at, format_instant(at))
+        return found
+
+
 class Ticker:
     def __init__(
         self,
@@ -77,6 +104,9 @@ class Ticker:
         self.max_idle = settings.ticker_max_idle_seconds
         self.metrics = metrics or Metrics()
         self.claimer = claimer
+        # Schedules (with an overlap policy) of rounds being dispatched, and those holding one.
+        self._dispatching: set[uuid.UUID] = set()
+        self._holding: set[uuid.UUID] = set()
 
     async def tick(self) -> int:
         """One round: fire what is due now, then expire overdue attempts. Returns the work done."""
@@ -85,43 +115,68 @@ class Ticker:
     # --- firing -------------------------------------------------------------------------------
 
     async def fire_due(self) -> int:
+        """Claim one batch of due occurrences and dispatch it (publish, then mark)."""
+        claimed = await self._claim()
+        if claimed is None:
+            return 0
+        await self._dispatch(claimed)
+        return len(claimed.rows)
+
+    async def _claim(self) -> Claimed | None:
+        """Claim a batch (leased to this ticker), store series successors, decide each row."""
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 Q.claim_due, now, self.batch_size, self.claimer, now + self.lease
             )
             if not rows:
-                return 0
+                return None
             await preload(conn, rows)
             await self._advance_series(conn, rows, now)
             busy, buffered = await self._overlap_state(conn, rows)
+        # Rounds still being dispatched are in flight too, though not yet marked.
+        busy |= self._dispatching
+        buffered |= self._holding
         fired_at = self.clock.now()
         decided = self._decide(rows, fired_at, busy, buffered)
-        await self._publish_renewing([r["id"] for r in rows], decided.messages)
+        guarded = {r["schedule_id"] for r in rows if compiled(r)[0].policy.overlap != "ALLOW"}
+        return Claimed(rows, decided, fired_at, guarded)
+
+    async def _dispatch(self, claimed: Claimed) -> None:
+        """Publish a claimed round (renewing its lease while the broker is slow), then mark it."""
+        rows, decided, fired_at = claimed.rows, claimed.decided, claimed.fired_at
+        held_ids = set(decided.held)
+        held = {r["schedule_id"] for r in rows if r["id"] in held_ids}
+        self._dispatching |= claimed.guarded
+        self._holding |= held
+        try:
+            await self._publish_renewing([r["id"] for r in rows], decided.messages)
+            async with self.pool.acquire() as conn, conn.transaction():
+                if decided.fired:
+                    await conn.execute(
+                        Q.mark_dispatched,
+                        decided.fired,
+                        fired_at,
+                        self.claimer,
+                        decided.deadlines,
+                        decided.misfired,
+                    )
+                if decided.skipped:
+                    await conn.execute(
+                        Q.mark_skipped, decided.skipped, fired_at, self.claimer, decided.reasons
+                    )
+                if decided.held:
+                    await conn.execute(Q.hold_actions, decided.held, fired_at, self.claimer)
+        finally:
+            self._dispatching -= claimed.guarded
+            self._holding -= held
         fired_ids = set(decided.fired)
-        async with self.pool.acquire() as conn, conn.transaction():
-            if decided.fired:
-                await conn.execute(
-                    Q.mark_dispatched,
-                    decided.fired,
-                    fired_at,
-                    self.claimer,
-                    decided.deadlines,
-                    decided.misfired,
-                )
-            if decided.skipped:
-                await conn.execute(
-                    Q.mark_skipped, decided.skipped, fired_at, self.claimer, decided.reasons
-                )
-            if decided.held:
-                await conn.execute(Q.hold_actions, decided.held, fired_at, self.claimer)
         self.metrics.claim_batch.observe(len(rows))
         self.metrics.actions_fired.inc(len(decided.fired))
         self.metrics.actions_skipped.inc(len(decided.skipped))
         for row in rows:
             if row["id"] in fired_ids:
                 self.metrics.firing_lateness.observe((fired_at - row["fire_at"]).total_seconds())
-        return len(rows)
 
     async def _advance_series(
         self, conn: asyncpg.Connection, rows: list[Any], now: datetime
@@ -184,6 +239,7 @@ class Ticker:
     ) -> Round:
         out = Round()
         busy = set(busy)
+        instants = _Instants(now)
         for row in sorted(rows, key=lambda r: r["fire_at"]):
             spec, _ = compiled(row)
             policy, schedule = spec.policy, row["schedule_id"]
@@ -207,7 +263,7 @@ class Ticker:
                 out.skipped.append(row["id"])
                 out.reasons.append(reason)
                 continue
-            message, deadline = self._due_event(row, now, bool(misfire and misfire.misfired))
+            message, deadline = self._due_event(row, instants, bool(misfire and misfire.misfired))
             out.messages.append(message)
             out.fired.append(row["id"])
             out.deadlines.append(deadline)
@@ -255,21 +311,21 @@ class Ticker:
             correlation_id=str(row["id"]),
         )
 
-    def _due_event(self, row: Any, fired_at: datetime, misfired: bool) -> tuple[Outgoing, datetime]:
+    def _due_event(
+        self, row: Any, instants: _Instants, misfired: bool
+    ) -> tuple[Outgoing, datetime]:
         spec, _ = compiled(row)
-        deadline = fired_at + timedelta(milliseconds=row["ack_timeout_ms"])
+        deadline, deadline_text = instants.deadline(row["ack_timeout_ms"])
         fields = occurrence_fields(row)
         action_id, schedule_id = fields["actionId"], fields["scheduleId"]
         body = {
             "type": "action.due",
-            "meta": event_meta(
-                f"{action_id}:{row['attempt']}", format_instant(fired_at), row["tenant"]
-            ),
+            "meta": event_meta(f"{action_id}:{row['attempt']}", instants.fired, row["tenant"]),
             "data": {
                 **fields,
-                "firedAt": format_instant(fired_at),
+                "firedAt": instants.fired,
                 "attempt": row["attempt"],
-                "ackDeadline": format_instant(deadline),
+                "ackDeadline": deadline_text,
                 "idempotencyKey": f"{schedule_id}/{fields['dueAt']}",
                 "payload": row["payload"] if row["payload"] is not None else spec.action.payload,
                 "labels": spec.labels,
@@ -348,15 +404,37 @@ class Ticker:
         wake: asyncio.Event,
         on_health: Callable[[bool], None] | None = None,
     ) -> None:
-        """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle."""
+        """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle.
+
+        Rounds are pipelined: the next batch is claimed and decided while the previous one is
+        being published and marked (at most one round dispatching at a time).
+        """
+        dispatching: asyncio.Task[None] | None = None
+        expired_at = 0.0
         while not stop.is_set():
             try:
-                done = await retry_forever("firing due occurrences", self.tick, on_health)
+                claimed = await retry_forever("claiming due occurrences", self._claim, on_health)
+                if dispatching is not None:
+                    await dispatching
+                    dispatching = None
+                if claimed is not None:
+                    dispatching = asyncio.create_task(self._dispatch_retrying(claimed, on_health))
+                    if len(claimed.rows) >= self.batch_size:
+                        if time.monotonic() - expired_at < 1.0:
+                            continue  # more is due: claim on, expire deadlines once a second
+                    else:
+                        await dispatching
+                        dispatching = None
+                expired_at = time.monotonic()
+                if await retry_forever("expiring deadlines", self.expire_overdue, on_health):
+                    continue
             except Exception:  # a bug must not stop the ticker: claims are retried after the lease
                 log.exception("ticker round failed")
+                if dispatching is not None and dispatching.done():
+                    dispatching = None
                 await asyncio.sleep(1.0)
                 continue
-            if done >= self.batch_size:
+            if claimed is not None and len(claimed.rows) >= self.batch_size:
                 continue
             wake.clear()  # before asking: a NOTIFY after this point still wakes us
             nxt = await retry_forever("finding the next due time", self.next_wake, on_health)
@@ -371,3 +449,14 @@ class Ticker:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+        if dispatching is not None:
+            try:
+                await dispatching  # drain: the round in flight is published and marked
+            except Exception:
+                log.exception("the last round failed; its claims are retried after the lease")
+
+    async def _dispatch_retrying(
+        self, claimed: Claimed, on_health: Callable[[bool], None] | None
+    ) -> None:
+        """Dispatch a round until it succeeds: a republished event keeps its eventId."""
+        await retry_forever("dispatching a round", lambda: self._dispatch(claimed), on_health)

@@ -29,8 +29,9 @@ SCHEMA_VERSION = 1
 
 def format_instant(value: datetime) -> str:
     """UTC ISO-8601 with `Z`, milliseconds kept only when present."""
-    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return text + "Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"  # drops "+00:00"
 
 
 def _aware_utc(value: datetime) -> datetime:

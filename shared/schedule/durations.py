@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from shared.schedule.errors import ScheduleError
 
@@ -15,6 +16,7 @@ _DURATION = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # the ticker reads a policy's durations for every occurrence
 def parse_duration(text: str, field: str = "duration") -> timedelta:
     """Parse a fixed-length ISO-8601 duration. Years and months are rejected: they vary."""
     if not isinstance(text, str):

@@ -332,3 +332,33 @@ def test_series_respects_its_window(expression, zone, start, lead, span, limit) 
         if t >= starts_at:
             inside.append(t)
     assert times == inside[: min(10, limit or 10)]
+
+
+def _cron_field(high: int) -> st.SearchStrategy[str]:
+    """Tokens of a minute (high 59) or hour (high 23) field: *, */n, lists, stepped ranges."""
+    return st.one_of(
+        st.just("*"),
+        st.integers(1, high).map(lambda n: f"*/{n}"),
+        st.lists(st.integers(0, high), min_size=1, max_size=4, unique=True).map(
+            lambda v: ",".join(map(str, v))
+        ),
+        st.tuples(
+            st.integers(0, high // 2), st.integers(high // 2 + 1, high), st.integers(1, 5)
+        ).map(lambda t: f"{t[0]}-{t[1]}/{t[2]}"),
+    )
+
+
+@given(
+    minute=_cron_field(59),
+    hour=_cron_field(23),
+    start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+)
+def test_every_day_shortcut_agrees_with_croniter(minute: str, hour: str, start: datetime) -> None:
+    from croniter import croniter
+
+    from shared.schedule.cron.unix import _every_day, _next_in_day
+
+    expression = f"{minute} {hour} * * *"
+    every_day = _every_day(expression)
+    assert every_day is not None
+    assert _next_in_day(every_day, start) == croniter(expression, start).get_next(datetime)

@@ -281,3 +281,31 @@ SELECT date_trunc('minute', at) AS minute,
 FROM action_history
 WHERE at > $1::timestamptz - make_interval(mins => $2) AND at <= $1
 GROUP BY 1 ORDER BY 1;
+
+-- name: insert_schedules
+-- Many new schedules of one tenant at once (schedule.create in bulk).
+INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
+                       ack_timeout_ms, created_at, updated_at)
+SELECT s.id, $2, s.namespace, s.name, s.state, 1, s.spec, s.cron_expression, s.ack_timeout_ms,
+       $8, $8
+FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+            $9::bigint[])
+     AS s(id, namespace, name, state, spec, cron_expression, ack_timeout_ms);
+
+-- name: processed_among
+-- Which of these command ids / idempotency keys of one tenant were applied already.
+SELECT command_id, idempotency_key FROM processed_commands
+WHERE tenant = $1 AND (command_id = ANY($2::text[]) OR idempotency_key = ANY($3::text[]));
+
+-- name: names_taken
+-- Which of these (namespace, name) pairs of one tenant belong to a live schedule.
+SELECT s.namespace, s.name FROM schedules s
+JOIN unnest($2::text[], $3::text[]) AS n(namespace, name)
+  ON s.namespace = n.namespace AND s.name = n.name
+WHERE s.tenant = $1 AND s.state <> 'DELETED';
+
+-- name: insert_processed_commands
+INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result, processed_at)
+SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $6
+FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[])
+     AS c(command_id, idempotency_key, body_hash, result);

@@ -7,8 +7,9 @@ like most peers, fires a daily 01:30 job twice on fall-back day).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from croniter import CroniterBadDateError, croniter
@@ -44,10 +45,52 @@ class CronSchedule:
     every_hour: bool
 
     def next_wall(self, start: datetime) -> datetime | None:
+        """The first wall time strictly after `start` (naive) that the expression matches."""
+        every_day = _every_day(self.expression)
+        if every_day is not None:
+            return _next_in_day(every_day, start)
+        walker = _walker(self.expression)  # parsed once; repositioned for each question
+        walker.set_current(start, force=True)
         try:
-            return croniter(self.expression, start).get_next(datetime)
+            return walker.get_next(datetime)
         except CroniterBadDateError:  # no match in croniter's search span (e.g. 30 Feb)
             return None
+
+
+@lru_cache(maxsize=4096)
+def _every_day(expression: str) -> tuple[list[int], list[int]] | None:
+    """(hours, minutes) of an expression that matches every day (`30 1 * * *`, `*/5 * * * *`,
+    daily triggers), else None. Those are answered without croniter: it spends most of a
+    command's time walking them (tests check both agree)."""
+    minute, hour, dom, month, dow = expression.split(" ")
+    if (dom, month, dow) != ("*", "*", "*"):
+        return None
+    return (
+        sorted(expand(hour, _UNIX_FIELDS[1], expression)),
+        sorted(expand(minute, _UNIX_FIELDS[0], expression)),
+    )
+
+
+def _next_in_day(every_day: tuple[list[int], list[int]], start: datetime) -> datetime:
+    hours, minutes = every_day
+    at = start.replace(second=0, microsecond=0) + timedelta(minutes=1)  # strictly after start
+    day = at.replace(hour=0, minute=0)
+    i = bisect_left(hours, at.hour)
+    if i < len(hours) and hours[i] == at.hour:
+        j = bisect_left(minutes, at.minute)
+        if j < len(minutes):
+            return day.replace(hour=at.hour, minute=minutes[j])
+        i += 1
+    if i < len(hours):
+        return day.replace(hour=hours[i], minute=minutes[0])
+    return (day + timedelta(days=1)).replace(hour=hours[0], minute=minutes[0])
+
+
+@lru_cache(maxsize=4096)
+def _walker(expression: str) -> croniter:
+    """One croniter per expression: parsing it is most of the cost of a question. Safe to
+    share: each use repositions it and asks at once, without yielding to the event loop."""
+    return croniter(expression, datetime(2000, 1, 1))
 
 
 def parse_unix(text: str, original: str) -> CronSchedule:

@@ -1,0 +1,76 @@
+"""Ack ingest: N occurrences fired, then N `action.ack` SUCCEEDED on chime.actions.acks, each
+applied and announced on chime.actions.events.
+
+    python -m bench.ack_ingest [--total 100000] [--ackers 1]
+
+Set-up through the public surface: schedules created by commands, fired by the ticker, read
+back from chime.actions.due. The acks are published before the acker(s) start; the figure is
+acks applied per second, from the first state change announced to the last. One JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from bench.command_ingest import publish
+from bench.common import line, load_through_commands, receive, rss_mib, servers
+from tests.processes import Services
+
+
+async def scenario(total: int, ackers: int) -> dict:
+    async with servers("acks") as settings:
+        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
+        await running.start("scheduler")
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        await load_through_commands(settings, total, due)
+        await running.start("ticker")
+        fired = await receive(settings, settings.topics.actions_due, total, 600)
+        acks = [
+            orjson.dumps(
+                {
+                    "type": "action.ack",
+                    "meta": {"tenant": "bench"},
+                    "data": {
+                        "actionId": due_event["data"]["actionId"],
+                        "attempt": due_event["data"]["attempt"],
+                        "state": "SUCCEEDED",
+                        "output": {"ok": True},
+                    },
+                }
+            )
+            for _, due_event in fired
+        ]
+        publish_s = await publish(settings, settings.topics.actions_acks, acks)
+        await asyncio.gather(*(running.start(f"acker-{i}") for i in range(ackers)))
+        events = await receive(settings, settings.topics.actions_events, len(acks), 900)
+        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
+        await running.stop_all()
+    times = [t for t, _ in events]
+    span = max(times) - min(times) if len(times) > 1 else 0.0
+    states = [v["data"].get("state") for _, v in events if v["type"] == "action.state-changed"]
+    return {
+        "scenario": "ack_ingest",
+        "total": len(acks),
+        "ackers": ackers,
+        "applied": states.count("SUCCEEDED"),
+        "ignored": sum(1 for _, v in events if v["type"] == "action.ack-ignored"),
+        "rate_per_s": round(len(events) / span) if span else None,
+        "publish_s": round(publish_s, 2),
+        "rss_mib": rss,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--total", type=int, default=100_000)
+    parser.add_argument("--ackers", type=int, default=1)
+    args = parser.parse_args()
+    line(**await scenario(args.total, args.ackers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,78 @@
+"""Firing lateness under a steady load: occurrences due at a constant rate (default 5,000/s for
+60 s), each `action.due` timed as it is received: received - dueAt, p50/p99/max.
+
+    python -m bench.steady_lateness [--rate 5000] [--seconds 60]
+
+The occurrences are loaded through schedule.create commands before the first one is due; the
+ticker then fires them as they fall due while a plain consumer reads them. `--seconds 1800`
+is the soak: row churn must not slow the claim over time (see `lateness_by_minute`).
+One JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from bench.common import line, load_through_commands, receive, rss_mib, servers
+from tests.processes import Services
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def scenario(rate: int, seconds: int) -> dict:
+    total = rate * seconds
+    async with servers("steady") as settings:
+        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
+        await running.start("scheduler")
+        start = datetime.now(UTC) + timedelta(seconds=15 + total / 10_000)
+        step = timedelta(seconds=1 / rate)
+        load_s = await load_through_commands(settings, total, lambda i: start + i * step)
+        assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
+        await running.start("ticker")
+        received = await receive(settings, settings.topics.actions_due, total, seconds + 120)
+        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
+        await running.stop_all()
+    late = []
+    by_minute: dict[int, list[float]] = {}
+    for at, value in received:
+        due = datetime.fromisoformat(value["data"]["dueAt"]).timestamp()
+        late.append(at - due)
+        by_minute.setdefault(int((due - start.timestamp()) // 60), []).append(at - due)
+    ids = [v["data"]["actionId"] for _, v in received]
+    ms = 1000
+    return {
+        "scenario": "steady_lateness",
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "received": len(received),
+        "duplicates": len(ids) - len(set(ids)),
+        "misses": total - len(set(ids)),
+        "early": sum(1 for x in late if x < 0),
+        "lateness_ms": {
+            "p50": round(percentile(late, 0.50) * ms, 1),
+            "p99": round(percentile(late, 0.99) * ms, 1),
+            "max": round(max(late) * ms, 1),
+        },
+        "lateness_by_minute_p99_ms": {
+            m: round(percentile(v, 0.99) * ms, 1) for m, v in sorted(by_minute.items())
+        },
+        "load_commands_s": round(load_s, 2),
+        "rss_mib": rss,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=60)
+    args = parser.parse_args()
+    line(**await scenario(args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,171 @@
+"""`apply_creates` (a run of creates in a few multi-row statements) answers and stores exactly
+what `apply_command` does one by one, including every way a create can go wrong in a batch."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from services.scheduler.commands import Context, apply_command
+from services.scheduler.creates import apply_creates
+from shared.persistence.database import connect
+from tests.integration.helpers import command, schedule
+from tests.servers import PostgresHandle
+
+NOW = datetime(2030, 3, 30, 12, 0, tzinfo=UTC)
+CTX = Context(action_topics=frozenset({"allowed.topic"}))
+DAILY = {"kind": "daily", "hours": 1, "minutes": 30}
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture
+async def twin(postgres: PostgresHandle, migrated_template: str) -> AsyncIterator[str]:
+    """A second fresh database, to apply the same commands the other way."""
+    name = f"chime_twin_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
+    finally:
+        await admin.close()
+    yield postgres.database_url(name)
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def _batch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(commands applied before, the batch)."""
+    before = [
+        command("schedule.create", schedule("taken", trigger=DAILY), commandId="pre-1"),
+        command("schedule.create", schedule("seen", trigger=DAILY), commandId="seen-1"),
+    ]
+    first = command(
+        "schedule.create",
+        schedule("a", trigger=DAILY, timezone="Europe/London", labels={"team": "x"}),
+    )
+    again = dict(first, meta={**first["meta"], "correlationId": "again"})
+    batch = [
+        first,
+        command(
+            "schedule.create",
+            schedule("b", trigger={"kind": "cron", "expression": "*/5 * * * *"}),
+            tenant="acct-2",
+        ),
+        command(
+            "schedule.create",
+            schedule(
+                "c",
+                trigger={"kind": "interval", "every": "PT1H"},
+                actions=[
+                    {"type": "START", "at": "2030-04-01T08:00:00Z", "id": "s1"},
+                    {"type": "STOP", "at": "2030-04-01T20:00:00Z", "payload": {"why": 1}},
+                ],
+            ),
+        ),
+        command(
+            "schedule.create",
+            schedule(
+                "d",
+                trigger=DAILY,
+                enabled=False,
+                actions=[{"type": "START", "at": "2030-04-02T08:00:00Z"}],
+            ),
+        ),
+        command(
+            "schedule.create", schedule("e", trigger={"kind": "cron", "expression": "61 * * * *"})
+        ),
+        {
+            "type": "schedule.create",
+            "meta": {"tenant": "acct-1"},
+            "data": schedule("z", trigger=DAILY),
+        },
+        again,  # same commandId as `first`: its result again
+        command("schedule.create", schedule("a", trigger=DAILY)),  # name taken in this run
+        command("schedule.create", schedule("taken", trigger=DAILY)),  # name taken before
+        command("schedule.create", schedule("seen", trigger=DAILY), commandId="seen-1"),  # replay
+        command("schedule.create", schedule("f", trigger=DAILY), idempotencyKey="k1"),
+        command("schedule.create", schedule("g", trigger=DAILY), idempotencyKey="k1"),  # conflict
+        command(
+            "schedule.create", schedule("h", trigger={"kind": "once", "at": "2020-01-01T00:00:00Z"})
+        ),
+        command(
+            "schedule.create",
+            schedule("i", trigger=DAILY, action={"type": "x", "topic": "not.allowed"}),
+        ),
+        command(
+            "schedule.create",
+            schedule("j", trigger=DAILY, action={"type": "x", "topic": "allowed.topic"}),
+            tenant="acct-2",
+        ),
+        command("schedule.create", schedule("b", trigger=DAILY)),  # same name, other tenant
+    ]
+    return before, batch
+
+
+def _normal(value: Any) -> Any:
+    """The value with its UUIDs numbered by first appearance (ids are random)."""
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    names: dict[str, str] = {}
+    return orjson.loads(UUID.sub(lambda m: names.setdefault(m[0], f"<uuid-{len(names)}>"), text))
+
+
+async def _stored(conn: asyncpg.Connection) -> dict[str, Any]:
+    schedules = await conn.fetch(
+        "SELECT tenant, namespace, name, state, version, spec, cron_expression, ack_timeout_ms, "
+        "created_at, updated_at FROM schedules ORDER BY tenant, namespace, name"
+    )
+    actions = await conn.fetch(
+        "SELECT a.tenant, s.name, a.seq, a.origin, a.client_id, a.type, a.payload, a.due_at, "
+        "a.fire_at, a.state, a.attempt FROM actions a JOIN schedules s ON s.id = a.schedule_id "
+        "ORDER BY a.tenant, s.name, a.due_at, a.type"
+    )
+    processed = await conn.fetch(
+        "SELECT tenant, command_id, idempotency_key, body_hash, result FROM processed_commands "
+        "ORDER BY tenant, command_id"
+    )
+    rows = {
+        "schedules": [dict(r) for r in schedules],
+        "actions": [dict(r) for r in actions],
+        "processed": [dict(r, result=_normal(r["result"])) for r in processed],
+    }
+    return orjson.loads(orjson.dumps(rows, default=str))
+
+
+async def test_bulk_and_one_by_one_agree(database_url: str, twin: str) -> None:
+    before, batch = _batch()
+    outcomes = []
+    for url, bulk in ((database_url, True), (twin, False)):
+        conn = await connect(url, tenant=None)
+        try:
+            async with conn.transaction():
+                for body in before:
+                    await apply_command(conn, body, NOW, CTX)
+            async with conn.transaction():
+                if bulk:
+                    results = await apply_creates(conn, batch, NOW, CTX)
+                else:
+                    results = [await apply_command(conn, body, NOW, CTX) for body in batch]
+            outcomes.append((results, await _stored(conn)))
+        finally:
+            await conn.close()
+    (bulk_results, bulk_rows), (single_results, single_rows) = outcomes
+    assert len(bulk_results) == len(batch)
+    kinds = [r["type"] for r in single_results]
+    codes = [r["errors"][0]["code"] if r["errors"] else None for r in single_results]
+    # The batch does exercise every path.
+    assert kinds.count("schedule.created") == 10, kinds  # 2 of them replays
+    assert {"VALIDATION", "CONFLICT", "FORBIDDEN"} <= set(codes), codes
+    for i, (bulk, single) in enumerate(zip(bulk_results, single_results, strict=True)):
+        assert _normal(bulk) == _normal(single), f"command {i}"
+    assert _normal(bulk_rows["schedules"]) == _normal(single_rows["schedules"])
+    assert bulk_rows["actions"] == single_rows["actions"]
+    assert bulk_rows["processed"] == single_rows["processed"]
