@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from shared.persistence.queries import load_queries
 from shared.settings import Topics
 from shared.states import decide_ack
 
-__all__ = ["apply_ack", "refuse_ack"]
+__all__ = ["apply_ack", "apply_acks", "refuse_ack"]
 
 Q = load_queries()
 
@@ -52,30 +53,27 @@ def refuse_ack(ack: ActionAck, code: str, message: str, now: datetime, topics: T
     return _announce("action.ack-ignored", ack, now, topics, key, reason=f"{code}: {message}")[0]
 
 
-async def apply_ack(
-    conn: asyncpg.Connection,
-    ack: ActionAck,
-    now: datetime,
-    topics: Topics,
-    rand: Callable[[], float],
-    metrics: Metrics | None = None,
-) -> list[Outgoing]:
-    """Apply one ack in the caller's transaction; returns the events to publish."""
-    try:
-        action_id = uuid.UUID(ack.data.action_id)
-    except ValueError:
-        action_id = None
-    await conn.execute(Q.set_tenant, ack.meta.tenant)
-    row = await conn.fetchrow(Q.lock_action, action_id, ack.meta.tenant) if action_id else None
+@dataclass
+class _Change:
+    """An ack that moves its occurrence to RUNNING or SUCCEEDED (written by the caller)."""
+
+    row: Any
+    state: str
+    deadline: datetime | None
+
+
+def _decide(
+    ack: ActionAck, row: Any, now: datetime, topics: Topics
+) -> tuple[list[Outgoing], _Change | None, bool]:
+    """(events, the change to write or None, whether it ends the attempt as FAILED)."""
     key = (str(row["schedule_id"]) if row else ack.data.action_id).encode()
 
     def announce(kind: str, **data: Any) -> list[Outgoing]:
         return _announce(kind, ack, now, topics, key, **data)
 
     if row is None:
-        return announce(
-            "action.ack-ignored", reason="UNKNOWN_ACTION: no such action for this tenant"
-        )
+        reason = "UNKNOWN_ACTION: no such action for this tenant"
+        return announce("action.ack-ignored", reason=reason), None, False
     in_flight = row["claimed_by"] is not None or row["fired_at"] is not None
     decision = decide_ack(row["state"], row["attempt"], in_flight, ack.data.state, ack.data.attempt)
     common = {"scheduleId": str(row["schedule_id"]), "previousState": row["state"]}
@@ -87,33 +85,128 @@ async def apply_ack(
             # The first copy may have been applied by an acker that died before announcing
             # it: announce the state change again, with the same eventId.
             again = {**common, "previousState": None}
-            return announce("action.state-changed", state=row["state"], **again) + ignored
-        return ignored
+            return (
+                announce("action.state-changed", state=row["state"], **again) + ignored,
+                None,
+                False,
+            )
+        return ignored, None, False
     if decision.new_state == "FAILED":
-        return await end_attempt(
-            conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics, metrics
-        )
+        return [], None, True
     deadline = (
         now + timedelta(milliseconds=row["ack_timeout_ms"]) if decision.renew_deadline else None
     )
-    await conn.execute(
-        Q.update_action_state, row["id"], row["version"], decision.new_state, deadline, now
-    )
-    await conn.execute(
-        Q.insert_history,
-        row["id"],
-        ack.data.attempt,
-        decision.new_state,
-        now,
-        ack.data.message,
-        ack.data.output,
-    )
-    if decision.new_state == "SUCCEEDED":
-        await conn.execute(Q.release_held, row["schedule_id"], now)
-    return announce(
+    changed = announce(
         "action.state-changed",
         state=decision.new_state,
         output=ack.data.output,
         reason=ack.data.message,
         **common,
     )
+    return changed, _Change(row, decision.new_state, deadline), False
+
+
+def _action_id(ack: ActionAck) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ack.data.action_id)
+    except ValueError:
+        return None
+
+
+async def apply_ack(
+    conn: asyncpg.Connection,
+    ack: ActionAck,
+    now: datetime,
+    topics: Topics,
+    rand: Callable[[], float],
+    metrics: Metrics | None = None,
+) -> list[Outgoing]:
+    """Apply one ack in the caller's transaction; returns the events to publish."""
+    action_id = _action_id(ack)
+    await conn.execute(Q.set_tenant, ack.meta.tenant)
+    row = await conn.fetchrow(Q.lock_action, action_id, ack.meta.tenant) if action_id else None
+    events, change, failed = _decide(ack, row, now, topics)
+    if failed:
+        return await end_attempt(
+            conn, row, "FAILED", ack.data.message, ack.data.output, now, rand, topics, metrics
+        )
+    if change is not None:
+        await _write(conn, [(ack, change)], now)
+    return events
+
+
+async def apply_acks(
+    conn: asyncpg.Connection,
+    acks: list[ActionAck],
+    now: datetime,
+    topics: Topics,
+    rand: Callable[[], float],
+    metrics: Metrics | None = None,
+) -> list[list[Outgoing]]:
+    """Apply a batch of acks in the caller's transaction, as `apply_ack` one by one would;
+    returns each ack's events.
+
+    Per tenant, one statement locks every occurrence the acks name, the decisions are made in
+    memory, and the RUNNING/SUCCEEDED changes are written with one UPDATE and one history
+    INSERT. An ack that fails its attempt (retry or dead letter), and any later ack of an
+    occurrence already changed in this batch, go through `apply_ack` after that.
+    """
+    events: dict[int, list[Outgoing]] = {}
+    one_by_one: list[int] = []
+    by_tenant: dict[str, list[int]] = {}
+    for index, ack in enumerate(acks):
+        by_tenant.setdefault(ack.meta.tenant, []).append(index)
+    for tenant, indexes in by_tenant.items():
+        await conn.execute(Q.set_tenant, tenant)
+        ids = list({a for i in indexes if (a := _action_id(acks[i])) is not None})
+        rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
+        touched: set[uuid.UUID | None] = set()
+        changes: list[tuple[ActionAck, _Change]] = []
+        for index in indexes:
+            ack = acks[index]
+            action_id = _action_id(ack)
+            if action_id in touched:
+                one_by_one.append(index)  # sees the change made above
+                continue
+            found, change, failed = _decide(ack, rows.get(action_id), now, topics)
+            if failed or change is not None:
+                touched.add(action_id)
+            if failed:
+                one_by_one.append(index)
+                continue
+            events[index] = found
+            if change is not None:
+                changes.append((ack, change))
+        await _write(conn, changes, now)
+    for index in sorted(one_by_one):
+        events[index] = await apply_ack(conn, acks[index], now, topics, rand, metrics)
+    return [events[index] for index in range(len(acks))]
+
+
+async def _write(
+    conn: asyncpg.Connection, changes: list[tuple[ActionAck, _Change]], now: datetime
+) -> None:
+    """Store RUNNING/SUCCEEDED changes (one per occurrence) with their history; a SUCCEEDED
+    occurrence releases the one held behind it (policy.overlap BUFFER_ONE)."""
+    if not changes:
+        return
+    await conn.execute(
+        Q.update_action_states,
+        [c.row["id"] for _, c in changes],
+        [c.row["version"] for _, c in changes],
+        [c.state for _, c in changes],
+        [c.deadline for _, c in changes],
+        now,
+    )
+    await conn.execute(
+        Q.insert_histories,
+        [c.row["id"] for _, c in changes],
+        [a.data.attempt for a, _ in changes],
+        [c.state for _, c in changes],
+        now,
+        [a.data.message for a, _ in changes],
+        [a.data.output for a, _ in changes],
+    )
+    succeeded = list({c.row["schedule_id"] for _, c in changes if c.state == "SUCCEEDED"})
+    if succeeded:
+        await conn.execute(Q.release_held, succeeded, now)

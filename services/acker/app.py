@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord
 from faststream import FastStream
 from pydantic import ValidationError
 
-from services.acker.acks import apply_ack, refuse_ack
+from services.acker.acks import apply_acks, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
@@ -79,15 +79,15 @@ class AckConsumer:
         return out
 
     async def _apply(self, acks: list[ActionAck]) -> list[Outgoing]:
-        out: list[Outgoing] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            for ack in acks:
-                events = await apply_ack(
-                    conn, ack, self.clock.now(), self.topics, self.rand, self.runtime.metrics
-                )
-                kind = orjson.loads(events[0].value)["type"]
-                self.runtime.metrics.acks.labels(ack.data.state, kind).inc()
-                out.extend(events)
+            per_ack = await apply_acks(
+                conn, acks, self.clock.now(), self.topics, self.rand, self.runtime.metrics
+            )
+        out: list[Outgoing] = []
+        for ack, events in zip(acks, per_ack, strict=True):
+            kind = orjson.loads(events[0].value)["type"]
+            self.runtime.metrics.acks.labels(ack.data.state, kind).inc()
+            out.extend(events)
         return out
 
 

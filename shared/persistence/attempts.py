@@ -91,7 +91,7 @@ async def end_attempt(
         metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
-    await conn.execute(Q.release_held, row["schedule_id"], now)
+    await conn.execute(Q.release_held, [row["schedule_id"]], now)
     history = [
         {
             "attempt": h["attempt"],

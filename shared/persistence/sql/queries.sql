@@ -150,7 +150,7 @@ WHERE id = ANY($1::uuid[]) AND claimed_by = $3;
 -- The running occurrence ended: the one buffered behind it (BUFFER_ONE) fires now.
 WITH released AS (
     UPDATE actions SET held = false, fire_at = $2, updated_at = $2
-    WHERE schedule_id = $1 AND state = 'PENDING' AND held
+    WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND held
     RETURNING id
 )
 SELECT pg_notify('chime_due', '') FROM released;
@@ -216,10 +216,23 @@ FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.id = $1 AND a.tenant = $2
 FOR UPDATE OF a;
 
--- name: update_action_state
-UPDATE actions
-SET state = $3, ack_deadline = COALESCE($4, ack_deadline), version = version + 1, updated_at = $5
-WHERE id = $1 AND version = $2;
+-- name: lock_actions
+-- lock_action for many occurrences of one tenant (acks in bulk), without the definition: an
+-- ack that needs it (FAILED: retry policy) is applied by lock_action's path.
+SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.claimed_by, a.fired_at,
+       s.ack_timeout_ms
+FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.id = ANY($1::uuid[]) AND a.tenant = $2
+ORDER BY a.id
+FOR UPDATE OF a;
+
+-- name: update_action_states
+-- Ack changes, one per occurrence (each locked, at the version it was read).
+UPDATE actions a
+SET state = u.state, ack_deadline = COALESCE(u.deadline, a.ack_deadline),
+    version = a.version + 1, updated_at = $5
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, version, state, deadline)
+WHERE a.id = u.id AND a.version = u.version;
 
 -- name: insert_manual_action
 INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, payload, due_at, fire_at, state,
@@ -229,6 +242,13 @@ VALUES ($1, $2, $3, NULL, 'MANUAL', $4, $5, $6, $6, 'PENDING', $6, $6);
 -- name: insert_history
 INSERT INTO action_history (action_id, attempt, state, at, message, output)
 VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: insert_histories
+INSERT INTO action_history (action_id, attempt, state, at, message, output)
+SELECT h.action_id, h.attempt, h.state, $4, h.message, h.output
+FROM unnest($1::uuid[], $2::int[], $3::text[], $5::text[], $6::jsonb[])
+     WITH ORDINALITY AS h(action_id, attempt, state, message, output, n)
+ORDER BY h.n;
 
 -- name: action_history
 SELECT attempt, state, at, message, output FROM action_history WHERE action_id = $1 ORDER BY id;

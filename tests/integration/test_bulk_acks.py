@@ -1,0 +1,149 @@
+"""`apply_acks` (a batch of acks in a few multi-row statements) announces and stores exactly what
+`apply_ack` does one by one: chained and duplicate acks, retries, dead letters, stale and
+unknown acks, another tenant's, and a buffered occurrence released."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.acker.acks import apply_ack, apply_acks
+from services.scheduler.commands import Context, apply_command
+from shared.contracts import ActionAck, format_instant
+from shared.persistence.database import connect
+from shared.settings import Topics
+from tests.integration.helpers import command, schedule
+from tests.integration.test_bulk_creates import twin  # noqa: F401 (fixture)
+
+NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+TOPICS = Topics("chime.")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _explicit(types: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"type": t, "at": format_instant(NOW - timedelta(minutes=30 - i))}
+        for i, t in enumerate(types)
+    ]
+
+
+async def _world(conn: asyncpg.Connection) -> dict[str, str]:
+    """Schedules with fired occurrences; returns action type -> action id."""
+    created = NOW - timedelta(hours=1)
+    bodies = [
+        command(
+            "schedule.create",
+            schedule(
+                "x",
+                actions=_explicit(["A1", "A2", "A3", "A4", "A5", "A6"]),
+                policy={"retry": {"maxAttempts": 2, "initialBackoff": "PT1M"}},
+            ),
+        ),
+        command(
+            "schedule.create",
+            schedule("y", actions=_explicit(["A7"]), policy={"retry": {"maxAttempts": 1}}),
+        ),
+        command(
+            "schedule.create",
+            schedule("z", actions=_explicit(["Z1", "Z2"]), policy={"overlap": "BUFFER_ONE"}),
+        ),
+    ]
+    async with conn.transaction():
+        for body in bodies:
+            result = await apply_command(conn, body, created, Context())
+            assert result["type"] == "schedule.created", result
+        await conn.execute(
+            "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, claimed_by = 't', "
+            "ack_deadline = $2 WHERE type <> 'A6' AND type <> 'Z2'",
+            NOW - timedelta(minutes=1),
+            NOW + timedelta(minutes=5),
+        )
+        await conn.execute("UPDATE actions SET held = true WHERE type = 'Z2'")
+    return {r["type"]: str(r["id"]) for r in await conn.fetch("SELECT id, type FROM actions")}
+
+
+def _acks(ids: dict[str, str]) -> list[ActionAck]:
+    def ack(action: str, state: str, attempt: int = 1, tenant: str = "acct-1") -> ActionAck:
+        return ActionAck.model_validate(
+            {
+                "type": "action.ack",
+                "meta": {"tenant": tenant},
+                "data": {
+                    "actionId": ids.get(action, action),
+                    "attempt": attempt,
+                    "state": state,
+                    "message": f"{action} {state}",
+                    "output": {"n": attempt},
+                },
+            }
+        )
+
+    return [
+        ack("A1", "RUNNING"),
+        ack("A2", "SUCCEEDED"),
+        ack("A1", "SUCCEEDED"),  # after its RUNNING in the same batch
+        ack("A2", "SUCCEEDED"),  # duplicate
+        ack("A3", "FAILED"),  # retried
+        ack("A4", "RUNNING", attempt=2),  # never fired
+        ack("A5", "SUCCEEDED", tenant="acct-2"),  # another tenant's
+        ack("not-a-uuid", "SUCCEEDED"),
+        ack("A6", "RUNNING"),  # not dispatched
+        ack("A7", "FAILED"),  # last attempt: dead letter
+        ack("Z1", "SUCCEEDED"),  # releases Z2
+        ack("A5", "RUNNING"),
+    ]
+
+
+def _normal(value: Any) -> Any:
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    names: dict[str, str] = {}
+    return orjson.loads(UUID.sub(lambda m: names.setdefault(m[0], f"<uuid-{len(names)}>"), text))
+
+
+async def _stored(conn: asyncpg.Connection) -> Any:
+    actions = await conn.fetch(
+        "SELECT type, state, attempt, version, ack_deadline, held, fire_at, fired_at, claimed_by "
+        "FROM actions ORDER BY type, attempt"
+    )
+    history = await conn.fetch(
+        "SELECT a.type, h.attempt, h.state, h.at, h.message, h.output FROM action_history h "
+        "JOIN actions a ON a.id = h.action_id ORDER BY a.type, h.id"
+    )
+    return orjson.loads(
+        orjson.dumps([[dict(r) for r in actions], [dict(r) for r in history]], default=str)
+    )
+
+
+async def test_bulk_and_one_by_one_agree(database_url: str, twin: str) -> None:  # noqa: F811
+    outcomes = []
+    for url, bulk in ((database_url, True), (twin, False)):
+        conn = await connect(url, tenant=None)
+        try:
+            acks = _acks(await _world(conn))
+            async with conn.transaction():
+                if bulk:
+                    per_ack = await apply_acks(conn, acks, NOW, TOPICS, lambda: 0.0)
+                else:
+                    per_ack = [await apply_ack(conn, a, NOW, TOPICS, lambda: 0.0) for a in acks]
+            events = [
+                [(o.topic, o.key is not None, orjson.loads(o.value)) for o in out]
+                for out in per_ack
+            ]
+            outcomes.append((events, await _stored(conn)))
+        finally:
+            await conn.close()
+    (bulk_events, bulk_rows), (single_events, single_rows) = outcomes
+    kinds = {e[2]["type"] for out in single_events for e in out}
+    reasons = {e[2]["data"].get("reason", "").split(":")[0] for out in single_events for e in out}
+    # The batch does exercise every path.
+    assert {"action.state-changed", "action.ack-ignored", "action.dead"} <= kinds, kinds
+    assert {"DUPLICATE", "UNKNOWN_ACTION", "UNKNOWN_ATTEMPT", "NOT_DISPATCHED"} <= reasons, reasons
+    for i, (bulk, single) in enumerate(zip(bulk_events, single_events, strict=True)):
+        assert _normal(bulk) == _normal(single), f"ack {i}"
+    assert bulk_rows == single_rows
+    released = [a for a in single_rows[0] if a["type"] == "Z2"]
+    assert released and released[0]["held"] is False
