@@ -25,6 +25,9 @@ lint: $(BIN)/chime
 
 bench: $(BIN)/chime
 	$(BIN)/python -m bench.fire_throughput
+	$(BIN)/python -m bench.command_ingest
+	$(BIN)/python -m bench.ack_ingest
+	$(BIN)/python -m bench.steady_lateness
 
 docs: $(BIN)/chime
 	$(BIN)/chime docs

@@ -63,6 +63,7 @@ async def receive(
         enable_auto_commit=False,
         max_poll_records=10_000,
         fetch_max_bytes=64 * 1024 * 1024,
+        fetch_max_wait_ms=5,  # a worker that wants events promptly asks often
     )
     await consumer.start()
     out: list[tuple[float, dict]] = []

@@ -1,5 +1,6 @@
-"""`chime import FILE`: schedules in bulk, straight into PostgreSQL, through the same code as
-`schedule.create` (validation, idempotency, first occurrences, ticker wake-up).
+"""`chime import FILE`: schedules in bulk, straight into PostgreSQL, through the scheduler's
+bulk `schedule.create` path (validation, idempotency, first occurrences, ticker wake-up), a
+chunk of lines per transaction and a few multi-row statements per chunk.
 
 FILE has one `schedule.create` data object per line (JSON Lines). Each line's command id is
 derived from its content, so importing a file again changes nothing: applied lines are
@@ -18,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from services.scheduler.commands import Context, apply_command
+from services.scheduler.commands import Context
+from services.scheduler.creates import apply_creates
 from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings
@@ -60,22 +62,25 @@ async def bulk_import(settings: Settings, path: Path, tenant: str, batch: int) -
             chunk = [c for _, c in zip(range(batch), commands, strict=False)]
             if not chunk:
                 break
+            now = datetime.now(UTC)
+            parsed = [(n, b) for n, b in chunk if not isinstance(b, str)]
             async with conn.transaction():
-                for number, body in chunk:
-                    now = datetime.now(UTC)
-                    if isinstance(body, str):
-                        error = {"code": "VALIDATION", "message": body, "field": None}
-                        result = {"type": "command.rejected", "errors": [error]}
-                    else:
-                        result = await apply_command(conn, body, now, context)
-                    if result["type"] == "command.rejected":
-                        counts["rejected"] += 1
-                        if len(rejected) < 20:
-                            rejected.append({"line": number, "errors": result["errors"]})
-                    elif result["meta"]["timestamp"] != format_instant(now):  # an earlier result
-                        counts["replayed"] += 1
-                    else:
-                        counts["created"] += 1
+                applied = await apply_creates(conn, [b for _, b in parsed], now, context)
+            results = dict(zip((n for n, _ in parsed), applied, strict=True))
+            for number, body in chunk:
+                if isinstance(body, str):
+                    error = {"code": "VALIDATION", "message": body, "field": None}
+                    result = {"type": "command.rejected", "errors": [error]}
+                else:
+                    result = results[number]
+                if result["type"] == "command.rejected":
+                    counts["rejected"] += 1
+                    if len(rejected) < 20:
+                        rejected.append({"line": number, "errors": result["errors"]})
+                elif result["meta"]["timestamp"] != format_instant(now):  # an earlier result
+                    counts["replayed"] += 1
+                else:
+                    counts["created"] += 1
             done += len(chunk)
             rate = done / max(time.monotonic() - started, 1e-9)
             print(

@@ -406,8 +406,9 @@ class Ticker:
     ) -> None:
         """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle.
 
-        Rounds are pipelined: the next batch is claimed and decided while the previous one is
-        being published and marked (at most one round dispatching at a time).
+        Rounds are pipelined: while one round is being published and marked, the next is
+        claimed and decided (at most one round dispatching at a time). The loop claims again at
+        once while claims find work, and sleeps only when nothing is due.
         """
         dispatching: asyncio.Task[None] | None = None
         expired_at = 0.0
@@ -419,23 +420,18 @@ class Ticker:
                     dispatching = None
                 if claimed is not None:
                     dispatching = asyncio.create_task(self._dispatch_retrying(claimed, on_health))
-                    if len(claimed.rows) >= self.batch_size:
-                        if time.monotonic() - expired_at < 1.0:
-                            continue  # more is due: claim on, expire deadlines once a second
-                    else:
-                        await dispatching
-                        dispatching = None
-                expired_at = time.monotonic()
-                if await retry_forever("expiring deadlines", self.expire_overdue, on_health):
-                    continue
+                if claimed is None or time.monotonic() - expired_at >= 1.0:
+                    expired_at = time.monotonic()  # deadlines: when idle, and once a second
+                    if await retry_forever("expiring deadlines", self.expire_overdue, on_health):
+                        continue
             except Exception:  # a bug must not stop the ticker: claims are retried after the lease
                 log.exception("ticker round failed")
                 if dispatching is not None and dispatching.done():
                     dispatching = None
                 await asyncio.sleep(1.0)
                 continue
-            if claimed is not None and len(claimed.rows) >= self.batch_size:
-                continue
+            if claimed is not None:
+                continue  # more may be due already: claim again while this round is sent
             wake.clear()  # before asking: a NOTIFY after this point still wakes us
             nxt = await retry_forever("finding the next due time", self.next_wake, on_health)
             timeout = self.max_idle

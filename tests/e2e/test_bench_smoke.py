@@ -12,21 +12,47 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-async def test_fire_throughput_smoke() -> None:
+async def run(script: str, *args: str) -> list[dict]:
+    """Run a benchmark script; its JSON lines."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.fire_throughput",
-        "--total",
-        "300",
+        f"bench.{script}",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-3000:]
-    raw, chime = (json.loads(line) for line in out.decode().splitlines() if line.startswith("{"))
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+async def test_fire_throughput_smoke() -> None:
+    raw, chime = await run("fire_throughput", "--total", "300")
     assert raw["scenario"] == "raw_reference_claim_loop" and raw["rate_per_s"] > 0
     assert chime["scenario"] == "fire_throughput"
     assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
     assert chime["first_late_s"] >= 0  # never early
     assert set(chime["rss_mib"]) == {"ticker-0", "scheduler"}
+
+
+async def test_command_ingest_smoke() -> None:
+    (figures,) = await run("command_ingest", "--total", "300")
+    assert figures["scenario"] == "command_ingest"
+    assert figures["answered"] == 300 and figures["results"] == {"schedule.created": 300}
+    assert figures["rate_per_s"] > 0 and set(figures["rss_mib"]) == {"scheduler-0"}
+
+
+async def test_ack_ingest_smoke() -> None:
+    (figures,) = await run("ack_ingest", "--total", "300")
+    assert figures["scenario"] == "ack_ingest"
+    assert (figures["applied"], figures["ignored"]) == (300, 0)
+    assert figures["rate_per_s"] > 0 and "acker-0" in figures["rss_mib"]
+
+
+async def test_steady_lateness_smoke() -> None:
+    (figures,) = await run("steady_lateness", "--rate", "100", "--seconds", "3")
+    assert figures["scenario"] == "steady_lateness"
+    assert (figures["received"], figures["duplicates"], figures["misses"]) == (300, 0, 0)
+    assert figures["early"] == 0  # never before dueAt
+    assert figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
