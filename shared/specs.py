@@ -2,6 +2,7 @@
 
 Hot paths (the ticker's claim) do not ship the definition with every occurrence: they carry
 (schedule_id, schedule_version), and `preload` fetches the definitions the cache lacks, once.
+The cached definition keeps one explicit action of a long list: occurrences carry their own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ _LIMIT = 65_536
 def _remember(
     key: tuple[uuid.UUID, int], spec: Any, created_at: datetime
 ) -> tuple[ScheduleSpec, Series]:
+    if len(spec.get("actions") or ()) > 1:
+        # Each stored occurrence carries its own type, instant and payload: firing one never
+        # reads the explicit list, which may hold a thousand entries (memory, validation time).
+        spec = {**spec, "actions": spec["actions"][:1]}
     parsed = ScheduleSpec.model_validate(spec)
     series, _ = compile_series(parsed, created_at)
     _CACHE[key] = (parsed, series)
