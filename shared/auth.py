@@ -20,7 +20,6 @@ from shared.settings import Settings
 
 __all__ = [
     "SCOPE_ACK",
-    "SCOPE_ADMIN",
     "SCOPE_READ",
     "SCOPE_WRITE",
     "Authenticator",
@@ -31,7 +30,6 @@ __all__ = [
 SCOPE_WRITE = "schedules:write"
 SCOPE_READ = "schedules:read"
 SCOPE_ACK = "actions:ack"
-SCOPE_ADMIN = "chime:admin"  # operators: the cross-tenant dashboard
 HEADER = "authorization"
 MAX_TOKEN_BYTES = 8 * 1024
 MIN_HS256_SECRET_BYTES = 32
@@ -158,7 +156,7 @@ class Authenticator:
                 f"the token has no {self.tenant_claim!r} claim naming its tenant",
                 HEADER,
             )
-        if own != tenant and scope != SCOPE_ADMIN:
+        if own != tenant:
             return Denied(
                 "FORBIDDEN",
                 f"the token is for tenant {own!r}, not for meta.tenant {tenant!r}",
@@ -174,12 +172,13 @@ class Authenticator:
 
     def _verify(self, token: str) -> dict[str, Any] | Denied:
         try:
-            alg = jwt.get_unverified_header(token).get("alg")
+            head = jwt.get_unverified_header(token)
+            alg = head.get("alg")
             key: Any
             if alg == "HS256" and self.secret is not None:
                 key = self.secret
             elif alg in ASYMMETRIC and self.keys:
-                jwk = self._key(jwt.get_unverified_header(token).get("kid"))
+                jwk = self._key(head.get("kid"))
                 if jwk is None or jwk.algorithm_name != alg:
                     return _unauthorized("the token's key id (kid) is not in the JWKS")
                 key = jwk.key

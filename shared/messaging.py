@@ -212,7 +212,11 @@ class BatchSender:
             max_batch_size=1024 * 1024,
             max_request_size=20 * 1024 * 1024,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start leaves connections and tasks to close
+            raise
         self._producer = producer
 
     async def stop(self) -> None:

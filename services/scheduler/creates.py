@@ -122,8 +122,8 @@ async def _apply_tenant(
         )
     }
     for item in valid:
-        spec = item.prepared.spec if item.prepared else None
-        if spec is not None and (spec.namespace, spec.name) in taken:
+        spec = item.prepared.spec  # type: ignore[union-attr]  (valid: prepared)
+        if (spec.namespace, spec.name) in taken:
             later.append(item.index)  # answered CONFLICT there, with the usual message
     deferred = set(later)
     items = [i for i in items if i.index not in deferred]

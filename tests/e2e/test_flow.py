@@ -143,6 +143,13 @@ async def test_whole_flow(services, bus: Bus, settings) -> None:
     assert [e.value["data"]["type"] for e in window_due] == ["START", "STOP"]
     assert parse(cron_due.value["data"]["dueAt"]) == minute
     assert once_due.value["data"]["payload"] == {"run": 1}
+    # Workers continue the trace with the correlation_id header; the key keeps a schedule's
+    # events in order on one partition.
+    for record in fired:
+        data = record.value["data"]
+        assert record.headers["correlation_id"] == data["actionId"]
+        assert record.headers["content-type"] == "application/json"
+        assert record.key == data["scheduleId"].encode()
 
     # maxOccurrences ends the series: no 4th interval occurrence, schedule completed
     db = await connect(settings.database_url)
