@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -52,12 +53,12 @@ async def migrated_template(postgres: PostgresHandle) -> str:
     return TEMPLATE
 
 
-@pytest.fixture
-async def database_url(postgres: PostgresHandle, migrated_template: str) -> AsyncIterator[str]:
+@asynccontextmanager
+async def _fresh_database(postgres: PostgresHandle, template: str) -> AsyncIterator[str]:
     name = f"chime_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres.url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     finally:
         await admin.close()
     yield postgres.database_url(name)
@@ -66,6 +67,19 @@ async def database_url(postgres: PostgresHandle, migrated_template: str) -> Asyn
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresHandle, migrated_template: str) -> AsyncIterator[str]:
+    async with _fresh_database(postgres, migrated_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def twin_database_url(postgres: PostgresHandle, migrated_template: str) -> AsyncIterator[str]:
+    """A second fresh database: to apply the same commands another way and compare."""
+    async with _fresh_database(postgres, migrated_template) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from shared.contracts import ActionAck, format_instant
 from shared.persistence.database import connect
 from shared.settings import Topics
 from tests.integration.helpers import command, schedule
-from tests.integration.test_bulk_creates import twin  # noqa: F401 (fixture)
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 TOPICS = Topics("chime.")
@@ -118,9 +117,9 @@ async def _stored(conn: asyncpg.Connection) -> Any:
     )
 
 
-async def test_bulk_and_one_by_one_agree(database_url: str, twin: str) -> None:  # noqa: F811
+async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: str) -> None:
     outcomes = []
-    for url, bulk in ((database_url, True), (twin, False)):
+    for url, bulk in ((database_url, True), (twin_database_url, False)):
         conn = await connect(url, tenant=None)
         try:
             acks = _acks(await _world(conn))

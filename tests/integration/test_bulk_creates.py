@@ -4,42 +4,21 @@ what `apply_command` does one by one, including every way a create can go wrong 
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
 from services.scheduler.commands import Context, apply_command
 from services.scheduler.creates import apply_creates
 from shared.persistence.database import connect
 from tests.integration.helpers import command, schedule
-from tests.servers import PostgresHandle
 
 NOW = datetime(2030, 3, 30, 12, 0, tzinfo=UTC)
 CTX = Context(action_topics=frozenset({"allowed.topic"}))
 DAILY = {"kind": "daily", "hours": 1, "minutes": 30}
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-@pytest.fixture
-async def twin(postgres: PostgresHandle, migrated_template: str) -> AsyncIterator[str]:
-    """A second fresh database, to apply the same commands the other way."""
-    name = f"chime_twin_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres.url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
-    finally:
-        await admin.close()
-    yield postgres.database_url(name)
-    admin = await asyncpg.connect(postgres.url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 def _batch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -140,10 +119,10 @@ async def _stored(conn: asyncpg.Connection) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(rows, default=str))
 
 
-async def test_bulk_and_one_by_one_agree(database_url: str, twin: str) -> None:
+async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: str) -> None:
     before, batch = _batch()
     outcomes = []
-    for url, bulk in ((database_url, True), (twin, False)):
+    for url, bulk in ((database_url, True), (twin_database_url, False)):
         conn = await connect(url, tenant=None)
         try:
             async with conn.transaction():
