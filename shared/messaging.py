@@ -36,6 +36,7 @@ __all__ = [
     "kafka_security",
     "publish_all",
     "retry_forever",
+    "too_large",
 ]
 
 log = logging.getLogger("chime.messaging")
@@ -59,6 +60,16 @@ def json_message(
 ) -> Outgoing:
     return Outgoing(
         topic, orjson.dumps(body), key.encode() if key else None, correlation_id=correlation_id
+    )
+
+
+def too_large(record: ConsumerRecord, limit: int, dlq_topic: str) -> Outgoing | None:
+    """The dead letter for a record over `limit` bytes (left unread), or None."""
+    size = len(record.value or b"")
+    if size <= limit:
+        return None
+    return dead_letter(
+        record, f"message of {size} bytes exceeds max_message_bytes ({limit})", dlq_topic
     )
 
 

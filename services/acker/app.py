@@ -15,7 +15,7 @@ from services.acker.acks import apply_acks, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
-from shared.messaging import Outgoing, dead_letter, retry_forever
+from shared.messaging import Outgoing, dead_letter, retry_forever, too_large
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
@@ -40,10 +40,8 @@ class AckConsumer:
         out: list[Outgoing] = []
         acks: list[ActionAck] = []
         for record in records:
-            size = len(record.value or b"")
-            if size > self.max_bytes:
-                reason = f"message of {size} bytes exceeds max_message_bytes ({self.max_bytes})"
-                out.append(dead_letter(record, reason, self.topics.dlq))
+            if (oversized := too_large(record, self.max_bytes, self.topics.dlq)) is not None:
+                out.append(oversized)
                 continue
             try:
                 ack = ActionAck.model_validate(orjson.loads(record.value or b""))

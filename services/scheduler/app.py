@@ -15,7 +15,7 @@ from services.scheduler.creates import apply_creates
 from shared.auth import Authenticator, Denied, command_scope
 from shared.clock import Clock
 from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
-from shared.messaging import Outgoing, dead_letter, json_message, retry_forever
+from shared.messaging import Outgoing, dead_letter, json_message, retry_forever, too_large
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
@@ -40,10 +40,8 @@ class CommandConsumer:
         out: list[Outgoing] = []
         decoded: list[tuple[dict[str, Any], Denied | None]] = []
         for record in records:
-            size = len(record.value or b"")
-            if size > self.max_bytes:
-                reason = f"message of {size} bytes exceeds max_message_bytes ({self.max_bytes})"
-                out.append(dead_letter(record, reason, self.topics.dlq))
+            if (oversized := too_large(record, self.max_bytes, self.topics.dlq)) is not None:
+                out.append(oversized)
                 continue
             try:
                 body = orjson.loads(record.value or b"")

@@ -25,7 +25,7 @@ from services.scheduler.commands import (
     success_result,
 )
 from services.scheduler.errors import CommandError, parse
-from services.scheduler.handlers import Context, Prepared, prepare
+from services.scheduler.handlers import Context, Prepared, insert_actions, prepare
 from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 from shared.contracts import CommandEnvelope, ErrorItem, ScheduleSpec, errors_from_validation
 from shared.messaging import is_transient
@@ -175,21 +175,7 @@ async def _apply_tenant(
             now,
             [s[6] for s in schedules],
         )
-    if actions:
-        await conn.execute(
-            Q.insert_actions,
-            [uuid.uuid4() for _ in actions],
-            [a[0] for a in actions],
-            [tenant] * len(actions),
-            [a[1] for a in actions],
-            [a[2] for a in actions],
-            [a[3] for a in actions],
-            [a[4] for a in actions],
-            [a[5] for a in actions],
-            now,
-            [a[6] for a in actions],
-        )
-        await conn.execute(Q.notify_due)
+    await insert_actions(conn, tenant, actions, now)
     if done:
         by_index = {i.index: i for i in items}
         envs = [by_index[index].env for index in done]

@@ -139,28 +139,24 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
 
 
 async def insert_actions(
-    conn: asyncpg.Connection,
-    schedule_id: uuid.UUID,
-    tenant: str,
-    rows: list[tuple[Any, ...]],
-    now: datetime,
+    conn: asyncpg.Connection, tenant: str, rows: list[tuple[Any, ...]], now: datetime
 ) -> None:
-    """Store occurrences (seq, origin, client_id, type, due_at, payload) and wake the tickers."""
+    """Store one tenant's occurrences (schedule_id, seq, origin, client_id, type, due_at,
+    payload), of one schedule or many, and wake the tickers."""
     if not rows:
         return
-    n = len(rows)
     await conn.execute(
         Q.insert_actions,
         [uuid.uuid4() for _ in rows],
-        [schedule_id] * n,
-        [tenant] * n,
         [r[0] for r in rows],
+        [tenant] * len(rows),
         [r[1] for r in rows],
         [r[2] for r in rows],
         [r[3] for r in rows],
         [r[4] for r in rows],
-        now,
         [r[5] for r in rows],
+        now,
+        [r[6] for r in rows],
     )
     await conn.execute(Q.notify_due)
 
@@ -189,7 +185,7 @@ async def _schedule_occurrences(
     for action in spec.actions:
         if all_explicit or (explicit_from is not None and action.at >= explicit_from):
             rows.append((None, "EXPLICIT", action.id, action.type, action.at, action.payload))
-    await insert_actions(conn, row["id"], row["tenant"], rows, now)
+    await insert_actions(conn, row["tenant"], [(row["id"], *r) for r in rows], now)
 
 
 async def view_of(
