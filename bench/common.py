@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -54,9 +55,14 @@ def rss_mib(pid: int) -> float:
 
 
 async def receive(
-    settings: Settings, topic: str, count: int, within: float
-) -> list[tuple[float, dict]]:
-    """(receive time, value) of the first `count` messages on `topic`, read from the start."""
+    settings: Settings,
+    topic: str,
+    count: int,
+    within: float,
+    keep: Callable[[dict], Any] = lambda value: value,
+) -> list[tuple[float, Any]]:
+    """(receive time, keep(value)) of the first `count` messages on `topic`, read from the
+    start. `keep` picks what to hold of each (a long run cannot hold millions of dicts)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -76,7 +82,7 @@ async def receive(
         while len(out) < count and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
                 now = time.time()
-                out.extend((now, orjson.loads(r.value)) for r in records)
+                out.extend((now, keep(orjson.loads(r.value))) for r in records)
     finally:
         gc.enable()
         await consumer.stop()

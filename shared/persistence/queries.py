@@ -6,7 +6,7 @@ import re
 from functools import cache
 from importlib.resources import files
 
-__all__ = ["Queries", "grants_sql", "load_queries", "migrations"]
+__all__ = ["Queries", "grants_sql", "load_queries", "migrations", "parse_queries"]
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -19,7 +19,8 @@ class Queries(dict[str, str]):
             raise AttributeError(f"no query named {name!r} in queries.sql") from None
 
 
-def _parse(text: str) -> Queries:
+def parse_queries(text: str) -> Queries:
+    """The `-- name: x` blocks of a SQL file, by name."""
     queries = Queries()
     parts = _NAME.split(text)
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -30,7 +31,7 @@ def _parse(text: str) -> Queries:
 
 @cache
 def load_queries() -> Queries:
-    return _parse((files("shared.persistence") / "sql" / "queries.sql").read_text())
+    return parse_queries((files("shared.persistence") / "sql" / "queries.sql").read_text())
 
 
 def migrations() -> list[tuple[int, str, str]]:

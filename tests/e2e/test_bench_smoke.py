@@ -53,6 +53,18 @@ async def test_ack_ingest_smoke() -> None:
 async def test_steady_lateness_smoke() -> None:
     (figures,) = await run("steady_lateness", "--rate", "100", "--seconds", "3")
     assert figures["scenario"] == "steady_lateness"
-    assert (figures["received"], figures["duplicates"], figures["misses"]) == (300, 0, 0)
+    assert (figures["received"], figures["duplicates"], figures["not_received"]) == (300, 0, 0)
     assert figures["early"] == 0  # never before dueAt
     assert figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
+    fired = figures["fired"]  # the same run as the database saw it
+    assert (fired["due"], fired["not_fired"], fired["early"]) == (300, 0, 0)
+    assert 0 <= fired["lateness_ms"]["p50"] <= fired["lateness_ms"]["max"]
+    (churn,) = figures["churn"]
+    assert churn["claim_read_ms"] >= 0 and churn["due_index_bytes"] > 0
+
+
+async def test_soak_without_consumer_smoke() -> None:
+    """The soak's mode: no live consumer, the ticker's figures from the database."""
+    (figures,) = await run("steady_lateness", "--rate", "50", "--seconds", "2", "--no-consumer")
+    assert "received" not in figures
+    assert (figures["fired"]["due"], figures["fired"]["not_fired"]) == (100, 0)

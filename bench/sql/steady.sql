@@ -1,0 +1,37 @@
+-- Probes of the steady/soak benchmark (bench/steady_lateness.py). Read-only.
+
+-- name: claim_probe
+-- The ticker's claim, as a plain read (no row locks, so it cannot delay the ticker): what the
+-- index of due occurrences costs to read while rows churn.
+EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
+  AND (a.lease_until IS NULL OR a.lease_until < $1)
+  AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
+ORDER BY a.fire_at
+LIMIT 1000;
+
+-- name: churn
+SELECT n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count,
+       pg_relation_size('actions') AS table_bytes,
+       pg_relation_size('actions_pending_fire') AS due_index_bytes
+FROM pg_stat_user_tables WHERE relname = 'actions';
+
+-- name: fired_by_window
+-- firedAt - dueAt of every occurrence due in the run, per window of $2 seconds from $1.
+SELECT floor(extract(epoch FROM due_at - $1) / $2)::int AS window,
+       count(*) AS due,
+       count(fired_at) AS fired,
+       count(*) FILTER (WHERE fired_at < due_at) AS early,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY fired_at - due_at) AS p50,
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY fired_at - due_at) AS p99,
+       max(fired_at - due_at) AS max
+FROM actions WHERE tenant = $3 AND due_at >= $1
+GROUP BY 1 ORDER BY 1;
+
+-- name: fired_overall
+SELECT count(*) AS due, count(fired_at) AS fired,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY fired_at - due_at) AS p50,
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY fired_at - due_at) AS p99,
+       max(fired_at - due_at) AS max
+FROM actions WHERE tenant = $2 AND due_at >= $1;
