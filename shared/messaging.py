@@ -27,6 +27,7 @@ from shared.tracing import tracing_middlewares
 __all__ = [
     "BatchSender",
     "Outgoing",
+    "Publisher",
     "build_broker",
     "dead_letter",
     "ensure_topics",
@@ -266,6 +267,30 @@ class BatchSender:
         for (topic, partition), batch in batches.items():
             futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
+
+
+class Publisher:
+    """Where a service's messages go: record batches (`BatchSender`) or, when tracing is on,
+    FastStream's per-message publish, so that each message gets its span."""
+
+    def __init__(self, settings: Settings, broker: KafkaBroker) -> None:
+        self.broker = broker
+        self.batches = None if settings.otlp_endpoint else BatchSender(settings)
+
+    async def start(self) -> None:
+        if self.batches is not None:
+            await retry_forever("connecting the producer", self.batches.start)
+
+    async def stop(self) -> None:
+        if self.batches is not None:
+            await self.batches.stop()
+
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        """Send every message; return when the broker has acknowledged all of them."""
+        if self.batches is None:
+            await publish_all(self.broker, messages)
+        else:
+            await self.batches.send(messages)
 
 
 async def retry_forever(

@@ -21,10 +21,10 @@ from shared.clock import Clock, SystemClock
 from shared.health import HealthServer
 from shared.messaging import (
     Outgoing,
+    Publisher,
     build_broker,
     ensure_topics,
     kafka_client_options,
-    publish_all,
     retry_forever,
 )
 from shared.metrics import Metrics
@@ -226,6 +226,7 @@ def consumer_app(
     broker = build_broker(settings, name, apply_types=False)
     holder: dict[str, BatchHandler] = {}
     declare_publishers(broker, publishes)
+    publisher = Publisher(settings, broker)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -235,18 +236,20 @@ def consumer_app(
             lambda: create_pool(settings.database_url, settings.database_pool_size),
         )
         holder["handler"] = make_handler(pool, settings, clock, runtime)
+        await publisher.start()
         await runtime.start_http()
         runtime.watch(pool)
         try:
             yield
         finally:
             await runtime.stop()
+            await publisher.stop()
             await pool.close()
 
     async def on_batch(records: list[Any]) -> None:
         out = await holder["handler"].handle(records)
         await retry_forever(
-            "publishing to Kafka", lambda: publish_all(broker, out), runtime.set_dependencies_ok
+            "publishing to Kafka", lambda: publisher.send(out), runtime.set_dependencies_ok
         )
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload

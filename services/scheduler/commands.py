@@ -151,11 +151,18 @@ async def _dispatch(
 
 
 def success_result(env: CommandEnvelope, view: ScheduleView, now: datetime) -> dict[str, Any]:
-    meta = ResultMeta(
+    meta = ResultMeta.model_construct(
         command_id=env.meta.command_id,
         correlation_id=env.meta.correlation_id,
         tenant=env.meta.tenant,
         timestamp=now,
     )
-    result = CommandResult(type=RESULT_TYPES[env.type], meta=meta, data=view, errors=[])
-    return result.to_wire()
+    result = CommandResult.model_construct(
+        type=RESULT_TYPES[env.type], meta=meta, data=view, errors=[]
+    )
+    # The spec is stored JSON already: put back as it is rather than walked by the serializer.
+    wire = result.model_dump(mode="json", by_alias=True, exclude={"data": {"spec"}})
+    data = wire["data"]
+    data["spec"] = view.spec
+    data["recentActions"] = data.pop("recentActions")  # the fields' order, as documented
+    return wire

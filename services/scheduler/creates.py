@@ -141,7 +141,7 @@ async def _apply_tenant(
         namespace, name, state, spec_wire, cron, ack_ms = p.columns(state)
         schedules.append((schedule_id, namespace, name, state, spec_wire, cron, ack_ms))
         own: list[tuple[Any, ...]] = []
-        first = p.series.first(now) if state == "ACTIVE" else None
+        first = p.first if state == "ACTIVE" else None
         if first is not None:
             own.append((1, "SERIES", None, p.spec.action.type, first, None))
         own += [(None, "EXPLICIT", a.id, a.type, a.at, a.payload) for a in p.spec.actions]

@@ -68,12 +68,14 @@ class Prepared:
     series: Series
     cron_expression: str | None
     ack_timeout_ms: int
+    wire: dict[str, Any]  # the definition as stored and shown (camelCase JSON)
+    first: datetime | None = None  # prepare(): the trigger's first fire after its `now`
 
     def columns(self, state: str) -> tuple[Any, ...]:
         """namespace, name, state, spec, cron_expression, ack_timeout_ms: as insert_schedule
         and overwrite_schedule take them."""
         s = self.spec
-        return (s.namespace, s.name, state, s.to_wire(), self.cron_expression, self.ack_timeout_ms)
+        return (s.namespace, s.name, state, self.wire, self.cron_expression, self.ack_timeout_ms)
 
 
 def _has_nul(value: Any) -> bool:
@@ -94,7 +96,8 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
         raise CommandError.of(
             "VALIDATION", err.message, f"{prefix}.{err.field}" if err.field else prefix
         ) from None
-    if _has_nul(spec.to_wire()):
+    wire = spec.to_wire()
+    if _has_nul(wire):
         raise CommandError.of(
             "VALIDATION",
             "text must not contain the NUL character (\\u0000): PostgreSQL cannot store it",
@@ -124,7 +127,8 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
                 "startsAt..endsAt: move it or widen the window",
                 f"{prefix}.actions[{i}].at",
             )
-    if spec.trigger is not None and series.first(now) is None:
+    first = series.first(now) if spec.trigger is not None else None
+    if spec.trigger is not None and first is None:
         raise CommandError.of(
             "VALIDATION",
             f"the trigger never fires after {now.isoformat()} within the schedule's window: "
@@ -132,7 +136,7 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
             f"{prefix}.trigger",
         )
     ack_ms = int(parse_duration(spec.policy.ack_timeout).total_seconds() * 1000)
-    return Prepared(spec, series, cron_expression, ack_ms)
+    return Prepared(spec, series, cron_expression, ack_ms, wire, first)
 
 
 # --- occurrences -----------------------------------------------------------------------------
@@ -390,7 +394,7 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
             after = min(paused_at, now)  # missed runs fire late, per policy.misfire
         spec = ScheduleSpec.model_validate(row["spec"])
         series, cron_expression = compile_series(spec, row["created_at"])
-        prepared = Prepared(spec, series, cron_expression, row["ack_timeout_ms"])
+        prepared = Prepared(spec, series, cron_expression, row["ack_timeout_ms"], row["spec"])
         await _schedule_occurrences(conn, row, prepared, now, after, explicit_from=None)
     return await view_of(conn, row, now)
 

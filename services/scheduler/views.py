@@ -29,7 +29,9 @@ def schedule_view(
         if series is not None and (last_due is not None or fired == 0):
             upcoming.update(series.preview(last_due or now, NEXT_FIRE_COUNT, fired))
     times = sorted(upcoming)[:NEXT_FIRE_COUNT]
-    return ScheduleView(
+    # Stored rows and compiled series are valid already: constructed without validating again
+    # (it was a tenth of a create's CPU).
+    return ScheduleView.model_construct(
         id=str(row["id"]),
         name=row["name"],
         namespace=row["namespace"],
@@ -45,7 +47,7 @@ def schedule_view(
         recent_actions=None
         if recent is None
         else [
-            ActionView(
+            ActionView.model_construct(
                 action_id=str(a["id"]),
                 type=a["type"],
                 due_at=a["due_at"],

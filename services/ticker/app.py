@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import asyncpg
@@ -16,14 +16,7 @@ from services.dashboard.api import dashboard_routes
 from services.ticker.engine import Ticker
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
-from shared.messaging import (
-    BatchSender,
-    Outgoing,
-    build_broker,
-    ensure_topics,
-    publish_all,
-    retry_forever,
-)
+from shared.messaging import Publisher, build_broker, ensure_topics, retry_forever
 from shared.persistence.database import ALL_TENANTS, connect, create_pool
 from shared.runtime import Publishes, ServiceRuntime, declare_publishers, service_app
 from shared.settings import Settings
@@ -68,15 +61,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
     pools: list[asyncpg.Pool] = []
     claimer = settings.ticker_id or f"{socket.gethostname()}:{os.getpid()}"
 
-    # Without tracing, rounds go out as record batches; with it, per message through FastStream
-    # (each gets its span).
-    sender = None if settings.otlp_endpoint else BatchSender(settings)
-
-    async def publish(messages: Sequence[Outgoing]) -> None:
-        if sender is None:
-            await publish_all(broker, messages)
-        else:
-            await sender.send(messages)
+    publisher = Publisher(settings, broker)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -89,21 +74,19 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
                 ),
             )
         )
-        if sender is not None:
-            await retry_forever("connecting the producer", sender.start)
+        await publisher.start()
         await runtime.start_http()
         runtime.watch(pools[0])
         try:
             yield
         finally:
             await runtime.stop()
-            if sender is not None:
-                await sender.stop()
+            await publisher.stop()
             await pools[0].close()
 
     async def start_loops() -> None:
         # After the broker started: the loop publishes through it.
-        ticker = Ticker(pools[0], publish, settings, clock, runtime.metrics, claimer)
+        ticker = Ticker(pools[0], publisher.send, settings, clock, runtime.metrics, claimer)
         runtime.metrics.on_scrape(ticker.refresh_backlog)
         runtime.http.routes.update(dashboard_routes(pools[0], clock))
         tasks.append(asyncio.create_task(_listen(settings, wake, stop)))

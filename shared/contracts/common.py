@@ -52,15 +52,18 @@ MAX_JSON_DEPTH = 32
 
 
 def _shallow(value: dict[str, Any]) -> dict[str, Any]:
-    """Refuse JSON nested deeper than MAX_JSON_DEPTH (checked without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels: flatten it")
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return value
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH (checked level by level, no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        inner = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, dict | list):
+                    inner.append(child)
+        if not inner:
+            return value
+        level = inner
+    raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels: flatten it")
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from shared.contracts import ActionAck, CommandEnvelope, ScheduleSpec, errors_from_validation
 
 BASE = {"name": "nightly-billing", "action": {"type": "billing-run"}}
+ONCE = {**BASE, "trigger": {"kind": "once", "at": "2030-01-01T00:00:00Z"}}
 
 
 def errors_of(data: dict) -> list[tuple[str | None, str]]:
@@ -129,3 +130,25 @@ def test_ack_contract() -> None:
                 "data": {"actionId": "a", "attempt": 1, "state": "DONE"},
             }
         )
+
+
+def _nested(depth: int) -> dict:
+    """A JSON object `depth` levels deep, itself the first; lists count as levels too."""
+    value: dict | list = {"leaf": 1}
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"k": value}
+    return value if isinstance(value, dict) else {"k": value[0]}
+
+
+@pytest.mark.parametrize("depth", [1, 2, 31, 32])
+def test_payload_nested_up_to_the_limit_is_accepted(depth: int) -> None:
+    payload = _nested(depth)
+    spec = ScheduleSpec.model_validate({**ONCE, "action": {"type": "x", "payload": payload}})
+    assert spec.action.payload == payload
+
+
+@pytest.mark.parametrize("depth", [33, 34, 500])
+def test_payload_nested_deeper_is_refused_naming_the_field(depth: int) -> None:
+    [(field, message)] = errors_of({**ONCE, "action": {"type": "x", "payload": _nested(depth)}})
+    assert field == "data.action.payload"
+    assert "nests deeper than 32 levels" in message

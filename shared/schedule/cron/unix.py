@@ -93,8 +93,10 @@ def _walker(expression: str) -> croniter:
     return croniter(expression, datetime(2000, 1, 1))
 
 
+@lru_cache(maxsize=4096)
 def parse_unix(text: str, original: str) -> CronSchedule:
-    """Validate a 5-field Unix expression (`original` is what the user wrote, for messages)."""
+    """Validate a 5-field Unix expression (`original` is what the user wrote, for messages).
+    Cached: schedules share few expressions, and the result is immutable."""
     if text.startswith("@"):
         raise ScheduleError(
             f"unknown cron macro {original!r}: use one of {', '.join(sorted(MACROS))}",
