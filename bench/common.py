@@ -89,6 +89,11 @@ async def receive(
     return out
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def line(**figures: object) -> None:
     """One JSON line per scenario."""
     print(orjson.dumps(figures).decode(), flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import line, load_through_commands, receive, rss_mib, servers
+from bench.common import line, load_through_commands, percentile, receive, rss_mib, servers
 from services.cli.bulk import bulk_import
 from shared.contracts import format_instant
 from shared.persistence.database import connect
@@ -32,11 +32,6 @@ from shared.persistence.queries import parse_queries
 from tests.processes import Services
 
 TENANT = "bench"  # load_through_commands' tenant
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def store_future_schedules(settings, count: int) -> float:

@@ -63,6 +63,13 @@ async def test_steady_lateness_smoke() -> None:
     assert churn["claim_read_ms"] >= 0 and churn["due_index_bytes"] > 0
 
 
+async def test_broker_lateness_smoke() -> None:
+    (figures,) = await run("broker_lateness", "--rate", "100", "--seconds", "2")
+    assert figures["scenario"] == "broker_lateness"
+    assert (figures["received"], figures["not_received"]) == (200, 0)
+    assert 0 <= figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
+
+
 async def test_soak_without_consumer_smoke() -> None:
     """The soak's mode: no live consumer, the ticker's figures from the database."""
     (figures,) = await run("steady_lateness", "--rate", "50", "--seconds", "2", "--no-consumer")
