@@ -4,8 +4,9 @@
 
 A plain aiokafka producer publishes records the size of an `action.due` event to the
 `actions.due` topic at a constant rate, each carrying the instant it was due; the same plain
-consumer as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window.
-No Chime service runs. One JSON line.
+consumer as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window, and
+how long the broker took to acknowledge each round of sends (`ack_ms`). `--no-consumer`
+measures the produce path alone. No Chime service runs. One JSON line.
 """
 
 from __future__ import annotations
@@ -22,27 +23,49 @@ from bench.common import line, percentile, receive, servers
 EVENT_BYTES = 700  # an action.due event with a small payload
 
 
-async def produce(bootstrap: str, topic: str, rate: int, seconds: int, start: float) -> None:
-    """`rate` records per second from `start` (epoch seconds), keyed like Chime's events."""
+async def produce(
+    bootstrap: str, topic: str, rate: int, seconds: int, start: float
+) -> list[tuple[float, float]]:
+    """`rate` records per second from `start` (epoch seconds), keyed like Chime's events;
+    returns (due, seconds until the broker acknowledged it) of each round's first record."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     await producer.start()
     pad = "x" * EVENT_BYTES
+    acked: list[tuple[float, float]] = []
     try:
         sent, total = 0, rate * seconds
         while sent < total:
             due_now = min(total, int((time.time() - start) * rate) + 1)
-            pending = []
+            pending, first = [], start + sent / rate
             while sent < due_now:
                 body = orjson.dumps({"due": start + sent / rate, "pad": pad})
                 pending.append(await producer.send(topic, body, key=str(sent % 997).encode()))
                 sent += 1
             await asyncio.gather(*pending)
+            acked.append((first, time.time() - first))
             await asyncio.sleep(0.001)
     finally:
         await producer.stop()
+    return acked
 
 
-async def scenario(rate: int, seconds: int) -> dict:
+def _by_window(pairs: list[tuple[float, float]], start: float, window: int) -> list[float]:
+    """p99 (ms) of the (due, seconds) pairs per window of `window` seconds from `start`."""
+    by_window: dict[int, list[float]] = {}
+    for due, value in pairs:
+        by_window.setdefault(int((due - start) // window), []).append(value)
+    return [round(percentile(v, 0.99) * 1000, 1) for _, v in sorted(by_window.items())]
+
+
+def _figures(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 0.50) * 1000, 1),
+        "p99": round(percentile(values, 0.99) * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
+async def scenario(rate: int, seconds: int, consume: bool = True) -> dict:
     async with servers("broker") as settings:
         topic = settings.topics.actions_due
         start = time.time() + 1
@@ -50,38 +73,40 @@ async def scenario(rate: int, seconds: int) -> dict:
         producing = asyncio.create_task(
             produce(settings.kafka_bootstrap_servers, topic, rate, seconds, start)
         )
-        received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
-        await producing
-    late = [at - due for at, due in received]
+        received = []
+        if consume:
+            received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
+        acked = await producing
     window = 10 if seconds <= 300 else 60
-    by_window: dict[int, list[float]] = {}
-    for at, due in received:
-        by_window.setdefault(int((due - start) // window), []).append(at - due)
-    ms = 1000
-    return {
+    figures = {
         "scenario": "broker_lateness",
         "rate_per_s": rate,
         "seconds": seconds,
-        "received": len(received),
-        "not_received": total - len(received),
-        "lateness_ms": {
-            "p50": round(percentile(late, 0.50) * ms, 1),
-            "p99": round(percentile(late, 0.99) * ms, 1),
-            "max": round(max(late) * ms, 1),
-        },
         "window_s": window,
-        "p99_by_window_ms": [
-            round(percentile(v, 0.99) * ms, 1) for _, v in sorted(by_window.items())
-        ],
+        # due -> acknowledged by the broker (acks=all), per round of sends
+        "ack_ms": _figures([seconds for _, seconds in acked]),
+        "ack_p99_by_window_ms": _by_window(acked, start, window),
     }
+    if consume:
+        late = [(due, at - due) for at, due in received]
+        figures |= {
+            "received": len(received),
+            "not_received": total - len(received),
+            "lateness_ms": _figures([x for _, x in late]),  # due -> received
+            "p99_by_window_ms": _by_window(late, start, window),
+        }
+    return figures
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument(
+        "--no-consumer", action="store_true", help="only publish: the broker's produce path"
+    )
     args = parser.parse_args()
-    line(**await scenario(args.rate, args.seconds))
+    line(**await scenario(args.rate, args.seconds, not args.no_consumer))
 
 
 if __name__ == "__main__":

@@ -100,10 +100,16 @@ def line(**figures: object) -> None:
 
 
 async def load_through_commands(
-    settings, total: int, due: datetime | Callable[[int], datetime], per_schedule: int = 1000
+    settings,
+    total: int,
+    due: datetime | Callable[[int], datetime],
+    per_schedule: int = 1000,
+    ack_timeout: str = "PT5M",
 ) -> float:
     """Send `total` one-shot actions as schedule.create commands (`per_schedule` explicit
-    actions each), due at `due`, or at `due(i)` for the i-th; wait for every result."""
+    actions each), due at `due`, or at `due(i)` for the i-th; wait for every result.
+    Nothing acknowledges them in a benchmark: after `ack_timeout` each attempt times out and
+    is retried (policy.retry), so a run longer than that needs a longer one."""
     at = due if callable(due) else (lambda _: due)
     per_schedule = min(per_schedule, total)
     producer = AIOKafkaProducer(
@@ -124,7 +130,12 @@ async def load_through_commands(
             correlations.append(cid)
             body = {
                 "type": "schedule.create",
-                "data": {"name": f"bench-{s}", "actions": actions, "action": {"type": "bench"}},
+                "data": {
+                    "name": f"bench-{s}",
+                    "actions": actions,
+                    "action": {"type": "bench"},
+                    "policy": {"ackTimeout": ack_timeout},
+                },
                 "meta": {"commandId": cid, "correlationId": cid, "tenant": "bench"},
             }
             await producer.send(settings.topics.commands, orjson.dumps(body), key=cid.encode())

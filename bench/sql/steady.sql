@@ -19,6 +19,7 @@ FROM pg_stat_user_tables WHERE relname = 'actions';
 
 -- name: fired_by_window
 -- firedAt - dueAt of every occurrence due in the run, per window of $2 seconds from $1.
+-- (fired_at is the latest attempt's: a retried occurrence would count its retry's delay.)
 SELECT floor(extract(epoch FROM due_at - $1) / $2)::int AS window,
        count(*) AS due,
        count(fired_at) AS fired,
@@ -30,7 +31,7 @@ FROM actions WHERE tenant = $3 AND due_at >= $1
 GROUP BY 1 ORDER BY 1;
 
 -- name: fired_overall
-SELECT count(*) AS due, count(fired_at) AS fired,
+SELECT count(*) AS due, count(fired_at) AS fired, count(*) FILTER (WHERE attempt > 1) AS retried,
        percentile_disc(0.5) WITHIN GROUP (ORDER BY fired_at - due_at) AS p50,
        percentile_disc(0.99) WITHIN GROUP (ORDER BY fired_at - due_at) AS p99,
        max(fired_at - due_at) AS max

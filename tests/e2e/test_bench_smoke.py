@@ -57,7 +57,7 @@ async def test_steady_lateness_smoke() -> None:
     assert figures["early"] == 0  # never before dueAt
     assert figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
     fired = figures["fired"]  # the same run as the database saw it
-    assert (fired["due"], fired["not_fired"], fired["early"]) == (300, 0, 0)
+    assert (fired["due"], fired["not_fired"], fired["early"], fired["retried"]) == (300, 0, 0, 0)
     assert 0 <= fired["lateness_ms"]["p50"] <= fired["lateness_ms"]["max"]
     (churn,) = figures["churn"]
     assert churn["claim_read_ms"] >= 0 and churn["due_index_bytes"] > 0
