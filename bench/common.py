@@ -142,6 +142,9 @@ async def load_through_commands(
         await producer.flush()
     finally:
         await producer.stop()
-    results = await receive(settings, settings.topics.command_results, len(correlations), 300)
+    results = await receive(
+        settings, settings.topics.command_results, len(correlations), 300 + total / 5_000
+    )
+    assert len(results) == len(correlations), "the load was not applied in time"
     assert all(v["type"] == "schedule.created" for _, v in results), "a load command was rejected"
     return time.monotonic() - started

@@ -178,11 +178,24 @@ SELECT id, attempt, 'DISPATCHED', $2 FROM marked;
 
 -- name: next_wake
 -- The earliest instant at which a round could find something: an attempt to fire, a lease to
--- take over, or an ack deadline to expire.
+-- take over, or an ack deadline to expire. That is min(greatest(fire_at, lease_until)) over
+-- what could fire, read from the index of pending occurrences by fire_at and never by a scan
+-- of them all (millions may be stored): the first one not leased beyond its fire time, and
+-- the lease ends of the leased ones before it (those in flight).
+WITH first_free AS (
+    SELECT a.fire_at FROM actions a JOIN schedules s ON s.id = a.schedule_id
+    WHERE a.state = 'PENDING' AND NOT a.held
+      AND (a.lease_until IS NULL OR a.lease_until <= a.fire_at)
+      AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
+    ORDER BY a.fire_at
+    LIMIT 1
+)
 SELECT least(
-    (SELECT min(greatest(a.fire_at, coalesce(a.lease_until, a.fire_at)))
-     FROM actions a JOIN schedules s ON s.id = a.schedule_id
-     WHERE a.state = 'PENDING' AND NOT a.held AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')),
+    (SELECT fire_at FROM first_free),
+    (SELECT min(a.lease_until) FROM actions a JOIN schedules s ON s.id = a.schedule_id
+     WHERE a.state = 'PENDING' AND NOT a.held AND a.lease_until > a.fire_at
+       AND a.fire_at < coalesce((SELECT fire_at FROM first_free), 'infinity')
+       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')),
     (SELECT min(ack_deadline) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING'))
 );
 
