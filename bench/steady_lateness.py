@@ -4,8 +4,11 @@
     python -m bench.steady_lateness [--rate 5000] [--seconds 60]
 
 The occurrences are loaded through schedule.create commands before the first one is due; the
-ticker then fires them as they fall due while a plain consumer reads them. `--seconds 1800`
-is the soak: row churn must not slow the claim over time (see `p99_by_window_ms`).
+ticker then fires them as they fall due while a plain consumer reads them. The ticker's part
+(firedAt - dueAt) is also read from the stored rows, and a churn probe samples the claim's read
+cost and the table's dead rows every window. `--seconds 1800 --no-consumer` is the soak: row
+churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`); without the
+consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
 `--stored 10000000` first stores that many future schedules (with `chime import`'s code): the
 scale run, to compare with the empty database.
 One JSON line.
