@@ -40,14 +40,17 @@ async def test_command_ingest_smoke() -> None:
     (figures,) = await run("command_ingest", "--total", "300")
     assert figures["scenario"] == "command_ingest"
     assert figures["answered"] == 300 and figures["results"] == {"schedule.created": 300}
-    assert figures["rate_per_s"] > 0 and set(figures["rss_mib"]) == {"scheduler-0"}
+    assert figures["rate_per_s"] is None or figures["rate_per_s"] > 0
+    assert figures["rate_from_ready_per_s"] > 0 and set(figures["rss_mib"]) == {"scheduler-0"}
 
 
 async def test_ack_ingest_smoke() -> None:
     (figures,) = await run("ack_ingest", "--total", "300")
     assert figures["scenario"] == "ack_ingest"
     assert (figures["applied"], figures["ignored"]) == (300, 0)
-    assert figures["rate_per_s"] > 0 and "acker-0" in figures["rss_mib"]
+    # a batch's events go out together: 300 may arrive in one read, leaving no first-to-last span
+    assert figures["rate_per_s"] is None or figures["rate_per_s"] > 0
+    assert figures["rate_from_ready_per_s"] > 0 and "acker-0" in figures["rss_mib"]
 
 
 async def test_steady_lateness_smoke() -> None:
