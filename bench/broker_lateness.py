@@ -18,7 +18,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import line, percentile, receive, servers
+from bench.common import figures_ms, line, p99_by_window, receive, servers
 
 EVENT_BYTES = 700  # an action.due event with a small payload
 
@@ -49,22 +49,6 @@ async def produce(
     return acked
 
 
-def _by_window(pairs: list[tuple[float, float]], start: float, window: int) -> list[float]:
-    """p99 (ms) of the (due, seconds) pairs per window of `window` seconds from `start`."""
-    by_window: dict[int, list[float]] = {}
-    for due, value in pairs:
-        by_window.setdefault(int((due - start) // window), []).append(value)
-    return [round(percentile(v, 0.99) * 1000, 1) for _, v in sorted(by_window.items())]
-
-
-def _figures(values: list[float]) -> dict[str, float]:
-    return {
-        "p50": round(percentile(values, 0.50) * 1000, 1),
-        "p99": round(percentile(values, 0.99) * 1000, 1),
-        "max": round(max(values) * 1000, 1),
-    }
-
-
 async def scenario(rate: int, seconds: int, consume: bool = True) -> dict:
     async with servers("broker") as settings:
         topic = settings.topics.actions_due
@@ -84,16 +68,16 @@ async def scenario(rate: int, seconds: int, consume: bool = True) -> dict:
         "seconds": seconds,
         "window_s": window,
         # due -> acknowledged by the broker (acks=all), per round of sends
-        "ack_ms": _figures([seconds for _, seconds in acked]),
-        "ack_p99_by_window_ms": _by_window(acked, start, window),
+        "ack_ms": figures_ms([seconds for _, seconds in acked]),
+        "ack_p99_by_window_ms": p99_by_window(acked, start, window),
     }
     if consume:
         late = [(due, at - due) for at, due in received]
         figures |= {
             "received": len(received),
             "not_received": total - len(received),
-            "lateness_ms": _figures([x for _, x in late]),  # due -> received
-            "p99_by_window_ms": _by_window(late, start, window),
+            "lateness_ms": figures_ms([x for _, x in late]),  # due -> received
+            "p99_by_window_ms": p99_by_window(late, start, window),
         }
     return figures
 

@@ -94,6 +94,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def figures_ms(values: list[float]) -> dict[str, float]:
+    """p50/p99/max of durations in seconds, in milliseconds."""
+    return {
+        "p50": round(percentile(values, 0.50) * 1000, 1),
+        "p99": round(percentile(values, 0.99) * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
+def p99_by_window(pairs: list[tuple[float, float]], start: float, window: int) -> list[float]:
+    """p99 (ms) of (instant, seconds) pairs per window of `window` seconds from `start`."""
+    by_window: dict[int, list[float]] = {}
+    for at, value in pairs:
+        by_window.setdefault(int((at - start) // window), []).append(value)
+    return [round(percentile(v, 0.99) * 1000, 1) for _, v in sorted(by_window.items())]
+
+
 def line(**figures: object) -> None:
     """One JSON line per scenario."""
     print(orjson.dumps(figures).decode(), flush=True)

@@ -27,7 +27,15 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import line, load_through_commands, percentile, receive, rss_mib, servers
+from bench.common import (
+    figures_ms,
+    line,
+    load_through_commands,
+    p99_by_window,
+    receive,
+    rss_mib,
+    servers,
+)
 from services.cli.bulk import bulk_import
 from shared.contracts import format_instant
 from shared.persistence.database import connect
@@ -61,15 +69,6 @@ async def store_future_schedules(settings, count: int) -> float:
 
 PROBES = parse_queries((Path(__file__).parent / "sql" / "steady.sql").read_text())
 MS = 1000
-
-
-def _figures(values: list[float]) -> dict[str, float]:
-    """p50/p99/max of seconds, in milliseconds."""
-    return {
-        "p50": round(percentile(values, 0.50) * MS, 1),
-        "p99": round(percentile(values, 0.99) * MS, 1),
-        "max": round(max(values) * MS, 1),
-    }
 
 
 def _ms(value: timedelta | None) -> float | None:
@@ -166,19 +165,16 @@ async def scenario(rate: int, seconds: int, stored: int = 0, consume: bool = Tru
     }
     if received:
         late = [at - due for at, (_, due) in received]
-        by_window: dict[int, list[float]] = {}
-        for at, (_, due) in received:
-            by_window.setdefault(int((due - start.timestamp()) // window), []).append(at - due)
         ids = {action_id for _, (action_id, _) in received}
         figures |= {
             "received": len(received),
             "duplicates": len(received) - len(ids),
             "not_received": total - len(ids),
             "early": sum(1 for x in late if x < 0),
-            "lateness_ms": _figures(late),  # received - dueAt: ticker, broker and consumer
-            "p99_by_window_ms": [
-                round(percentile(v, 0.99) * MS, 1) for _, v in sorted(by_window.items())
-            ],
+            "lateness_ms": figures_ms(late),  # received - dueAt: ticker, broker and consumer
+            "p99_by_window_ms": p99_by_window(
+                [(due, at - due) for at, (_, due) in received], start.timestamp(), window
+            ),
         }
     return figures | {
         "churn": churn if seconds > 300 else churn[-1:],
