@@ -5,14 +5,22 @@ chunk of lines per transaction and a few multi-row statements per chunk.
 FILE has one `schedule.create` data object per line (JSON Lines). Each line's command id is
 derived from its content, so importing a file again changes nothing: applied lines are
 replayed. Progress goes to stderr; a summary (JSON) to stdout.
+
+`--jobs N` shares the lines among N processes (line k to process k mod N), each with its own
+connection: the work per line is mostly Python, so this is how an import uses several cores.
+Lines are then applied in no particular order across processes; two lines with the same name
+still store one schedule (the other is answered CONFLICT), but which one is not fixed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import multiprocessing
+import queue as queue_module
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +35,14 @@ from shared.settings import Settings
 
 __all__ = ["bulk_import"]
 
+FIRST_REJECTIONS = 20
 
-def _commands(path: Path, tenant: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, command), or (line number, why the line is not one)."""
+
+def _commands(path: Path, tenant: str, part: int, parts: int) -> Iterator[tuple[int, Any]]:
+    """(line number, command) of this part's lines, or (line number, why it is not one)."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
+            if (number - 1) % parts != part or not line.strip():
                 continue
             digest = hashlib.sha256(line.strip()).hexdigest()[:32]
             meta = {
@@ -48,16 +58,20 @@ def _commands(path: Path, tenant: str) -> Iterator[tuple[int, dict[str, Any] | s
             yield number, {"type": "schedule.create", "meta": meta, "data": data}
 
 
-async def bulk_import(settings: Settings, path: Path, tenant: str, batch: int) -> int:
-    """Exit 0 when every line was applied (now or before), 1 when some were rejected."""
-    total = sum(1 for line in path.open("rb") if line.strip())
+async def _import_part(
+    settings: Settings,
+    path: Path,
+    tenant: str,
+    batch: int,
+    part: int,
+    parts: int,
+    report: Callable[[tuple[Any, ...]], None],
+) -> None:
+    """Apply this part's lines; report ("chunk", lines, counts, rejections) after each chunk."""
     conn = await connect(settings.database_url)
     context = Context(action_topics=settings.action_topic_allow_list)
-    counts = {"created": 0, "replayed": 0, "rejected": 0}
-    rejected: list[dict[str, Any]] = []
-    started, done = time.monotonic(), 0
     try:
-        commands = _commands(path, tenant)
+        commands = _commands(path, tenant, part, parts)
         while True:
             chunk = [c for _, c in zip(range(batch), commands, strict=False)]
             if not chunk:
@@ -67,6 +81,8 @@ async def bulk_import(settings: Settings, path: Path, tenant: str, batch: int) -
             async with conn.transaction():
                 applied = await apply_creates(conn, [b for _, b in parsed], now, context)
             results = dict(zip((n for n, _ in parsed), applied, strict=True))
+            counts = {"created": 0, "replayed": 0, "rejected": 0}
+            rejected: list[dict[str, Any]] = []
             for number, body in chunk:
                 if isinstance(body, str):
                     error = {"code": "VALIDATION", "message": body, "field": None}
@@ -75,24 +91,103 @@ async def bulk_import(settings: Settings, path: Path, tenant: str, batch: int) -
                     result = results[number]
                 if result["type"] == "command.rejected":
                     counts["rejected"] += 1
-                    if len(rejected) < 20:
-                        rejected.append({"line": number, "errors": result["errors"]})
+                    rejected.append({"line": number, "errors": result["errors"]})
                 elif result["meta"]["timestamp"] != format_instant(now):  # an earlier result
                     counts["replayed"] += 1
                 else:
                     counts["created"] += 1
-            done += len(chunk)
-            rate = done / max(time.monotonic() - started, 1e-9)
-            print(
-                f"chime import: {done:,} / {total:,} lines ({rate:,.0f}/s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            report(("chunk", len(chunk), counts, rejected[:FIRST_REJECTIONS]))
     finally:
         await conn.close()
+
+
+def _run_part(
+    settings: Settings, path: Path, tenant: str, batch: int, part: int, parts: int, queue: Any
+) -> None:
+    """A --jobs worker process: its part, reported through `queue`, then ("done", part) or
+    ("failed", part, why)."""
+    try:
+        asyncio.run(_import_part(settings, path, tenant, batch, part, parts, queue.put))
+    except BaseException as exc:  # told to the parent, which fails the import
+        queue.put(("failed", part, f"{type(exc).__name__}: {exc}"))
+    else:
+        queue.put(("done", part))
+
+
+class _Summary:
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+        self.counts = {"created": 0, "replayed": 0, "rejected": 0}
+        self.rejected: list[dict[str, Any]] = []
+
+    def add(self, message: tuple[Any, ...]) -> None:
+        _, lines, counts, rejected = message
+        for key, value in counts.items():
+            self.counts[key] += value
+        self.rejected = sorted(self.rejected + rejected, key=lambda r: r["line"])
+        del self.rejected[FIRST_REJECTIONS:]
+        self.done += lines
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        print(
+            f"chime import: {self.done:,} / {self.total:,} lines ({rate:,.0f}/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def bulk_import(
+    settings: Settings, path: Path, tenant: str, batch: int, jobs: int = 1
+) -> int:
+    """Exit 0 when every line was applied (now or before), 1 when some were rejected."""
+    summary = _Summary(sum(1 for line in path.open("rb") if line.strip()))
+    if jobs <= 1:
+        await _import_part(settings, path, tenant, batch, 0, 1, summary.add)
+    else:
+        await _import_parallel(settings, path, tenant, batch, jobs, summary)
     print(
         orjson.dumps(
-            {**counts, "total": total, "firstRejections": rejected}, option=orjson.OPT_INDENT_2
+            {**summary.counts, "total": summary.total, "firstRejections": summary.rejected},
+            option=orjson.OPT_INDENT_2,
         ).decode()
     )
-    return 1 if counts["rejected"] else 0
+    return 1 if summary.counts["rejected"] else 0
+
+
+async def _import_parallel(
+    settings: Settings, path: Path, tenant: str, batch: int, jobs: int, summary: _Summary
+) -> None:
+    spawn = multiprocessing.get_context("spawn")  # not fork: this process runs an event loop
+    queue = spawn.Queue()
+    workers = [
+        spawn.Process(target=_run_part, args=(settings, path, tenant, batch, part, jobs, queue))
+        for part in range(jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    failures: dict[int, str] = {}
+    running = set(range(jobs))
+    try:
+        while running:
+            try:
+                message = await asyncio.to_thread(queue.get, timeout=1.0)
+            except queue_module.Empty:
+                for part in list(running):  # a worker that died without a word (killed)
+                    code = workers[part].exitcode
+                    if code is not None and code != 0:
+                        running.discard(part)
+                        failures[part] = f"the process ended with exit code {code}"
+                continue
+            if message[0] == "chunk":
+                summary.add(message)
+                continue
+            running.discard(message[1])
+            if message[0] == "failed":
+                failures[message[1]] = message[2]
+    finally:
+        for worker in workers:
+            worker.join()
+    if failures:
+        raise RuntimeError(
+            "chime import failed: "
+            + "; ".join(f"part {p + 1} of {jobs}: {why}" for p, why in sorted(failures.items()))
+        )

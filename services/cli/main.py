@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     bulk.add_argument("file", help="one schedule.create data object per line")
     bulk.add_argument("--tenant", required=True)
     bulk.add_argument("--batch", type=int, default=500, help="lines per transaction")
+    bulk.add_argument(
+        "--jobs", type=int, default=1, help="processes sharing the lines (one per core)"
+    )
 
     docs = sub.add_parser("docs", help="write docs/asyncapi and docs/schemas from the code")
     docs.add_argument(
@@ -106,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         from services.cli.bulk import bulk_import
 
-        return asyncio.run(bulk_import(settings, Path(args.file), args.tenant, args.batch))
+        return asyncio.run(
+            bulk_import(settings, Path(args.file), args.tenant, args.batch, args.jobs)
+        )
     if args.command == "run":
         return _run_service(args.service, settings)
     from services.cli import client

@@ -79,12 +79,18 @@ class Prepared:
 
 
 def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in any key or string of a JSON value. orjson writes NUL as
+    `\\u0000`; text without that sequence has no NUL, so only the rare rest is walked."""
+    return b"\\u0000" in orjson.dumps(value) and _walk_has_nul(value)
+
+
+def _walk_has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_walk_has_nul(k) or _walk_has_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(_walk_has_nul(v) for v in value)
     return False
 
 

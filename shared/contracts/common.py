@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import (
@@ -27,8 +28,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
+@lru_cache(maxsize=16384)
 def format_instant(value: datetime) -> str:
-    """UTC ISO-8601 with `Z`, milliseconds kept only when present."""
+    """UTC ISO-8601 with `Z`, milliseconds kept only when present. Cached: a batch's results
+    carry the same few instants many times (equal aware instants share one UTC text)."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat()[:-6] + "Z"  # drops "+00:00"

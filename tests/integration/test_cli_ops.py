@@ -68,3 +68,50 @@ async def test_bulk_import_with_progress_idempotent(database_url: str, tmp_path:
         assert await conn.fetchval("SELECT count(*) FROM actions WHERE state = 'PENDING'") == 1198
     finally:
         await conn.close()
+
+
+async def test_bulk_import_shared_among_processes(database_url: str, tmp_path: Path) -> None:
+    lines = [
+        json.dumps(
+            {
+                "name": f"part-{i}",
+                "trigger": {"kind": "daily", "hours": i % 24},
+                "action": {"type": "x"},
+            }
+        )
+        for i in range(900)
+    ]
+    lines[5] = lines[4]  # the same line twice: one schedule, the other line a replay
+    lines[10] = json.dumps(
+        {"name": "part-11", "trigger": {"kind": "daily", "hours": 1}, "action": {"type": "y"}}
+    )
+    lines[301] = json.dumps(
+        {"name": "bad", "trigger": {"kind": "daily", "hours": 99}, "action": {"type": "x"}}
+    )
+    source = tmp_path / "schedules.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    code, out, err = await chime(
+        database_url,
+        "import",
+        str(source),
+        "--tenant",
+        "acct-jobs",
+        "--batch",
+        "100",
+        "--jobs",
+        "3",
+    )
+    summary = json.loads(out)
+    assert code == 1, err
+    # line 6 repeats line 5 (a replay); lines 11 and 12 both name part-11 (one is a CONFLICT,
+    # which one depends on the processes' timing); line 302 is invalid
+    assert (summary["created"], summary["replayed"], summary["rejected"]) == (897, 1, 2), summary
+    lines_rejected = [r["line"] for r in summary["firstRejections"]]
+    assert lines_rejected in ([11, 302], [12, 302]), summary["firstRejections"]
+    assert "chime import: 900 / 900 lines" in err
+    conn = await asyncpg.connect(database_url)
+    try:
+        names = await conn.fetch("SELECT name FROM schedules WHERE tenant = 'acct-jobs'")
+        assert len(names) == 897 and len({r["name"] for r in names}) == 897
+    finally:
+        await conn.close()

@@ -360,8 +360,21 @@ async def test_condition_syntax_is_checked_on_create(db: asyncpg.Connection) -> 
     assert "not valid JEXL" in result["errors"][0]["message"]
 
 
-async def test_nul_characters_are_refused(db: asyncpg.Connection) -> None:
+@pytest.mark.parametrize(
+    "payload",
+    [{"note": "a\x00b"}, {"a\x00": 1}, {"deep": [1, {"list": ["ok", "\x00"]}]}],
+    ids=["value", "key", "nested"],
+)
+async def test_nul_characters_are_refused(db: asyncpg.Connection, payload: dict) -> None:
     data = schedule(trigger=DAILY)
-    data["action"]["payload"] = {"note": "a\x00b"}
+    data["action"]["payload"] = payload
     result = await run(db, command("schedule.create", data), NOW)
     assert result["errors"][0]["code"] == "VALIDATION" and "NUL" in result["errors"][0]["message"]
+
+
+async def test_text_that_looks_like_an_escaped_nul_is_stored(db: asyncpg.Connection) -> None:
+    data = schedule(trigger=DAILY)
+    data["action"]["payload"] = {"note": "\\u0000 is how JSON writes NUL"}
+    result = await run(db, command("schedule.create", data), NOW)
+    assert result["type"] == "schedule.created", result["errors"]
+    assert result["data"]["spec"]["action"]["payload"] == data["action"]["payload"]
