@@ -49,23 +49,24 @@ TENANT = "bench"  # load_through_commands' tenant
 async def store_future_schedules(settings, count: int) -> float:
     """`count` schedules due years from now, loaded with `chime import`'s code (a process per
     core): the stored backlog of the scale scenario. Returns the seconds it took."""
-    path = Path(tempfile.mkdtemp()) / "stored.jsonl"
     far = datetime(2099, 1, 1, tzinfo=UTC)
-    with path.open("wb") as out:
-        for i in range(count):
-            at = format_instant(far + timedelta(minutes=i))
-            line = {
-                "name": f"stored-{i}",
-                "trigger": {"kind": "once", "at": at},
-                "action": {"type": "later"},
-            }
-            out.write(orjson.dumps(line) + b"\n")
-    started = time.monotonic()
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = await bulk_import(settings, path, "bench-stored", 5000, jobs=os.cpu_count() or 1)
-    assert code == 0, "a stored schedule was rejected"
-    path.unlink()
-    return time.monotonic() - started
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stored.jsonl"
+        with path.open("wb") as out:
+            for i in range(count):
+                at = format_instant(far + timedelta(minutes=i))
+                line = {
+                    "name": f"stored-{i}",
+                    "trigger": {"kind": "once", "at": at},
+                    "action": {"type": "later"},
+                }
+                out.write(orjson.dumps(line) + b"\n")
+        started = time.monotonic()
+        with contextlib.redirect_stdout(io.StringIO()):
+            jobs = os.cpu_count() or 1
+            code = await bulk_import(settings, path, "bench-stored", 5000, jobs=jobs)
+        assert code == 0, "a stored schedule was rejected"
+        return time.monotonic() - started
 
 
 PROBES = parse_queries((Path(__file__).parent / "sql" / "steady.sql").read_text())

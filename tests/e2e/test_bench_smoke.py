@@ -74,7 +74,11 @@ async def test_broker_lateness_smoke() -> None:
 
 
 async def test_soak_without_consumer_smoke() -> None:
-    """The soak's mode: no live consumer, the ticker's figures from the database."""
-    (figures,) = await run("steady_lateness", "--rate", "50", "--seconds", "2", "--no-consumer")
+    """The soak's mode: no live consumer, the ticker's figures from the database; with the
+    scale run's stored backlog (imported by `chime import --jobs`) in front of it."""
+    (figures,) = await run(
+        "steady_lateness", "--rate", "50", "--seconds", "2", "--no-consumer", "--stored", "300"
+    )
     assert "received" not in figures
+    assert figures["stored_schedules"] == 300 and figures["stored_import_s"] > 0
     assert (figures["fired"]["due"], figures["fired"]["not_fired"]) == (100, 0)
