@@ -27,7 +27,10 @@ def schedule_view(
         upcoming.update(pending)
         fired, last_due = series_position
         if series is not None and (last_due is not None or fired == 0):
-            upcoming.update(series.preview(last_due or now, NEXT_FIRE_COUNT, fired))
+            # Stored times up to the series' last one come before anything it makes next:
+            # only the remaining places need computing (a fifth of a create's CPU went here).
+            before = len({t for t in pending if last_due is not None and t <= last_due})
+            upcoming.update(series.preview(last_due or now, NEXT_FIRE_COUNT - before, fired))
     times = sorted(upcoming)[:NEXT_FIRE_COUNT]
     # Stored rows and compiled series are valid already: constructed without validating again
     # (it was a tenth of a create's CPU).
