@@ -15,7 +15,7 @@ from services.acker.acks import apply_ack
 from services.cli.preview import preview_times
 from services.ticker.engine import Ticker
 from shared.clock import SettableClock
-from shared.contracts import ActionAck, ActionDead, ActionDue, ActionEvent
+from shared.contracts import ActionAck, ActionDead, ActionDue, ActionEvent, format_instant
 from shared.messaging import Outgoing
 from shared.persistence.database import create_pool
 from shared.settings import Settings
@@ -309,3 +309,50 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
         await asyncio.wait_for(loop, 10)
     assert [e["data"]["dueAt"] for e in sink.fired] == ["2026-10-24T12:00:00Z"]
     assert health[:2] == [False, True]  # not ready while the broker was away, ready after
+
+
+async def test_a_round_of_one_schedules_actions_does_not_scan_the_table(db, database_url) -> None:
+    """A round claims 1,000 explicit actions of one schedule. Its "did the schedule end?" check
+    must probe that schedule's rows, even when the planner has no column statistics for actions
+    yet (a new table, the first minute): the ticker once named the schedule once per claimed
+    row, and from that array's length the planner chose to read the whole table."""
+    first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    clock = SettableClock(first - timedelta(hours=1))
+    for s in range(2):
+        at = format_instant(first + timedelta(minutes=s))
+        actions = [{"type": "run", "at": at, "id": f"a{i}"} for i in range(1000)]
+        data = schedule(f"batch-{s}", actions=actions)
+        await run(db, command("schedule.create", data), clock.now())
+    # 200,000 finished occurrences of another schedule: the history a table accumulates
+    old = schedule("old", actions=[{"type": "run", "at": "2027-01-01T00:00:00Z"}])
+    old_id = (await run(db, command("schedule.create", old), clock.now()))["data"]["id"]
+    await db.execute(HISTORY, uuid.UUID(old_id), clock.now())
+    await db.execute("ALTER TABLE actions SET (autovacuum_enabled = false)")
+    await db.execute("ANALYZE schedules")
+    await db.execute("VACUUM actions")  # row count known, column statistics still missing
+    before = await db.fetchrow(SCANS)
+    pool = await create_pool(database_url, 2)
+    try:
+        clock.set(first)
+        sink = Collector()
+        await make_ticker(pool, clock, sink, ticker_batch_size=1000).tick()
+    finally:
+        await pool.close()  # its sessions' statistics are written as they end
+    assert len(sink.fired) == 1000
+    for _ in range(100):  # until the ticker's index reads are counted: its scans are then too
+        after = await db.fetchrow(SCANS)
+        if after["idx_scan"] > before["idx_scan"]:
+            break
+        await asyncio.sleep(0.05)
+    assert after["idx_scan"] > before["idx_scan"]
+    assert after["seq_scan"] == before["seq_scan"]
+
+
+HISTORY = """
+INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state, fired_at,
+                     created_at, updated_at)
+SELECT gen_random_uuid(), $1, 'acct-1', 'EXPLICIT', 'run', t, t, 'SUCCEEDED', t, $2, $2
+FROM generate_series(1, 200000) AS i, LATERAL (SELECT $2::timestamptz - i * interval '1 s') AS x(t)
+"""
+
+SCANS = """SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'actions'"""
