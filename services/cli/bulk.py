@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from services.scheduler.commands import Context
@@ -33,9 +34,14 @@ from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings
 
-__all__ = ["bulk_import"]
+__all__ = ["ImportFailed", "bulk_import"]
 
 FIRST_REJECTIONS = 20
+AGAIN = "lines applied so far stay applied: run the import again to finish (they are replayed)"
+
+
+class ImportFailed(Exception):
+    """The import stopped (file unreadable, database unreachable or failing): why."""
 
 
 def _commands(path: Path, tenant: str, part: int, parts: int) -> Iterator[tuple[int, Any]]:
@@ -138,10 +144,18 @@ class _Summary:
 async def bulk_import(
     settings: Settings, path: Path, tenant: str, batch: int, jobs: int = 1
 ) -> int:
-    """Exit 0 when every line was applied (now or before), 1 when some were rejected."""
-    summary = _Summary(sum(1 for line in path.open("rb") if line.strip()))
+    """Exit 0 when every line was applied (now or before), 1 when some were rejected; raises
+    ImportFailed when it cannot go on."""
+    try:
+        with path.open("rb") as lines:
+            summary = _Summary(sum(1 for line in lines if line.strip()))
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from None
     if jobs <= 1:
-        await _import_part(settings, path, tenant, batch, 0, 1, summary.add)
+        try:
+            await _import_part(settings, path, tenant, batch, 0, 1, summary.add)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ImportFailed(f"{type(exc).__name__}: {exc}; {AGAIN}") from None
     else:
         await _import_parallel(settings, path, tenant, batch, jobs, summary)
     print(
@@ -187,7 +201,5 @@ async def _import_parallel(
         for worker in workers:
             worker.join()
     if failures:
-        raise RuntimeError(
-            "chime import failed: "
-            + "; ".join(f"part {p + 1} of {jobs}: {why}" for p, why in sorted(failures.items()))
-        )
+        parts = "; ".join(f"part {p + 1} of {jobs}: {why}" for p, why in sorted(failures.items()))
+        raise ImportFailed(f"{parts}; {AGAIN}")

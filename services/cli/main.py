@@ -107,11 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chime migrate: {len(applied)} migration(s) applied, schema current", flush=True)
         return 0
     if args.command == "import":
-        from services.cli.bulk import bulk_import
+        from services.cli.bulk import ImportFailed, bulk_import
 
-        return asyncio.run(
-            bulk_import(settings, Path(args.file), args.tenant, args.batch, args.jobs)
-        )
+        try:
+            return asyncio.run(
+                bulk_import(settings, Path(args.file), args.tenant, args.batch, args.jobs)
+            )
+        except ImportFailed as exc:
+            print(f"chime import: {exc}", file=sys.stderr)
+            return 2
     if args.command == "run":
         return _run_service(args.service, settings)
     from services.cli import client

@@ -115,3 +115,25 @@ async def test_bulk_import_shared_among_processes(database_url: str, tmp_path: P
         assert len(names) == 897 and len({r["name"] for r in names}) == 897
     finally:
         await conn.close()
+
+
+async def test_import_that_cannot_go_on_says_why(tmp_path: Path) -> None:
+    source = tmp_path / "schedules.jsonl"
+    line = {"name": "a", "trigger": {"kind": "daily", "hours": 1}, "action": {"type": "x"}}
+    source.write_text(json.dumps(line) + "\n")
+    unreachable = "postgresql://chime:chime@127.0.0.1:1/chime"
+    for jobs in ("1", "2"):
+        code, _, err = await chime(
+            unreachable, "import", str(source), "--tenant", "t", "--jobs", jobs
+        )
+        assert code == 2 and "Traceback" not in err, err
+        assert err.startswith("chime import: ") and "Connect call failed" in err
+        assert "run the import again to finish" in err
+        assert jobs == "1" or "part 2 of 2" in err
+    code, _, err = await chime(
+        unreachable, "import", str(tmp_path / "missing.jsonl"), "--tenant", "t"
+    )
+    assert (code, err.strip()) == (
+        2,
+        f"chime import: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory",
+    )
