@@ -4,6 +4,7 @@ dead letters, and the retry loop that keeps a consumer from losing a batch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -28,6 +29,7 @@ __all__ = [
     "BatchSender",
     "Outgoing",
     "Publisher",
+    "Stopping",
     "build_broker",
     "dead_letter",
     "ensure_topics",
@@ -293,17 +295,24 @@ class Publisher:
             await self.batches.send(messages)
 
 
+class Stopping(Exception):
+    """A retry given up because the service is stopping (see `retry_forever`'s `stop`)."""
+
+
 async def retry_forever(
     what: str,
     action: Callable[[], Awaitable[T]],
     on_state: Callable[[bool], None] | None = None,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
+    stop: asyncio.Event | None = None,
 ) -> T:
     """Run `action` until it succeeds, backing off; log once when failing, once when healed.
 
     A consumer calls this around a batch so that an unreachable database delays the batch
-    instead of skipping it: the offset is committed only after it succeeds.
+    instead of skipping it: the offset is committed only after it succeeds. With `stop`, a
+    failing action is not tried again once `stop` is set: `Stopping` is raised instead (a
+    service asked to stop while its database is down must not wait for it).
     """
     delay = first_delay
     failing = False
@@ -327,7 +336,13 @@ async def retry_forever(
             failing = True
             if on_state:
                 on_state(False)
-        await asyncio.sleep(delay)
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                raise Stopping(f"{what}: left as the service stops ({reason})")
         delay = min(delay * 2, max_delay)
 
 

@@ -129,6 +129,9 @@ class ServiceRuntime:
         self.metrics = Metrics()
         self.started = False
         self.dependencies_ok = True  # the work in hand reaches its dependencies
+        # Set when the service is asked to stop: work retrying a failing dependency gives up
+        # (uncommitted, it is redelivered) instead of holding the shutdown.
+        self.stopping = asyncio.Event()
         self.reachable = {"postgresql": True, "kafka": True}  # what the probe last saw
         self.http = HealthServer(settings.http_host, settings.http_port, self.ready, self.metrics)
         self._probe: asyncio.Task[None] | None = None
@@ -249,7 +252,10 @@ def consumer_app(
     async def on_batch(records: list[Any]) -> None:
         out = await holder["handler"].handle(records)
         await retry_forever(
-            "publishing to Kafka", lambda: publisher.send(out), runtime.set_dependencies_ok
+            "publishing to Kafka",
+            lambda: publisher.send(out),
+            runtime.set_dependencies_ok,
+            stop=runtime.stopping,
         )
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
@@ -282,7 +288,13 @@ def consumer_app(
         runtime.metrics.consumer_lag.labels(consumes.topic).set(lag)
 
     runtime.metrics.on_scrape(refresh_lag)
-    return service_app(broker, lifespan, after_startup=[runtime.mark_started])
+
+    async def stop_retrying() -> None:  # before the broker stops and waits for the batch
+        runtime.stopping.set()
+
+    return service_app(
+        broker, lifespan, after_startup=[runtime.mark_started], on_shutdown=[stop_retrying]
+    )
 
 
 @dataclass(frozen=True)

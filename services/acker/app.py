@@ -71,7 +71,10 @@ class AckConsumer:
         if acks:
             out.extend(
                 await retry_forever(
-                    "applying acks", lambda: self._apply(acks), self.runtime.set_dependencies_ok
+                    "applying acks",
+                    lambda: self._apply(acks),
+                    self.runtime.set_dependencies_ok,
+                    stop=self.runtime.stopping,
                 )
             )
         return out

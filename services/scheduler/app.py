@@ -54,7 +54,10 @@ class CommandConsumer:
             decoded.append((body, self._denied(record, body)))
         if decoded:
             results = await retry_forever(
-                "applying commands", lambda: self._apply(decoded), self.runtime.set_dependencies_ok
+                "applying commands",
+                lambda: self._apply(decoded),
+                self.runtime.set_dependencies_ok,
+                stop=self.runtime.stopping,
             )
             out.extend(results)
         self.runtime.metrics.dlq.labels("scheduler").inc(len(records) - len(decoded))

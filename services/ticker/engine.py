@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -31,7 +32,7 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.messaging import Outgoing, retry_forever
+from shared.messaging import Outgoing, Stopping, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
@@ -418,16 +419,23 @@ class Ticker:
         expired_at = 0.0
         while not stop.is_set():
             try:
-                claimed = await retry_forever("claiming due occurrences", self._claim, on_health)
+                claimed = await retry_forever(
+                    "claiming due occurrences", self._claim, on_health, stop=stop
+                )
                 if dispatching is not None:
                     await dispatching
                     dispatching = None
                 if claimed is not None:
-                    dispatching = asyncio.create_task(self._dispatch_retrying(claimed, on_health))
+                    dispatching = asyncio.create_task(
+                        self._dispatch_retrying(claimed, on_health, stop)
+                    )
                 if claimed is None or time.monotonic() - expired_at >= 1.0:
                     expired_at = time.monotonic()  # deadlines: when idle, and once a second
-                    if await retry_forever("expiring deadlines", self.expire_overdue, on_health):
+                    expire = self.expire_overdue
+                    if await retry_forever("expiring deadlines", expire, on_health, stop=stop):
                         continue
+            except Stopping:
+                break  # asked to stop while the database or the broker is failing
             except Exception:  # a bug must not stop the ticker: claims are retried after the lease
                 log.exception("ticker round failed")
                 if dispatching is not None and dispatching.done():
@@ -437,7 +445,12 @@ class Ticker:
             if claimed is not None:
                 continue  # more may be due already: claim again while this round is sent
             wake.clear()  # before asking: a NOTIFY after this point still wakes us
-            nxt = await retry_forever("finding the next due time", self.next_wake, on_health)
+            try:
+                nxt = await retry_forever(
+                    "finding the next due time", self.next_wake, on_health, stop=stop
+                )
+            except Stopping:
+                break
             timeout = self.max_idle
             if nxt is not None:
                 timeout = min(timeout, (nxt - self.clock.now()).total_seconds())
@@ -452,11 +465,20 @@ class Ticker:
         if dispatching is not None:
             try:
                 await dispatching  # drain: the round in flight is published and marked
+            except Stopping as exc:
+                log.warning(
+                    "the last round was left: %s; its claims are retried after the lease", exc
+                )
             except Exception:
                 log.exception("the last round failed; its claims are retried after the lease")
 
     async def _dispatch_retrying(
-        self, claimed: Claimed, on_health: Callable[[bool], None] | None
+        self,
+        claimed: Claimed,
+        on_health: Callable[[bool], None] | None,
+        stop: asyncio.Event | None = None,
     ) -> None:
-        """Dispatch a round until it succeeds: a republished event keeps its eventId."""
-        await retry_forever("dispatching a round", lambda: self._dispatch(claimed), on_health)
+        """Dispatch a round until it succeeds (a republished event keeps its eventId), or until
+        a failing round is given up on stopping (its claims are taken again after the lease)."""
+        dispatch = functools.partial(self._dispatch, claimed)
+        await retry_forever("dispatching a round", dispatch, on_health, stop=stop)

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from shared.messaging import is_transient, retry_forever
+from shared.messaging import Stopping, is_transient, retry_forever
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,26 @@ async def test_an_answer_after_an_outage_counts_as_recovered() -> None:
     with pytest.raises(ValueError):
         await retry_forever("working", action, states.append, first_delay=0.001)
     assert states == [False, True]
+
+
+async def test_a_stop_ends_a_failing_retry_but_not_a_working_action() -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionRefusedError("database down")
+
+    asyncio.get_running_loop().call_later(0.2, stop.set)  # asked to stop while still down
+    with pytest.raises(Stopping, match="applying: left as the service stops"):
+        await asyncio.wait_for(retry_forever("applying", down, first_delay=60, stop=stop), 5)
+    assert calls == 1  # the 60 s backoff was cut short by the stop, not waited out
+
+    async def works() -> str:
+        return "done"
+
+    assert await retry_forever("applying", works, stop=stop) == "done"  # stopping: still runs
 
 
 def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
