@@ -7,14 +7,18 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.embedded import EmbeddedPostgres, free_port
 from shared.messaging import ensure_topics
+from shared.persistence.migrate import migrate
 from shared.settings import Settings
 from tests.processes import Services
 
@@ -117,3 +121,19 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
     collector.cancel()
     await consumer.stop()
     await producer.stop()
+
+
+@asynccontextmanager
+async def own_postgres(
+    settings: Settings, folder: Path
+) -> AsyncIterator[tuple[EmbeddedPostgres, Settings]]:
+    """A migrated PostgreSQL server of the test's own (to stop and start under the services),
+    and the test's settings pointed at it; removed at the end."""
+    pg = EmbeddedPostgres(folder, free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    try:
+        own = settings.model_copy(update={"database_url": pg.url("chime")})
+        await migrate(own.database_url)
+        yield pg, own
+    finally:
+        await asyncio.to_thread(pg.remove)

@@ -23,11 +23,9 @@ import pytest
 
 from services.scheduler.commands import apply_command
 from shared.contracts import format_instant
-from shared.embedded import EmbeddedPostgres, free_port
 from shared.persistence.database import connect
-from shared.persistence.migrate import migrate
 from shared.settings import Settings
-from tests.e2e.conftest import Bus
+from tests.e2e.conftest import Bus, own_postgres
 from tests.processes import Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -264,135 +262,126 @@ async def _done_or(db: asyncpg.Connection, total: int, deadline: float) -> bool:
 async def test_postgres_stopped_for_ten_seconds(
     settings: Settings, bus: Bus, tmp_path: Path
 ) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg", free_port(), durable=False)
-    await asyncio.to_thread(pg.start)
-    own = Settings(
-        database_url=pg.url("chime"),
-        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
-        topic_prefix=settings.topic_prefix,
-        topic_partitions=settings.topic_partitions,
-        kafka_session_timeout_ms=settings.kafka_session_timeout_ms,
-        kafka_heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-    )
-    await migrate(own.database_url)
-    running = Services(own)
-    topics = own.topics
-    await asyncio.wait_for(
-        asyncio.gather(*(running.start(n) for n in ("scheduler", "ticker", "acker"))), 90
-    )
-    try:
-        pulse = command(
-            "schedule.create",
-            {
-                "name": "pulse",
-                "trigger": {"kind": "interval", "every": "PT2S"},
-                "action": {"type": "pulse"},
-            },
+    async with own_postgres(settings, tmp_path / "pg") as (pg, own):
+        running = Services(own)
+        topics = own.topics
+        await asyncio.wait_for(
+            asyncio.gather(*(running.start(n) for n in ("scheduler", "ticker", "acker"))), 90
         )
-        await bus.send(topics.commands, pulse)
-        [created] = await bus.wait_for(
-            topics.command_results,
-            lambda r: r.value["meta"]["correlationId"] == pulse["meta"]["correlationId"],
-        )
-        pulse_id = created.value["data"]["id"]
-        first = await bus.wait_for(
-            topics.actions_due,
-            lambda r: r.value["data"]["scheduleId"] == pulse_id,
-            count=2,
-            timeout=15,
-        )
-        during_at = datetime.now(UTC) + timedelta(seconds=5)
-        once = command(
-            "schedule.create",
-            {
-                "name": "due-during-outage",
-                "action": {"type": "once"},
-                "trigger": {"kind": "once", "at": format_instant(during_at)},
-            },
-        )
-        await bus.send(topics.commands, once)
-        await bus.wait_for(
-            topics.command_results,
-            lambda r: r.value["meta"]["correlationId"] == once["meta"]["correlationId"],
-        )
+        try:
+            pulse = command(
+                "schedule.create",
+                {
+                    "name": "pulse",
+                    "trigger": {"kind": "interval", "every": "PT2S"},
+                    "action": {"type": "pulse"},
+                },
+            )
+            await bus.send(topics.commands, pulse)
+            [created] = await bus.wait_for(
+                topics.command_results,
+                lambda r: r.value["meta"]["correlationId"] == pulse["meta"]["correlationId"],
+            )
+            pulse_id = created.value["data"]["id"]
+            first = await bus.wait_for(
+                topics.actions_due,
+                lambda r: r.value["data"]["scheduleId"] == pulse_id,
+                count=2,
+                timeout=15,
+            )
+            during_at = datetime.now(UTC) + timedelta(seconds=5)
+            once = command(
+                "schedule.create",
+                {
+                    "name": "due-during-outage",
+                    "action": {"type": "once"},
+                    "trigger": {"kind": "once", "at": format_instant(during_at)},
+                },
+            )
+            await bus.send(topics.commands, once)
+            await bus.wait_for(
+                topics.command_results,
+                lambda r: r.value["meta"]["correlationId"] == once["meta"]["correlationId"],
+            )
 
-        stopped_at = time.time()
-        await asyncio.to_thread(pg.stop)
-        # while the database is down: a command and an ack arrive
-        late = command(
-            "schedule.create",
-            {
-                "name": "sent-during-outage",
-                "trigger": {"kind": "daily", "hours": 3},
-                "action": {"type": "x"},
-            },
-        )
-        await bus.send(topics.commands, late)
-        acked = first[0].value["data"]
-        await bus.send(
-            topics.actions_acks,
-            {
-                "type": "action.ack",
-                "meta": {"tenant": "acct-faults"},
-                "data": {"actionId": acked["actionId"], "attempt": 1, "state": "SUCCEEDED"},
-            },
-            acked["scheduleId"].encode(),
-        )
+            stopped_at = time.time()
+            await asyncio.to_thread(pg.stop)
+            # while the database is down: a command and an ack arrive
+            late = command(
+                "schedule.create",
+                {
+                    "name": "sent-during-outage",
+                    "trigger": {"kind": "daily", "hours": 3},
+                    "action": {"type": "x"},
+                },
+            )
+            await bus.send(topics.commands, late)
+            acked = first[0].value["data"]
+            await bus.send(
+                topics.actions_acks,
+                {
+                    "type": "action.ack",
+                    "meta": {"tenant": "acct-faults"},
+                    "data": {"actionId": acked["actionId"], "attempt": 1, "state": "SUCCEEDED"},
+                },
+                acked["scheduleId"].encode(),
+            )
 
-        async def not_ready() -> bool:
-            return not ready(running.urls["scheduler"]) and not ready(running.urls["ticker"])
+            async def not_ready() -> bool:
+                return not ready(running.urls["scheduler"]) and not ready(running.urls["ticker"])
 
-        await until(not_ready, 9, every=0.2)
-        await asyncio.sleep(max(0.0, 10 - (time.time() - stopped_at)))  # the outage lasts 10 s
-        await asyncio.to_thread(pg.start)
-        restarted_at = time.time()
+            await until(not_ready, 9, every=0.2)
+            await asyncio.sleep(max(0.0, 10 - (time.time() - stopped_at)))  # the outage lasts 10 s
+            await asyncio.to_thread(pg.start)
+            restarted_at = time.time()
 
-        async def all_ready() -> bool:
-            return all(ready(url) for url in running.urls.values())
+            async def all_ready() -> bool:
+                return all(ready(url) for url in running.urls.values())
 
-        await until(all_ready, 60)
-        [result] = await bus.wait_for(
-            topics.command_results,
-            timeout=60,
-            match=lambda r: r.value["meta"]["correlationId"] == late["meta"]["correlationId"],
-        )
-        assert result.value["type"] == "schedule.created"
-        [fired] = await bus.wait_for(
-            topics.actions_due,
-            timeout=60,
-            match=lambda r: r.value["data"]["name"] == "due-during-outage",
-        )
-        assert fired.at >= restarted_at - 0.5
-        await bus.wait_for(
-            topics.actions_events,
-            timeout=60,
-            match=lambda r: (
-                r.value["data"]["actionId"] == acked["actionId"]
-                and r.value["data"].get("state") == "SUCCEEDED"
-            ),
-        )
-        # FIRE_ONCE: of the pulses due while the database was down, exactly one fires (late)
-        await bus.wait_for(
-            topics.actions_due,
-            timeout=30,
-            count=1,
-            match=lambda r: r.value["data"]["scheduleId"] == pulse_id and r.at > restarted_at + 3,
-        )
-        outage = [
-            r
-            for r in bus.received[topics.actions_due]
-            if r.value["data"]["scheduleId"] == pulse_id
-            and stopped_at + 0.5 < _ts(r.value["data"]["dueAt"]) < restarted_at
-        ]
-        assert len(outage) == 1, [r.value["data"]["dueAt"] for r in outage]
-    finally:
-        codes = await running.stop_all()
-        pg.remove()
-    assert set(codes.values()) == {0}, codes
-    for label in ("scheduler", "ticker"):  # one line when failing, one when healed: no flood
-        text = running.logs[label].read_text()
-        assert 1 <= text.count("retrying with backoff") <= 3, text[-2000:]
-        assert text.count("recovered") >= 1
+            await until(all_ready, 60)
+            [result] = await bus.wait_for(
+                topics.command_results,
+                timeout=60,
+                match=lambda r: r.value["meta"]["correlationId"] == late["meta"]["correlationId"],
+            )
+            assert result.value["type"] == "schedule.created"
+            [fired] = await bus.wait_for(
+                topics.actions_due,
+                timeout=60,
+                match=lambda r: r.value["data"]["name"] == "due-during-outage",
+            )
+            assert fired.at >= restarted_at - 0.5
+            await bus.wait_for(
+                topics.actions_events,
+                timeout=60,
+                match=lambda r: (
+                    r.value["data"]["actionId"] == acked["actionId"]
+                    and r.value["data"].get("state") == "SUCCEEDED"
+                ),
+            )
+            # FIRE_ONCE: of the pulses due while the database was down, exactly one fires (late)
+            await bus.wait_for(
+                topics.actions_due,
+                timeout=30,
+                count=1,
+                match=lambda r: (
+                    r.value["data"]["scheduleId"] == pulse_id and r.at > restarted_at + 3
+                ),
+            )
+            outage = [
+                r
+                for r in bus.received[topics.actions_due]
+                if r.value["data"]["scheduleId"] == pulse_id
+                and stopped_at + 0.5 < _ts(r.value["data"]["dueAt"]) < restarted_at
+            ]
+            assert len(outage) == 1, [r.value["data"]["dueAt"] for r in outage]
+        finally:
+            codes = await running.stop_all()
+        assert set(codes.values()) == {0}, codes
+        for label in ("scheduler", "ticker"):  # one line when failing, one when healed: no flood
+            text = running.logs[label].read_text()
+            assert 1 <= text.count("retrying with backoff") <= 3, text[-2000:]
+            assert text.count("recovered") >= 1
 
 
 def _ts(text: str) -> float:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import EmbeddedPostgres, free_port
-from shared.persistence.migrate import migrate
+from shared.embedded import free_port
 from shared.settings import Settings
-from tests.e2e.conftest import Bus
+from tests.e2e.conftest import Bus, own_postgres
 from tests.processes import Services
 
 pytestmark = pytest.mark.e2e
@@ -59,48 +58,43 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
     """A command and an ack in hand, the ticker claiming, PostgreSQL stopped: each service
     leaves the work it cannot finish (uncommitted, it is redelivered) and exits 0 at once,
     instead of retrying until the shutdown grace period runs out."""
-    pg = EmbeddedPostgres(tmp_path / "pg", free_port(), durable=False)
-    await asyncio.to_thread(pg.start)
-    own = Settings(
-        database_url=pg.url("chime"),
-        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
-        topic_prefix=settings.topic_prefix,
-        topic_partitions=settings.topic_partitions,
-        kafka_session_timeout_ms=settings.kafka_session_timeout_ms,
-        kafka_heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-    )
-    await migrate(own.database_url)
-    running = Services(own)
-    services = ("scheduler", "ticker", "acker")
-    await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in services)), 90)
-    try:
-        await asyncio.to_thread(pg.stop)
-        meta = {"commandId": "c-1", "correlationId": "c-1", "tenant": "acct-stop"}
-        data = {"name": "late", "trigger": {"kind": "daily", "hours": 3}, "action": {"type": "x"}}
-        await bus.send(own.topics.commands, {"type": "schedule.create", "meta": meta, "data": data})
-        ack = {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"}
-        await bus.send(
-            own.topics.actions_acks,
-            {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack},
-            b"k",
-        )
-        for name in services:  # each is retrying its work against the stopped database
-            what = {"scheduler": b"applying commands", "acker": b"applying acks"}.get(
-                name, b"claiming due occurrences"
+    async with own_postgres(settings, tmp_path / "pg") as (pg, own):
+        running = Services(own)
+        services = ("scheduler", "ticker", "acker")
+        await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in services)), 90)
+        try:
+            await asyncio.to_thread(pg.stop)
+            meta = {"commandId": "c-1", "correlationId": "c-1", "tenant": "acct-stop"}
+            data = {
+                "name": "late",
+                "trigger": {"kind": "daily", "hours": 3},
+                "action": {"type": "x"},
+            }
+            await bus.send(
+                own.topics.commands, {"type": "schedule.create", "meta": meta, "data": data}
             )
-            deadline = time.monotonic() + 60
-            while what + b" failed, retrying" not in running.logs[name].read_bytes():
-                assert time.monotonic() < deadline, running.logs[name].read_text()[-2000:]
-                await asyncio.sleep(0.2)
-        started = time.monotonic()
-        codes = await asyncio.wait_for(running.stop_all(), 30)
-        took = time.monotonic() - started
-    finally:
-        for proc in running.procs.values():
-            if proc.returncode is None:
-                proc.kill()
-        await asyncio.to_thread(pg.remove)
-    assert codes == dict.fromkeys(services, 0)
-    assert took < 10, f"stopping took {took:.1f} s: a retry held the shutdown"
-    for name in ("scheduler", "acker"):
-        assert b"left as the service stops" in running.logs[name].read_bytes()
+            ack = {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"}
+            await bus.send(
+                own.topics.actions_acks,
+                {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack},
+                b"k",
+            )
+            for name in services:  # each is retrying its work against the stopped database
+                what = {"scheduler": b"applying commands", "acker": b"applying acks"}.get(
+                    name, b"claiming due occurrences"
+                )
+                deadline = time.monotonic() + 60
+                while what + b" failed, retrying" not in running.logs[name].read_bytes():
+                    assert time.monotonic() < deadline, running.logs[name].read_text()[-2000:]
+                    await asyncio.sleep(0.2)
+            started = time.monotonic()
+            codes = await asyncio.wait_for(running.stop_all(), 30)
+            took = time.monotonic() - started
+        finally:
+            for proc in running.procs.values():
+                if proc.returncode is None:
+                    proc.kill()
+        assert codes == dict.fromkeys(services, 0)
+        assert took < 10, f"stopping took {took:.1f} s: a retry held the shutdown"
+        for name in ("scheduler", "acker"):
+            assert b"left as the service stops" in running.logs[name].read_bytes()
