@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -13,6 +14,10 @@ class Clock(Protocol):
 
     def now(self) -> datetime: ...
 
+    async def sleep_until(self, instant: datetime) -> None:
+        """Return once `now()` has reached `instant` (at once if it has)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -20,9 +25,18 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    async def sleep_until(self, instant: datetime) -> None:
+        # The event loop's timers run on the monotonic clock and may wake a little before the
+        # wall clock reaches the instant: sleep again for what is left.
+        while (left := (instant - datetime.now(UTC)).total_seconds()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(left)
+
 
 class SettableClock:
-    """A clock tests move by hand; `advance` wakes nobody, callers drive their loops."""
+    """A clock tests move by hand; `advance` wakes nobody, callers drive their loops.
+
+    A sleeper is simulated time: `sleep_until` moves the clock to the instant it waits for.
+    """
 
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:
@@ -39,3 +53,8 @@ class SettableClock:
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta
+
+    async def sleep_until(self, instant: datetime) -> None:
+        if instant > self._now:
+            self._now = instant.astimezone(UTC)
+        await asyncio.sleep(0)

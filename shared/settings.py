@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     ticker_lease_seconds: float = Field(
         30.0, gt=0, description="How long a claim is held before another ticker may take it."
     )
+    ticker_lookahead_ms: int = Field(
+        50,
+        ge=0,
+        le=5_000,
+        description="How far ahead of their due instant occurrences are claimed; each is "
+        "still published no earlier than its instant (0: claim only what is due).",
+    )
     ticker_max_idle_seconds: float = Field(
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )

@@ -1,6 +1,10 @@
 """The ticker loop: claim due occurrences -> store their successors -> decide -> publish -> mark;
 then expire attempts whose ack deadline passed.
 
+Occurrences are claimed up to `ticker_lookahead_ms` before their instant, so that the claim's
+round trip is done by the time they are due; each is then held until its `fire_at`, decided and
+published at that instant (never before it), in the order they fall due.
+
 Claims are leases (`claimed_by`, `lease_until`), renewed while publishing: a ticker that dies
 after claiming leaves rows that another ticker takes once the lease ends, and republishes them
 with the same `eventId`. The next occurrence of a series is stored in the claim's transaction,
@@ -14,12 +18,14 @@ reason, or (BUFFER_ONE) is held until the running one ends.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +52,13 @@ __all__ = ["Ticker"]
 log = logging.getLogger("chime.ticker")
 Q = load_queries()
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
+# Rounds dispatching at once: one being released, the ones before it waiting for the broker's
+# acknowledgement or being marked.
+ROUNDS_IN_FLIGHT = 3
+# Shortest time between two releases, in seconds of the monotonic clock (the wall clock may be
+# stepped back): what falls due within it goes out together, as one produce request, instead
+# of a request per millisecond.
+RELEASE_STEP = 0.005
 
 
 @dataclass
@@ -54,21 +67,28 @@ class Round:
 
     messages: list[Outgoing] = field(default_factory=list)
     fired: list[uuid.UUID] = field(default_factory=list)
+    fired_at: list[datetime] = field(default_factory=list)
     deadlines: list[datetime] = field(default_factory=list)
     misfired: list[bool] = field(default_factory=list)
     skipped: list[uuid.UUID] = field(default_factory=list)
+    skipped_at: list[datetime] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     held: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass
 class Claimed:
-    """A claimed and decided batch, waiting to be dispatched."""
+    """A claimed batch (by `fire_at`), released part by part as its occurrences fall due."""
 
     rows: list[Any]
-    decided: Round
-    fired_at: datetime
+    busy: set[uuid.UUID]  # schedules with an occurrence in flight (grows as rows fire)
+    buffered: set[uuid.UUID]  # schedules holding an occurrence back (BUFFER_ONE)
     guarded: set[uuid.UUID]  # its schedules that have an overlap policy
+    holding: set[uuid.UUID] = field(default_factory=set)  # schedules this round holds one of
+    released: int = 0  # rows[:released] have been decided, into `decided`
+    decided: Round = field(default_factory=Round)
+    # Set once every row is released (or the dispatch gave up): the next round may start.
+    all_released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Instants:
@@ -102,12 +122,15 @@ class Ticker:
         self.topics = settings.topics
         self.batch_size = settings.ticker_batch_size
         self.lease = timedelta(seconds=settings.ticker_lease_seconds)
+        self.lookahead = timedelta(milliseconds=settings.ticker_lookahead_ms)
         self.max_idle = settings.ticker_max_idle_seconds
         self.metrics = metrics or Metrics()
         self.claimer = claimer
-        # Schedules (with an overlap policy) of rounds being dispatched, and those holding one.
-        self._dispatching: set[uuid.UUID] = set()
-        self._holding: set[uuid.UUID] = set()
+        # Schedules (with an overlap policy) of rounds being dispatched, and those holding one;
+        # counted, as several rounds may be dispatching at once.
+        self._dispatching: Counter[uuid.UUID] = Counter()
+        self._holding: Counter[uuid.UUID] = Counter()
+        self._released_at = 0.0  # time.monotonic() of the last release of a round's part
 
     async def tick(self) -> int:
         """One round: fire what is due now, then expire overdue attempts. Returns the work done."""
@@ -124,11 +147,17 @@ class Ticker:
         return len(claimed.rows)
 
     async def _claim(self) -> Claimed | None:
-        """Claim a batch (leased to this ticker), store series successors, decide each row."""
+        """Claim a batch (leased to this ticker): what is due up to the lookahead from now,
+        oldest first; store series successors and read the overlap state."""
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                Q.claim_due, now, self.batch_size, self.claimer, now + self.lease
+                Q.claim_due,
+                now + self.lookahead,
+                self.batch_size,
+                self.claimer,
+                now + self.lease,
+                now,
             )
             if not rows:
                 return None
@@ -136,48 +165,77 @@ class Ticker:
             await self._advance_series(conn, rows, now)
             busy, buffered = await self._overlap_state(conn, rows)
         # Rounds still being dispatched are in flight too, though not yet marked.
-        busy |= self._dispatching
-        buffered |= self._holding
-        fired_at = self.clock.now()
-        decided = self._decide(rows, fired_at, busy, buffered)
+        busy.update(self._dispatching)
+        buffered.update(self._holding)
+        rows.sort(key=lambda r: r["fire_at"])
         guarded = {r["schedule_id"] for r in rows if compiled(r)[0].policy.overlap != "ALLOW"}
-        return Claimed(rows, decided, fired_at, guarded)
+        return Claimed(rows, busy, buffered, guarded)
 
     async def _dispatch(self, claimed: Claimed) -> None:
-        """Publish a claimed round (renewing its lease while the broker is slow), then mark it."""
-        rows, decided, fired_at = claimed.rows, claimed.decided, claimed.fired_at
-        held_ids = set(decided.held)
-        held = {r["schedule_id"] for r in rows if r["id"] in held_ids}
-        self._dispatching |= claimed.guarded
-        self._holding |= held
+        """Release a claimed round as its occurrences fall due (decide, start publishing), wait
+        for the broker (renewing the lease while it is slow), then mark the round.
+
+        A retry (the broker or the database failed) publishes what was already decided again,
+        as it was decided, with the same event ids; it does not decide it a second time."""
+        rows, decided = claimed.rows, claimed.decided
+        self._dispatching.update(claimed.guarded)
+        self._holding.update(claimed.holding)
+        sends: list[asyncio.Future[None]] = []
         try:
-            await self._publish_renewing([r["id"] for r in rows], decided.messages)
+            if decided.messages:
+                sends.append(asyncio.ensure_future(self.publish(decided.messages)))
+            while claimed.released < len(rows):
+                pause = RELEASE_STEP - (time.monotonic() - self._released_at)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                await self.clock.sleep_until(rows[claimed.released]["fire_at"])
+                self._released_at = time.monotonic()
+                now = self.clock.now()
+                end = bisect.bisect_right(
+                    rows, now, lo=claimed.released, key=lambda r: r["fire_at"]
+                )
+                part = self._decide(rows[claimed.released : end], now, claimed)
+                claimed.released = end
+                if part:
+                    sends.append(asyncio.ensure_future(self.publish(part)))
+            claimed.all_released.set()
+            await self._publish_renewing([r["id"] for r in rows], sends)
             async with self.pool.acquire() as conn, conn.transaction():
                 if decided.fired:
                     await conn.execute(
                         Q.mark_dispatched,
                         decided.fired,
-                        fired_at,
+                        decided.fired_at,
                         self.claimer,
                         decided.deadlines,
                         decided.misfired,
                     )
                 if decided.skipped:
                     await conn.execute(
-                        Q.mark_skipped, decided.skipped, fired_at, self.claimer, decided.reasons
+                        Q.mark_skipped,
+                        decided.skipped,
+                        decided.skipped_at,
+                        self.claimer,
+                        decided.reasons,
                     )
                 if decided.held:
-                    await conn.execute(Q.hold_actions, decided.held, fired_at, self.claimer)
+                    held_at = self.clock.now()
+                    await conn.execute(Q.hold_actions, decided.held, held_at, self.claimer)
         finally:
-            self._dispatching -= claimed.guarded
-            self._holding -= held
-        fired_ids = set(decided.fired)
+            for send in sends:
+                send.cancel()  # only those still running: a failed round is published again
+            for send in sends:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await send  # retrieved, so that a failure is not logged twice
+            claimed.all_released.set()
+            self._dispatching -= Counter(claimed.guarded)
+            self._holding -= Counter(claimed.holding)
         self.metrics.claim_batch.observe(len(rows))
         self.metrics.actions_fired.inc(len(decided.fired))
         self.metrics.actions_skipped.inc(len(decided.skipped))
-        for row in rows:
-            if row["id"] in fired_ids:
-                self.metrics.firing_lateness.observe((fired_at - row["fire_at"]).total_seconds())
+        due = {r["id"]: r["fire_at"] for r in rows}
+        for action_id, fired_at in zip(decided.fired, decided.fired_at, strict=True):
+            self.metrics.firing_lateness.observe((fired_at - due[action_id]).total_seconds())
 
     async def _advance_series(
         self, conn: asyncpg.Connection, rows: list[Any], now: datetime
@@ -239,13 +297,13 @@ class Ticker:
         held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, guarded)}
         return busy, held
 
-    def _decide(
-        self, rows: list[Any], now: datetime, busy: set[uuid.UUID], held: set[uuid.UUID]
-    ) -> Round:
-        out = Round()
-        busy = set(busy)
+    def _decide(self, rows: list[Any], now: datetime, claimed: Claimed) -> list[Outgoing]:
+        """Decide rows of a round that are due at `now` (in `fire_at` order) into its `decided`
+        round; returns their messages."""
+        out, busy, buffered = claimed.decided, claimed.busy, claimed.buffered
+        messages: list[Outgoing] = []
         instants = _Instants(now)
-        for row in sorted(rows, key=lambda r: r["fire_at"]):
+        for row in rows:
             spec, _ = compiled(row)
             policy, schedule = spec.policy, row["schedule_id"]
             first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
@@ -255,27 +313,32 @@ class Ticker:
                 if policy.overlap == "SKIP":
                     reason = "the previous occurrence is still in flight (policy.overlap SKIP)"
                 elif policy.overlap == "BUFFER_ONE":
-                    if schedule in held:
+                    if schedule in buffered:
                         reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"
                     else:
-                        held.add(schedule)
+                        buffered.add(schedule)
+                        claimed.holding.add(schedule)
+                        self._holding[schedule] += 1  # rounds claimed meanwhile see it held
                         out.held.append(row["id"])
                         continue
             if reason is None:
                 reason = self._condition_says_no(row, spec)
             if reason is not None:
-                out.messages.append(self._skip_event(row, reason, now))
+                messages.append(self._skip_event(row, reason, now))
                 out.skipped.append(row["id"])
+                out.skipped_at.append(now)
                 out.reasons.append(reason)
                 continue
             message, deadline = self._due_event(row, instants, bool(misfire and misfire.misfired))
-            out.messages.append(message)
+            messages.append(message)
             out.fired.append(row["id"])
+            out.fired_at.append(now)
             out.deadlines.append(deadline)
             out.misfired.append(bool(misfire and misfire.misfired))
             if policy.overlap != "ALLOW":
                 busy.add(schedule)
-        return out
+        out.messages += messages
+        return messages
 
     @staticmethod
     def _condition_says_no(row: Any, spec: Any) -> str | None:
@@ -344,25 +407,24 @@ class Ticker:
         )
         return message, deadline
 
-    async def _publish_renewing(self, ids: list[uuid.UUID], messages: list[Outgoing]) -> None:
-        """Publish; while the broker is slow, keep renewing the claims' lease."""
-        sending = asyncio.ensure_future(self.publish(messages))
+    async def _publish_renewing(
+        self, ids: list[uuid.UUID], sends: list[asyncio.Future[None]]
+    ) -> None:
+        """Wait for the broker to take every part of a round; while it is slow, keep renewing
+        the claims' lease. The first failing part fails the round."""
         interval = self.lease.total_seconds() / 3
-        try:
-            while True:
-                done, _ = await asyncio.wait({sending}, timeout=interval)
-                if done:
-                    sending.result()
-                    return
+        waiting = set(sends)
+        while waiting:
+            done, waiting = await asyncio.wait(
+                waiting, timeout=interval, return_when=asyncio.FIRST_EXCEPTION
+            )
+            for send in done:
+                send.result()
+            if waiting and not done:
                 async with self.pool.acquire() as conn:
                     await conn.execute(
                         Q.renew_leases, ids, self.claimer, self.clock.now() + self.lease
                     )
-        finally:
-            if not sending.done():
-                sending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sending
 
     # --- ack deadlines ------------------------------------------------------------------------
 
@@ -409,26 +471,30 @@ class Ticker:
         wake: asyncio.Event,
         on_health: Callable[[bool], None] | None = None,
     ) -> None:
-        """Fire until `stop`; sleep until the next due instant, a `wake` (NOTIFY), or max idle.
+        """Fire until `stop`; sleep until the lookahead before the next due instant, a `wake`
+        (NOTIFY), or max idle.
 
-        Rounds are pipelined: while one round is being published and marked, the next is
-        claimed and decided (at most one round dispatching at a time). The loop claims again at
-        once while claims find work, and sleeps only when nothing is due.
+        Rounds are pipelined: the next round is claimed while the previous is being released,
+        and its release starts once the previous one's is done (so occurrences go out in the
+        order they fall due), while earlier rounds may still wait for the broker and be marked;
+        at most `ROUNDS_IN_FLIGHT` rounds are dispatching at once. The loop claims again at once
+        while claims find work, and sleeps only when nothing is due within the lookahead.
         """
-        dispatching: asyncio.Task[None] | None = None
+        inflight: list[tuple[Claimed, asyncio.Task[None]]] = []
         expired_at = 0.0
         while not stop.is_set():
             try:
                 claimed = await retry_forever(
                     "claiming due occurrences", self._claim, on_health, stop=stop
                 )
-                if dispatching is not None:
-                    await dispatching
-                    dispatching = None
+                if inflight:
+                    await inflight[-1][0].all_released.wait()
+                inflight = _reap(inflight)
                 if claimed is not None:
-                    dispatching = asyncio.create_task(
-                        self._dispatch_retrying(claimed, on_health, stop)
-                    )
+                    while len(inflight) >= ROUNDS_IN_FLIGHT:
+                        await inflight.pop(0)[1]
+                    task = asyncio.create_task(self._dispatch_retrying(claimed, on_health, stop))
+                    inflight.append((claimed, task))
                 if claimed is None or time.monotonic() - expired_at >= 1.0:
                     expired_at = time.monotonic()  # deadlines: when idle, and once a second
                     expire = self.expire_overdue
@@ -438,8 +504,7 @@ class Ticker:
                 break  # asked to stop while the database or the broker is failing
             except Exception:  # a bug must not stop the ticker: claims are retried after the lease
                 log.exception("ticker round failed")
-                if dispatching is not None and dispatching.done():
-                    dispatching = None
+                inflight = [(c, t) for c, t in inflight if not t.done()]
                 await asyncio.sleep(1.0)
                 continue
             if claimed is not None:
@@ -453,7 +518,8 @@ class Ticker:
                 break
             timeout = self.max_idle
             if nxt is not None:
-                timeout = min(timeout, (nxt - self.clock.now()).total_seconds())
+                wake_at = nxt - self.lookahead
+                timeout = min(timeout, (wake_at - self.clock.now()).total_seconds())
             if timeout <= 0:
                 continue
             waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -462,15 +528,13 @@ class Ticker:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
-        if dispatching is not None:
+        for _, task in inflight:
             try:
-                await dispatching  # drain: the round in flight is published and marked
+                await task  # drain: the rounds in flight are published and marked
             except Stopping as exc:
-                log.warning(
-                    "the last round was left: %s; its claims are retried after the lease", exc
-                )
+                log.warning("a round was left: %s; its claims are retried after the lease", exc)
             except Exception:
-                log.exception("the last round failed; its claims are retried after the lease")
+                log.exception("a round failed; its claims are retried after the lease")
 
     async def _dispatch_retrying(
         self,
@@ -482,3 +546,14 @@ class Ticker:
         a failing round is given up on stopping (its claims are taken again after the lease)."""
         dispatch = functools.partial(self._dispatch, claimed)
         await retry_forever("dispatching a round", dispatch, on_health, stop=stop)
+
+
+def _reap(
+    inflight: list[tuple[Claimed, asyncio.Task[None]]],
+) -> list[tuple[Claimed, asyncio.Task[None]]]:
+    """The rounds still dispatching; a finished one that failed raises its error here."""
+    done = [task for _, task in inflight if task.done()]
+    left = [(claimed, task) for claimed, task in inflight if not task.done()]
+    for task in done:
+        task.result()
+    return left

@@ -107,12 +107,13 @@ ORDER BY due_at DESC LIMIT $2;
 SELECT pg_notify('chime_due', '');
 
 -- name: claim_due
--- Claim what is due (and claims whose lease ran out) in one statement, oldest first.
--- Paused schedules hold their occurrences, except manual triggers; held ones wait (overlap).
+-- Claim what is due by $1 (now plus the ticker's lookahead; and claims whose lease ran out by
+-- $5, now) in one statement, oldest first. Paused schedules hold their occurrences, except
+-- manual triggers; held ones wait (overlap).
 WITH due AS (
     SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
     WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
-      AND (a.lease_until IS NULL OR a.lease_until < $1)
+      AND (a.lease_until IS NULL OR a.lease_until < $5)
       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
     ORDER BY a.fire_at
     LIMIT $2
@@ -163,18 +164,20 @@ WHERE s.id = ANY($1::uuid[]) AND s.state = 'ACTIVE'
                   WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND a.claimed_by IS NULL);
 
 -- name: mark_dispatched
--- After publishing: PENDING -> DISPATCHED, unless an ack already moved the row on.
+-- After publishing: PENDING -> DISPATCHED, unless an ack already moved the row on. Each row
+-- has its own firing instant ($2): a round is released as its occurrences fall due.
 WITH marked AS (
     UPDATE actions a
     SET state = CASE WHEN a.state = 'PENDING' THEN 'DISPATCHED' ELSE a.state END,
-        fired_at = $2, ack_deadline = d.deadline, claimed_by = NULL, lease_until = NULL,
-        misfired = d.misfired, version = a.version + 1, updated_at = $2
-    FROM unnest($1::uuid[], $4::timestamptz[], $5::boolean[]) AS d(id, deadline, misfired)
+        fired_at = d.fired_at, ack_deadline = d.deadline, claimed_by = NULL, lease_until = NULL,
+        misfired = d.misfired, version = a.version + 1, updated_at = d.fired_at
+    FROM unnest($1::uuid[], $2::timestamptz[], $4::timestamptz[], $5::boolean[])
+        AS d(id, fired_at, deadline, misfired)
     WHERE a.id = d.id AND a.claimed_by = $3
-    RETURNING a.id, a.attempt
+    RETURNING a.id, a.attempt, d.fired_at
 )
 INSERT INTO action_history (action_id, attempt, state, at)
-SELECT id, attempt, 'DISPATCHED', $2 FROM marked;
+SELECT id, attempt, 'DISPATCHED', fired_at FROM marked;
 
 -- name: next_wake
 -- The earliest instant at which a round could find something: an attempt to fire, a lease to
@@ -271,13 +274,13 @@ SELECT attempt, state, at, message, output FROM action_history WHERE action_id =
 WITH skipped AS (
     UPDATE actions a
     SET state = 'SKIPPED', claimed_by = NULL, lease_until = NULL, version = a.version + 1,
-        updated_at = $2
-    FROM unnest($1::uuid[], $4::text[]) AS d(id, reason)
+        updated_at = d.at
+    FROM unnest($1::uuid[], $2::timestamptz[], $4::text[]) AS d(id, at, reason)
     WHERE a.id = d.id AND a.claimed_by = $3 AND a.state = 'PENDING'
-    RETURNING a.id, a.attempt, d.reason
+    RETURNING a.id, a.attempt, d.at, d.reason
 )
 INSERT INTO action_history (action_id, attempt, state, at, message)
-SELECT id, attempt, 'SKIPPED', $2, reason FROM skipped;
+SELECT id, attempt, 'SKIPPED', at, reason FROM skipped;
 
 -- name: status_report
 -- `chime status`: schedules by state, and what is due ($1 = now), in flight or failed.
