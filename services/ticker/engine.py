@@ -516,10 +516,7 @@ class Ticker:
                 )
             except Stopping:
                 break
-            timeout = self.max_idle
-            if nxt is not None:
-                wake_at = nxt - self.lookahead
-                timeout = min(timeout, (wake_at - self.clock.now()).total_seconds())
+            timeout = idle_timeout(nxt, self.clock.now(), self.lookahead, self.max_idle)
             if timeout <= 0:
                 continue
             waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -546,6 +543,23 @@ class Ticker:
         a failing round is given up on stopping (its claims are taken again after the lease)."""
         dispatch = functools.partial(self._dispatch, claimed)
         await retry_forever("dispatching a round", dispatch, on_health, stop=stop)
+
+
+def idle_timeout(
+    nxt: datetime | None, now: datetime, lookahead: timedelta, max_idle: float
+) -> float:
+    """Seconds to sleep when a round found nothing: until the lookahead before `nxt` (the next
+    instant a round could find work), at most `max_idle`.
+
+    `nxt` may be a lease end or an ack deadline, which no claim takes ahead of time: when the
+    lookahead before it has already begun, sleep until `nxt` itself rather than ask again and
+    again until then."""
+    if nxt is None:
+        return max_idle
+    wake_at = nxt - lookahead
+    if wake_at <= now:
+        wake_at = nxt
+    return min(max_idle, (wake_at - now).total_seconds())
 
 
 def _reap(
