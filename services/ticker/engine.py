@@ -139,7 +139,8 @@ class Ticker:
     # --- firing -------------------------------------------------------------------------------
 
     async def fire_due(self) -> int:
-        """Claim one batch of due occurrences and dispatch it (publish, then mark)."""
+        """Claim one batch of occurrences due within the lookahead and dispatch it (each
+        published at its instant, then the batch marked)."""
         claimed = await self._claim()
         if claimed is None:
             return 0
