@@ -1,8 +1,16 @@
 """Stored schedule definitions, parsed and compiled once per (schedule, version).
 
 Hot paths (the ticker's claim) do not ship the definition with every occurrence: they carry
-(schedule_id, schedule_version), and `preload` fetches the definitions the cache lacks, once.
+(schedule_id, schedule_version), and `preload` returns the definitions of a batch's rows,
+fetching the ones the cache lacks in one query. The batch keeps that mapping, so what it uses
+does not depend on what the cache still holds.
 The cached definition keeps one explicit action of a long list: occurrences carry their own.
+
+The cache is small on purpose. An entry is about 18 objects the garbage collector tracks (the
+pydantic models, their dicts and field sets, the compiled series), and each full collection
+walks every one of them while the event loop stands still: with 11,000 entries a pause took
+0.3 s on the benchmark machine (bench/README.md). A miss costs a row in the batch's one
+definitions query and 40-80 µs of parsing.
 """
 
 from __future__ import annotations
@@ -19,45 +27,57 @@ from shared.contracts import ScheduleSpec
 from shared.persistence.queries import load_queries
 from shared.schedule import Series, compile_series
 
-__all__ = ["compiled", "preload"]
+__all__ = ["CACHE_LIMIT", "Definition", "Key", "compiled", "preload"]
 
-_CACHE: OrderedDict[tuple[uuid.UUID, int], tuple[ScheduleSpec, Series]] = OrderedDict()
-_LIMIT = 65_536
+Key = tuple[uuid.UUID, int]  # (schedule_id, schedule_version)
+Definition = tuple[ScheduleSpec, Series]
+
+CACHE_LIMIT = 4_096
+_CACHE: OrderedDict[Key, Definition] = OrderedDict()
 
 
-def _remember(
-    key: tuple[uuid.UUID, int], spec: Any, created_at: datetime
-) -> tuple[ScheduleSpec, Series]:
+def _remember(key: Key, spec: Any, created_at: datetime) -> Definition:
     if len(spec.get("actions") or ()) > 1:
         # Each stored occurrence carries its own type, instant and payload: firing one never
         # reads the explicit list, which may hold a thousand entries (memory, validation time).
         spec = {**spec, "actions": spec["actions"][:1]}
     parsed = ScheduleSpec.model_validate(spec)
     series, _ = compile_series(parsed, created_at)
-    _CACHE[key] = (parsed, series)
-    if len(_CACHE) > _LIMIT:
+    _CACHE[key] = definition = (parsed, series)
+    if len(_CACHE) > CACHE_LIMIT:
         _CACHE.popitem(last=False)
-    return parsed, series
+    return definition
 
 
-def compiled(row: Any) -> tuple[ScheduleSpec, Series]:
-    """The definition of the schedule a row (schedule_id, schedule_version, and `spec` +
-    `schedule_created_at` unless preloaded) belongs to."""
-    key = (row["schedule_id"], row["schedule_version"])
+def _cached(key: Key) -> Definition | None:
     found = _CACHE.get(key)
     if found is not None:
         _CACHE.move_to_end(key)
-        return found
-    return _remember(key, row["spec"], row["schedule_created_at"])
+    return found
 
 
-async def preload(conn: asyncpg.Connection, rows: Iterable[Any]) -> None:
-    """Fetch, in one query, the definitions of these rows' schedules that are not cached."""
-    missing = {(r["schedule_id"], r["schedule_version"]) for r in rows} - _CACHE.keys()
-    if not missing:
-        return
-    fetched = await conn.fetch(
-        load_queries().schedule_definitions, list({schedule_id for schedule_id, _ in missing})
-    )
-    for r in fetched:
-        _remember((r["id"], r["version"]), r["spec"], r["created_at"])
+def compiled(row: Any) -> Definition:
+    """The definition of the schedule a row (schedule_id, schedule_version, spec and
+    schedule_created_at) belongs to."""
+    key = (row["schedule_id"], row["schedule_version"])
+    return _cached(key) or _remember(key, row["spec"], row["schedule_created_at"])
+
+
+async def preload(conn: asyncpg.Connection, rows: Iterable[Any]) -> dict[Key, Definition]:
+    """The definitions of these rows' schedules (rows carry schedule_id and schedule_version):
+    those cached, and the others fetched in one query."""
+    found: dict[Key, Definition] = {}
+    missing: set[uuid.UUID] = set()
+    for r in rows:
+        key = (r["schedule_id"], r["schedule_version"])
+        if key not in found:
+            definition = _cached(key)
+            if definition is None:
+                missing.add(key[0])
+            else:
+                found[key] = definition
+    if missing:
+        for r in await conn.fetch(load_queries().schedule_definitions, list(missing)):
+            key = (r["id"], r["version"])
+            found[key] = _remember(key, r["spec"], r["created_at"])
+    return found

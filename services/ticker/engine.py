@@ -36,7 +36,7 @@ import orjson
 
 from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
-from shared.contracts import format_instant
+from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
 from shared.messaging import Outgoing, Stopping, retry_forever
 from shared.metrics import Metrics
@@ -45,7 +45,7 @@ from shared.persistence.queries import load_queries
 from shared.policy import decide_misfire
 from shared.schedule.durations import parse_duration
 from shared.settings import Settings
-from shared.specs import compiled, preload
+from shared.specs import Definition, Key, preload
 
 __all__ = ["Ticker"]
 
@@ -84,6 +84,7 @@ class Claimed:
     busy: set[uuid.UUID]  # schedules with an occurrence in flight (grows as rows fire)
     buffered: set[uuid.UUID]  # schedules holding an occurrence back (BUFFER_ONE)
     guarded: set[uuid.UUID]  # its schedules that have an overlap policy
+    definitions: dict[Key, Definition]  # of its rows' schedules (see shared.specs)
     holding: set[uuid.UUID] = field(default_factory=set)  # schedules this round holds one of
     released: int = 0  # rows[:released] have been decided, into `decided`
     decided: Round = field(default_factory=Round)
@@ -162,15 +163,14 @@ class Ticker:
             )
             if not rows:
                 return None
-            await preload(conn, rows)
-            await self._advance_series(conn, rows, now)
-            busy, buffered = await self._overlap_state(conn, rows)
+            definitions = await preload(conn, rows)
+            await self._advance_series(conn, rows, now, definitions)
+            busy, buffered = await self._overlap_state(conn, rows, definitions)
         # Rounds still being dispatched are in flight too, though not yet marked.
         busy.update(self._dispatching)
         buffered.update(self._holding)
         rows.sort(key=lambda r: r["fire_at"])
-        guarded = {r["schedule_id"] for r in rows if compiled(r)[0].policy.overlap != "ALLOW"}
-        return Claimed(rows, busy, buffered, guarded)
+        return Claimed(rows, busy, buffered, _guarded(rows, definitions), definitions)
 
     async def _dispatch(self, claimed: Claimed) -> None:
         """Release a claimed round as its occurrences fall due (decide, start publishing), wait
@@ -239,7 +239,11 @@ class Ticker:
             self.metrics.firing_lateness.observe((fired_at - due[action_id]).total_seconds())
 
     async def _advance_series(
-        self, conn: asyncpg.Connection, rows: list[Any], now: datetime
+        self,
+        conn: asyncpg.Connection,
+        rows: list[Any],
+        now: datetime,
+        definitions: dict[Key, Definition],
     ) -> None:
         """Store each claimed series occurrence's successor; complete schedules that ended."""
         new: list[tuple[Any, ...]] = []
@@ -254,7 +258,7 @@ class Ticker:
                 continue
             if row["attempt"] > 1:
                 continue  # a retry: its successor was stored with the first attempt
-            spec, series = compiled(row)
+            spec, series = definitions[_key(row)]
             if spec.policy.misfire == "FIRE_ALL":
                 # every missed occurrence, oldest first, back to catchupWindow
                 window = now - parse_duration(spec.policy.catchup_window)
@@ -287,10 +291,10 @@ class Ticker:
             await conn.execute(Q.complete_schedules, list(ended), now)
 
     async def _overlap_state(
-        self, conn: asyncpg.Connection, rows: list[Any]
+        self, conn: asyncpg.Connection, rows: list[Any], definitions: dict[Key, Definition]
     ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
         """Schedules (with an overlap policy) that have an occurrence in flight, or one held."""
-        guarded = list({r["schedule_id"] for r in rows if compiled(r)[0].policy.overlap != "ALLOW"})
+        guarded = list(_guarded(rows, definitions))
         if not guarded:
             return set(), set()
         ids = [r["id"] for r in rows]
@@ -305,7 +309,7 @@ class Ticker:
         messages: list[Outgoing] = []
         instants = _Instants(now)
         for row in rows:
-            spec, _ = compiled(row)
+            spec, _ = claimed.definitions[_key(row)]
             policy, schedule = spec.policy, row["schedule_id"]
             first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
             misfire = decide_misfire(policy, row["due_at"], now) if first_try else None
@@ -330,7 +334,9 @@ class Ticker:
                 out.skipped_at.append(now)
                 out.reasons.append(reason)
                 continue
-            message, deadline = self._due_event(row, instants, bool(misfire and misfire.misfired))
+            message, deadline = self._due_event(
+                row, spec, instants, bool(misfire and misfire.misfired)
+            )
             messages.append(message)
             out.fired.append(row["id"])
             out.fired_at.append(now)
@@ -342,7 +348,7 @@ class Ticker:
         return messages
 
     @staticmethod
-    def _condition_says_no(row: Any, spec: Any) -> str | None:
+    def _condition_says_no(row: Any, spec: ScheduleSpec) -> str | None:
         """Why a due occurrence must not fire (its condition), or None to fire it."""
         if spec.condition is None:
             return None
@@ -381,9 +387,8 @@ class Ticker:
         )
 
     def _due_event(
-        self, row: Any, instants: _Instants, misfired: bool
+        self, row: Any, spec: ScheduleSpec, instants: _Instants, misfired: bool
     ) -> tuple[Outgoing, datetime]:
-        spec, _ = compiled(row)
         deadline, deadline_text = instants.deadline(row["ack_timeout_ms"])
         fields = occurrence_fields(row)
         action_id, schedule_id = fields["actionId"], fields["scheduleId"]
@@ -561,6 +566,15 @@ def idle_timeout(
     if wake_at <= now:
         wake_at = nxt
     return min(max_idle, (wake_at - now).total_seconds())
+
+
+def _key(row: Any) -> Key:
+    return row["schedule_id"], row["schedule_version"]
+
+
+def _guarded(rows: list[Any], definitions: dict[Key, Definition]) -> set[uuid.UUID]:
+    """The schedules of these rows that have an overlap policy."""
+    return {r["schedule_id"] for r in rows if definitions[_key(r)][0].policy.overlap != "ALLOW"}
 
 
 def _reap(
