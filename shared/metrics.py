@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -60,7 +63,35 @@ class Metrics:
         self.consumer_lag = Gauge(
             "chime_consumer_lag", "Records not yet consumed, per topic.", ["topic"], registry=r
         )
+        self.gc_pause = Histogram(
+            "chime_gc_pause_seconds",
+            "Garbage-collection pauses (the event loop stands still), by generation.",
+            ["generation"],
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation)  # present (at zero) before the first pause
+        self.gc_frozen = Gauge(
+            "chime_gc_frozen_objects",
+            "Objects kept out of collections (everything built at startup; see run_service).",
+            registry=r,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pause.labels(str(info["generation"])).observe(pause)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time this process's garbage collections until the returned function is called."""
+        gc.callbacks.append(self._on_gc)
+        return lambda: gc.callbacks.remove(self._on_gc)
 
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run `refresh` (updating gauges) before each scrape."""

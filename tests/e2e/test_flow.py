@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -356,6 +357,11 @@ async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> Non
     for label, url in services.urls.items():
         assert get(f"{url}/health/live")[0] == 200, label
         assert get(f"{url}/health/ready")[0] == 200, label
+        # What each service built while starting is kept out of collections (run_service).
+        metrics = get(f"{url}/metrics")[1]
+        [frozen] = re.findall(r"^chime_gc_frozen_objects (\S+)$", metrics, re.M)
+        assert float(frozen) > 10_000, label
+        assert 'chime_gc_pause_seconds_count{generation="2"}' in metrics, label
     ticker = get(f"{services.urls['ticker']}/metrics")[1]
     assert "chime_actions_fired_total 1.0" in ticker
     assert 'chime_firing_lateness_seconds_bucket{le="1.0"} 1.0' in ticker
