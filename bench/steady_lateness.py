@@ -124,7 +124,9 @@ def _event(value: dict) -> tuple[str, float]:
     return data["actionId"], datetime.fromisoformat(data["dueAt"]).timestamp()
 
 
-async def scenario(rate: int, seconds: int, stored: int = 0, consume: bool = True) -> dict:
+async def scenario(
+    rate: int, seconds: int, stored: int = 0, consume: bool = True, per_schedule: int = 1000
+) -> dict:
     total = rate * seconds
     window = 10 if seconds <= 300 else 60  # seconds per bucket of the per-window figures
     churn: list[dict] = []
@@ -139,7 +141,7 @@ async def scenario(rate: int, seconds: int, stored: int = 0, consume: bool = Tru
         # time out and be retried after five minutes (a different load, and firedAt moves on).
         ack_timeout = f"PT{seconds + 3600}S"
         load_s = await load_through_commands(
-            settings, total, lambda i: start + i * step, ack_timeout=ack_timeout
+            settings, total, lambda i: start + i * step, per_schedule, ack_timeout
         )
         assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
         await running.start("ticker")
@@ -160,6 +162,7 @@ async def scenario(rate: int, seconds: int, stored: int = 0, consume: bool = Tru
         "scenario": "steady_lateness",
         "rate_per_s": rate,
         "seconds": seconds,
+        "per_schedule": per_schedule,
         "stored_schedules": stored,
         "stored_import_s": round(stored_s, 1),
         "window_s": window,
@@ -198,8 +201,18 @@ async def main() -> None:
         help="do not read the events (the broker's own cost stays out of a long soak); "
         "the ticker's figures come from the database",
     )
+    parser.add_argument(
+        "--per-schedule",
+        type=int,
+        default=1000,
+        help="explicit actions per schedule of the load (fewer: more schedules a second)",
+    )
     args = parser.parse_args()
-    line(**await scenario(args.rate, args.seconds, args.stored, not args.no_consumer))
+    line(
+        **await scenario(
+            args.rate, args.seconds, args.stored, not args.no_consumer, args.per_schedule
+        )
+    )
 
 
 if __name__ == "__main__":
