@@ -357,8 +357,8 @@ async def _freeze_startup_heap() -> None:
     """Keep what the started service has built (modules, classes, schemas, pools, the app: some
     70,000 objects that live as long as the process) out of every later collection. A full
     collection walks every object it tracks with the event loop stopped; these would be walked
-    each time for nothing (bench/README.md, "Garbage collection"). Garbage made while starting
-    is collected first, so none of it is kept."""
+    each time for nothing (bench/README.md, profile notes, "many schedules"). Garbage made
+    while starting is collected first, so none of it is kept."""
     gc.collect()
     gc.freeze()
 

@@ -1,7 +1,7 @@
 """Stored schedule definitions, parsed and compiled once per (schedule, version).
 
 Hot paths (the ticker's claim) do not ship the definition with every occurrence: they carry
-(schedule_id, schedule_version), and `preload` returns the definitions of a batch's rows,
+(schedule_id, schedule_version), and `load_definitions` returns the definitions of a batch's rows,
 fetching the ones the cache lacks in one query. The batch keeps that mapping, so what it uses
 does not depend on what the cache still holds.
 The cached definition keeps one explicit action of a long list: occurrences carry their own.
@@ -27,7 +27,7 @@ from shared.contracts import ScheduleSpec
 from shared.persistence.queries import load_queries
 from shared.schedule import Series, compile_series
 
-__all__ = ["CACHE_LIMIT", "Definition", "Key", "compiled", "preload"]
+__all__ = ["CACHE_LIMIT", "Definition", "Key", "compiled", "key_of", "load_definitions"]
 
 Key = tuple[uuid.UUID, int]  # (schedule_id, schedule_version)
 Definition = tuple[ScheduleSpec, Series]
@@ -56,20 +56,25 @@ def _cached(key: Key) -> Definition | None:
     return found
 
 
+def key_of(row: Any) -> Key:
+    """The key of the definition a row (schedule_id, schedule_version) belongs to."""
+    return row["schedule_id"], row["schedule_version"]
+
+
 def compiled(row: Any) -> Definition:
     """The definition of the schedule a row (schedule_id, schedule_version, spec and
     schedule_created_at) belongs to."""
-    key = (row["schedule_id"], row["schedule_version"])
+    key = key_of(row)
     return _cached(key) or _remember(key, row["spec"], row["schedule_created_at"])
 
 
-async def preload(conn: asyncpg.Connection, rows: Iterable[Any]) -> dict[Key, Definition]:
+async def load_definitions(conn: asyncpg.Connection, rows: Iterable[Any]) -> dict[Key, Definition]:
     """The definitions of these rows' schedules (rows carry schedule_id and schedule_version):
     those cached, and the others fetched in one query."""
     found: dict[Key, Definition] = {}
     missing: set[uuid.UUID] = set()
     for r in rows:
-        key = (r["schedule_id"], r["schedule_version"])
+        key = key_of(r)
         if key not in found:
             definition = _cached(key)
             if definition is None:

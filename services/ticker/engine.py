@@ -45,7 +45,7 @@ from shared.persistence.queries import load_queries
 from shared.policy import decide_misfire
 from shared.schedule.durations import parse_duration
 from shared.settings import Settings
-from shared.specs import Definition, Key, preload
+from shared.specs import Definition, Key, key_of, load_definitions
 
 __all__ = ["Ticker"]
 
@@ -163,7 +163,7 @@ class Ticker:
             )
             if not rows:
                 return None
-            definitions = await preload(conn, rows)
+            definitions = await load_definitions(conn, rows)
             await self._advance_series(conn, rows, now, definitions)
             busy, buffered = await self._overlap_state(conn, rows, definitions)
         # Rounds still being dispatched are in flight too, though not yet marked.
@@ -258,7 +258,7 @@ class Ticker:
                 continue
             if row["attempt"] > 1:
                 continue  # a retry: its successor was stored with the first attempt
-            spec, series = definitions[_key(row)]
+            spec, series = definitions[key_of(row)]
             if spec.policy.misfire == "FIRE_ALL":
                 # every missed occurrence, oldest first, back to catchupWindow
                 window = now - parse_duration(spec.policy.catchup_window)
@@ -309,7 +309,7 @@ class Ticker:
         messages: list[Outgoing] = []
         instants = _Instants(now)
         for row in rows:
-            spec, _ = claimed.definitions[_key(row)]
+            spec, _ = claimed.definitions[key_of(row)]
             policy, schedule = spec.policy, row["schedule_id"]
             first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
             misfire = decide_misfire(policy, row["due_at"], now) if first_try else None
@@ -568,13 +568,9 @@ def idle_timeout(
     return min(max_idle, (wake_at - now).total_seconds())
 
 
-def _key(row: Any) -> Key:
-    return row["schedule_id"], row["schedule_version"]
-
-
 def _guarded(rows: list[Any], definitions: dict[Key, Definition]) -> set[uuid.UUID]:
     """The schedules of these rows that have an overlap policy."""
-    return {r["schedule_id"] for r in rows if definitions[_key(r)][0].policy.overlap != "ALLOW"}
+    return {r["schedule_id"] for r in rows if definitions[key_of(r)][0].policy.overlap != "ALLOW"}
 
 
 def _reap(
