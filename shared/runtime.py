@@ -225,9 +225,10 @@ def consumer_app(
 ) -> FastStream:
     """A FastStream app with one batch subscriber, in the consumer group `<prefix><name>`.
 
-    The handler applies a batch in one transaction and returns what to publish. The batch is
-    committed (NACK_ON_ERROR) only after the handler returned, that is after the transaction
-    committed and the broker acknowledged every message; if it raises, the batch is rewound.
+    The handler applies a run of the batch (`runs_by_size`) in one transaction and returns
+    what to publish. The batch is committed (NACK_ON_ERROR) only after every run was applied
+    and the broker acknowledged every message; if one raises, the whole batch is rewound, and
+    the runs already applied are applied again as replays (commands and acks are idempotent).
     """
     clock = clock or SystemClock()
     runtime = ServiceRuntime(name, settings)
@@ -257,13 +258,14 @@ def consumer_app(
             await pool.close()
 
     async def on_batch(records: list[Any]) -> None:
-        out = await holder["handler"].handle(records)
-        await retry_forever(
-            "publishing to Kafka",
-            lambda: publisher.send(out),
-            runtime.set_dependencies_ok,
-            stop=runtime.stopping,
-        )
+        for run in runs_by_size(records, settings.consumer_run_bytes):
+            out = await holder["handler"].handle(run)
+            await retry_forever(
+                "publishing to Kafka",
+                lambda out=out: publisher.send(out),
+                runtime.set_dependencies_ok,
+                stop=runtime.stopping,
+            )
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
     subscriber = broker.subscriber(
@@ -302,6 +304,23 @@ def consumer_app(
     return service_app(
         broker, lifespan, after_startup=[runtime.mark_started], on_shutdown=[stop_retrying]
     )
+
+
+def runs_by_size(records: list[Any], limit: int) -> list[list[Any]]:
+    """Consecutive runs of `records` whose values add up to at most `limit` bytes; a record
+    larger than that is a run of its own. Commands of 1,000 explicit actions (52 KB each)
+    applied a batch at a time took the scheduler to 564-660 MiB; in runs of 2 MiB, 196-203 MiB
+    (bench/README.md)."""
+    runs: list[list[Any]] = []
+    size = limit + 1
+    for record in records:
+        length = len(record.value or b"")
+        if size + length > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(record)
+        size += length
+    return runs
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     consumer_batch_timeout_ms: int = Field(
         20, ge=0, description="How long a batch subscriber waits to fill a batch."
     )
+    consumer_run_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1,
+        description="A batch is applied in runs of messages of at most this many bytes (a "
+        "message larger than that is a run of its own), each in its own transaction: "
+        "what a service parses and holds at once is bounded by size, not only by count.",
+    )
     database_pool_size: int = Field(4, ge=1, description="Connections per service process.")
     ticker_batch_size: int = Field(1000, ge=1, description="Occurrences claimed per round.")
     ticker_lease_seconds: float = Field(

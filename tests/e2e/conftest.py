@@ -92,7 +92,9 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
     from shared.persistence.migrate import migrate
 
     await migrate(database_url)  # as the owner, a no-op on the test database: idempotent
-    running = Services(settings)
+    # Runs of a few messages (commands and acks here are 0.3-2 KB): every batch that holds
+    # more is applied in several transactions, the path a batch of large commands takes.
+    running = Services(settings, CHIME_CONSUMER_RUN_BYTES="4096")
     await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in SERVICES)), 90)
     yield running
     codes = await running.stop_all()

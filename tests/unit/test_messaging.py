@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from shared.messaging import Stopping, is_transient, retry_forever
+from shared.runtime import runs_by_size
 
 
 @pytest.mark.parametrize(
@@ -99,3 +100,17 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
     for name, value in original.to_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+class _Record:
+    def __init__(self, name: str, size: int | None) -> None:
+        self.name, self.value = name, None if size is None else b"x" * size
+
+
+def test_a_batch_is_cut_into_runs_of_at_most_the_limit_in_order() -> None:
+    sizes = {"a": 40, "b": 50, "c": 10, "d": 150, "e": None, "f": 100, "g": 1}
+    records = [_Record(name, size) for name, size in sizes.items()]
+    runs = runs_by_size(records, 100)
+    assert [[r.name for r in run] for run in runs] == [["a", "b", "c"], ["d"], ["e", "f"], ["g"]]
+    assert runs_by_size([], 100) == []
+    assert len(runs_by_size(records, 10_000)) == 1
