@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -27,10 +28,22 @@ from tests.servers import kafka_server, postgres_server  # noqa: E402
 
 
 @asynccontextmanager
-async def servers(name: str) -> AsyncIterator[Settings]:
-    """A fresh database and topic prefix on the configured (or embedded) servers."""
+async def servers(name: str, template: str | None = None) -> AsyncIterator[Settings]:
+    """A fresh database and topic prefix on the configured (or embedded) servers; the database
+    is a copy of `template` when the server holds that database (see `keep_as_template`), and
+    is dropped afterwards."""
     with postgres_server() as pg, kafka_server() as (bootstrap, is_tansu):
-        url = pg.database_url(f"bench_{name}_{uuid.uuid4().hex[:6]}")
+        database = f"bench_{name}_{uuid.uuid4().hex[:6]}"
+        admin = await asyncpg.connect(pg.url)
+        try:
+            copy = template and await admin.fetchval(
+                "SELECT true FROM pg_database WHERE datname = $1", template
+            )
+            source = f' TEMPLATE "{template}"' if copy else ""
+            await admin.execute(f'CREATE DATABASE "{database}"{source}')
+        finally:
+            await admin.close()
+        url = pg.database_url(database)
         await migrate(url)
         short = (
             {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 1000}
@@ -44,7 +57,27 @@ async def servers(name: str) -> AsyncIterator[Settings]:
             **short,
         )
         await ensure_topics(settings)
-        yield settings
+        try:
+            yield settings
+        finally:
+            admin = await asyncpg.connect(pg.url)
+            try:
+                await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+
+async def keep_as_template(settings: Settings, template: str) -> float:
+    """Copy the run's database to `template` (nothing may be connected to it), for later runs
+    on the same server to start from (`servers(..., template)`). Returns the seconds taken."""
+    database = settings.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(settings.database_url.rsplit("/", 1)[0] + "/postgres")
+    started = time.monotonic()
+    try:
+        await admin.execute(f'CREATE DATABASE "{template}" TEMPLATE "{database}"')
+    finally:
+        await admin.close()
+    return time.monotonic() - started
 
 
 def rss_mib(pid: int) -> float:

@@ -9,8 +9,11 @@ ticker then fires them as they fall due while a plain consumer reads them. The t
 cost and the table's dead rows every window. `--seconds 1800 --no-consumer` is the soak: row
 churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`); without the
 consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
-`--stored 10000000` first stores that many future schedules (with `chime import`'s code): the
-scale run, to compare with the empty database.
+`--stored 10000000` first stores that many future schedules (with `chime import`'s code) and
+vacuums and analyzes them, as a database that has held them for a while would be: the scale run,
+to compare with the empty database. With `--keep-stored`, on a PostgreSQL server that outlives
+the run (CHIME_DATABASE_URL), the stored backlog is kept as the database `bench_stored_<N>` and
+later runs start from a copy of it instead of importing again.
 One JSON line.
 """
 
@@ -30,6 +33,7 @@ import orjson
 
 from bench.common import (
     figures_ms,
+    keep_as_template,
     line,
     load_through_commands,
     p99_by_window,
@@ -44,6 +48,7 @@ from shared.persistence.queries import parse_queries
 from tests.processes import Services
 
 TENANT = "bench"  # load_through_commands' tenant
+STORED_TENANT = "bench-stored"
 
 
 async def store_future_schedules(settings, count: int) -> float:
@@ -64,9 +69,46 @@ async def store_future_schedules(settings, count: int) -> float:
         started = time.monotonic()
         with contextlib.redirect_stdout(io.StringIO()):
             jobs = os.cpu_count() or 1
-            code = await bulk_import(settings, path, "bench-stored", 5000, jobs=jobs)
+            code = await bulk_import(settings, path, STORED_TENANT, 5000, jobs=jobs)
         assert code == 0, "a stored schedule was rejected"
         return time.monotonic() - started
+
+
+async def settle(url: str) -> float:
+    """VACUUM (ANALYZE) the stored backlog: a database that has held its schedules for a while
+    has been vacuumed, and the run measures the steady load on it, not the one-off vacuum that
+    follows a bulk load. Returns the seconds it took."""
+    conn = await connect(url)
+    started = time.monotonic()
+    try:
+        await conn.execute("VACUUM (ANALYZE) schedules, actions, action_history")
+    finally:
+        await conn.close()
+    return time.monotonic() - started
+
+
+async def stored_backlog(settings, count: int, template: str | None) -> dict[str, float | bool]:
+    """The scale run's stored schedules: imported and settled, or already there (a copy of the
+    kept `template`); kept as `template` when asked. Returns the seconds each step took."""
+    conn = await connect(settings.database_url)
+    try:
+        there = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant = $1 LIMIT $2) s",
+            STORED_TENANT,
+            count,
+        )
+    finally:
+        await conn.close()
+    if there == count:
+        return {"stored_from_template": True}
+    assert there == 0, f"the template holds {there} stored schedules, not {count}"
+    figures = {
+        "stored_import_s": round(await store_future_schedules(settings, count), 1),
+        "stored_settle_s": round(await settle(settings.database_url), 1),
+    }
+    if template:
+        figures["stored_kept_s"] = round(await keep_as_template(settings, template), 1)
+    return figures
 
 
 PROBES = parse_queries((Path(__file__).parent / "sql" / "steady.sql").read_text())
@@ -125,14 +167,20 @@ def _event(value: dict) -> tuple[str, float]:
 
 
 async def scenario(
-    rate: int, seconds: int, stored: int = 0, consume: bool = True, per_schedule: int = 1000
+    rate: int,
+    seconds: int,
+    stored: int = 0,
+    consume: bool = True,
+    per_schedule: int = 1000,
+    keep_stored: bool = False,
 ) -> dict:
     total = rate * seconds
     window = 10 if seconds <= 300 else 60  # seconds per bucket of the per-window figures
     churn: list[dict] = []
-    async with servers("steady") as settings:
+    template = f"bench_stored_{stored}" if stored and keep_stored else None
+    async with servers("steady", template) as settings:
         url = settings.database_url
-        stored_s = await store_future_schedules(settings, stored) if stored else 0.0
+        backlog = await stored_backlog(settings, stored, template) if stored else {}
         running = Services(settings, CHIME_LOG_LEVEL="WARNING")
         await running.start("scheduler")
         start = datetime.now(UTC) + timedelta(seconds=15 + total / 10_000)
@@ -164,7 +212,7 @@ async def scenario(
         "seconds": seconds,
         "per_schedule": per_schedule,
         "stored_schedules": stored,
-        "stored_import_s": round(stored_s, 1),
+        **backlog,
         "window_s": window,
         "fired": fired,  # firedAt - dueAt from the database: the ticker's part
     }
@@ -207,10 +255,21 @@ async def main() -> None:
         default=1000,
         help="explicit actions per schedule of the load (fewer: more schedules a second)",
     )
+    parser.add_argument(
+        "--keep-stored",
+        action="store_true",
+        help="keep the stored backlog as database bench_stored_<N> and start from a copy of it "
+        "when it is there (for a server that outlives the run: CHIME_DATABASE_URL)",
+    )
     args = parser.parse_args()
     line(
         **await scenario(
-            args.rate, args.seconds, args.stored, not args.no_consumer, args.per_schedule
+            args.rate,
+            args.seconds,
+            args.stored,
+            not args.no_consumer,
+            args.per_schedule,
+            args.keep_stored,
         )
     )
 

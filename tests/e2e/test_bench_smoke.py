@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
+import asyncpg
 import pytest
+
+from tests.servers import PostgresHandle
 
 pytestmark = pytest.mark.e2e
 
 
-async def run(script: str, *args: str) -> list[dict]:
-    """Run a benchmark script; its JSON lines."""
+async def run(script: str, *args: str, env: dict[str, str] | None = None) -> list[dict]:
+    """Run a benchmark script (with `env` added to the environment); its JSON lines."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -21,6 +25,7 @@ async def run(script: str, *args: str) -> list[dict]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-3000:]
@@ -73,12 +78,32 @@ async def test_broker_lateness_smoke() -> None:
     assert 0 <= figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
 
 
-async def test_soak_without_consumer_smoke() -> None:
+async def test_soak_without_consumer_smoke(postgres: PostgresHandle) -> None:
     """The soak's mode: no live consumer, the ticker's figures from the database; with the
-    scale run's stored backlog (imported by `chime import --jobs`) in front of it."""
-    (figures,) = await run(
-        "steady_lateness", "--rate", "50", "--seconds", "2", "--no-consumer", "--stored", "300"
-    )
-    assert "received" not in figures
-    assert figures["stored_schedules"] == 300 and figures["stored_import_s"] > 0
-    assert (figures["fired"]["due"], figures["fired"]["not_fired"]) == (100, 0)
+    scale run's stored backlog (imported by `chime import --jobs`, then vacuumed) in front of
+    it. Kept on the server (--keep-stored), the next run starts from a copy of it."""
+    args = ["--rate", "50", "--seconds", "2", "--no-consumer", "--stored", "300", "--keep-stored"]
+    on_server = {"CHIME_DATABASE_URL": postgres.url}
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        (first,) = await run("steady_lateness", *args, env=on_server)
+        assert "received" not in first
+        assert first["stored_schedules"] == 300 and first["stored_import_s"] > 0
+        assert first["stored_settle_s"] >= 0 and first["stored_kept_s"] >= 0
+        assert (first["fired"]["due"], first["fired"]["not_fired"]) == (100, 0)
+        kept = await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", KEPT)
+        assert kept, "the stored backlog was not kept"
+
+        (second,) = await run("steady_lateness", *args, env=on_server)
+        assert second["stored_from_template"] is True and "stored_import_s" not in second
+        assert (second["fired"]["due"], second["fired"]["not_fired"]) == (100, 0)
+        left = await admin.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'bench\\_steady\\_%'"
+        )
+        assert left == 0, "a run's database was left behind"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{KEPT}" WITH (FORCE)')
+        await admin.close()
+
+
+KEPT = "bench_stored_300"
