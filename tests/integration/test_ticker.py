@@ -489,3 +489,27 @@ async def test_a_claim_updates_its_rows_in_place(db) -> None:
 
 
 CLAIMER = "chime-ticker-7d9f8c6b5-x2x9z:12345"  # hostname:pid, as a pod names it
+
+
+async def test_a_retaken_claim_stores_its_successor_once(db, pool) -> None:
+    """The claim stores a series occurrence's successor; a claim retaken after its ticker died
+    stores it again, and the unique series position turns that into nothing."""
+    clock = SettableClock(START)
+    every = schedule("every", trigger={"kind": "interval", "every": "PT1M"})
+    await run(db, command("schedule.create", every), clock.now())
+    first = await db.fetchval("SELECT min(fire_at) FROM actions")
+    clock.set(first)
+
+    async def crash(messages: Sequence[Outgoing]) -> None:
+        raise ConnectionError("ticker died while publishing")
+
+    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
+    crashed.publish = crash
+    with pytest.raises(ConnectionError):
+        await crashed.tick()
+    clock.advance(timedelta(seconds=31))
+    sink = Collector()
+    assert await make_ticker(pool, clock, sink).tick() == 1  # the retaken claim
+    positions = await db.fetch("SELECT seq, count(*) AS n FROM actions GROUP BY seq ORDER BY seq")
+    assert [(r["seq"], r["n"]) for r in positions] == [(1, 1), (2, 1)]
+    assert [e["data"]["dueAt"] for e in sink.fired] == [format_instant(first)]

@@ -78,7 +78,7 @@ SELECT a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.client_id, a.type, a.pa
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[], $10::jsonb[])
      AS a(id, schedule_id, tenant, seq, origin, client_id, type, due_at, payload)
-ON CONFLICT (schedule_id, seq) DO NOTHING;
+ON CONFLICT (schedule_id, seq) WHERE seq IS NOT NULL DO NOTHING;
 
 -- name: cancel_pending_actions
 WITH cancelled AS (
