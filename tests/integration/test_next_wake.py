@@ -123,3 +123,38 @@ async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Conne
     pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
     assert await db.fetchval(Q.next_wake) == minutes(1)  # the leases end before the rest
     assert pages < 100, f"next_wake read {pages} pages: it scans the pending occurrences"
+
+
+async def test_next_wake_reads_the_index_with_many_schedules_stored(
+    db: asyncpg.Connection,
+) -> None:
+    """The scale run's shape: many schedules with one far-future occurrence each. The earliest
+    lease end among the leased occurrences before the first free one was a join whose row
+    count the planner could not know (its bound comes from the first part): with 10 M stored
+    it chose to hash every schedule and scan every action, 13 s per call."""
+    await db.execute(
+        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
+        " created_at, updated_at)"
+        " SELECT gen_random_uuid(), 't', 'default', 'stored-' || i, 'ACTIVE', '{}', 300000,"
+        " $1, $1 FROM generate_series(1, 100000) AS i",
+        NOW,
+    )
+    await db.execute(
+        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
+        " created_at, updated_at)"
+        " SELECT gen_random_uuid(), s.id, 't', 'SERIES', 'x', t, t, 'PENDING', $1, $1"
+        " FROM (SELECT id, row_number() OVER () AS n FROM schedules) s,"
+        " LATERAL (SELECT $1::timestamptz + interval '1 year' + s.n * interval '1 minute') AS x(t)",
+        NOW,
+    )
+    sid = await add_schedule(db)
+    leased = [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5
+    await add_actions(db, leased)
+    await db.execute("ANALYZE schedules")
+    await db.execute("ANALYZE actions")
+    plan = orjson.loads(
+        await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake)
+    )[0]["Plan"]
+    pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+    assert await db.fetchval(Q.next_wake) == minutes(1)
+    assert pages < 100, f"next_wake read {pages} pages: it scans the stored schedules"

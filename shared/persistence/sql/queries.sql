@@ -189,7 +189,14 @@ SELECT id, attempt, 'DISPATCHED', fired_at FROM marked;
 -- take over, or an ack deadline to expire. That is min(greatest(fire_at, lease_until)) over
 -- what could fire, read from the index of pending occurrences by fire_at and never by a scan
 -- of them all (millions may be stored): the first one not leased beyond its fire time, and
--- the lease ends of the leased ones before it (those in flight).
+-- the lease ends of the (in-flight) ones before it.
+-- The second part walks the same index in fire_at order (ORDER BY ... LIMIT) and looks each
+-- row's schedule up on its own: its bound comes from the first part, so the planner cannot
+-- know how many rows it covers, and as a join it once hashed all 10 M stored schedules and
+-- scanned every action (13 s per call, bench/README.md). Only leased occurrences lie before
+-- the first free one, a few rounds' worth per ticker; past 100,000 of them the earliest
+-- lease end among the rest is not seen, and the ticker wakes at the next NOTIFY, due instant
+-- or max idle instead.
 WITH first_free AS (
     SELECT a.fire_at FROM actions a JOIN schedules s ON s.id = a.schedule_id
     WHERE a.state = 'PENDING' AND NOT a.held
@@ -200,10 +207,14 @@ WITH first_free AS (
 )
 SELECT least(
     (SELECT fire_at FROM first_free),
-    (SELECT min(a.lease_until) FROM actions a JOIN schedules s ON s.id = a.schedule_id
-     WHERE a.state = 'PENDING' AND NOT a.held AND a.lease_until > a.fire_at
-       AND a.fire_at < coalesce((SELECT fire_at FROM first_free), 'infinity')
-       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')),
+    (SELECT min(leased.lease_until) FROM (
+         SELECT a.lease_until FROM actions a
+         WHERE a.state = 'PENDING' AND NOT a.held AND a.lease_until > a.fire_at
+           AND a.fire_at < coalesce((SELECT fire_at FROM first_free), 'infinity')
+           AND (a.origin = 'MANUAL'
+                OR (SELECT s.state FROM schedules s WHERE s.id = a.schedule_id) <> 'PAUSED')
+         ORDER BY a.fire_at
+         LIMIT 100000) AS leased),
     (SELECT min(ack_deadline) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING'))
 );
 
