@@ -10,7 +10,6 @@ or repeated in the run, and every command of a tenant whose statements met a con
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from services.scheduler.errors import CommandError, parse
 from services.scheduler.handlers import Context, Prepared, insert_actions, prepare
 from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 from shared.contracts import CommandEnvelope, ErrorItem, ScheduleSpec, errors_from_validation
+from shared.ids import new_id
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
 
@@ -137,7 +137,7 @@ async def _apply_tenant(
             continue
         p = item.prepared
         state = "ACTIVE" if p.spec.enabled else "PAUSED"
-        schedule_id = uuid.uuid4()
+        schedule_id = new_id(now)
         namespace, name, state, spec_wire, cron, ack_ms = p.columns(state)
         schedules.append((schedule_id, namespace, name, state, spec_wire, cron, ack_ms))
         own: list[tuple[Any, ...]] = []

@@ -24,6 +24,7 @@ from shared.contracts import (
     TriggerData,
     UpdateData,
 )
+from shared.ids import new_id, new_ids
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
@@ -157,7 +158,7 @@ async def insert_actions(
         return
     await conn.execute(
         Q.insert_actions,
-        [uuid.uuid4() for _ in rows],
+        new_ids(len(rows), now),
         [r[0] for r in rows],
         [tenant] * len(rows),
         [r[1] for r in rows],
@@ -292,7 +293,7 @@ async def _insert(
 
 async def _create(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
     spec = parse(ScheduleSpec, env.data)
-    return await _insert(conn, uuid.uuid4(), env, prepare(spec, now, ctx), now)
+    return await _insert(conn, new_id(now), env, prepare(spec, now, ctx), now)
 
 
 async def _overwrite(
@@ -324,7 +325,7 @@ async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Conte
         schedule_id = _uuid(data.id)
         row = await conn.fetchrow(Q.get_schedule_by_id, tenant, schedule_id)
     else:
-        schedule_id = uuid.uuid4()
+        schedule_id = new_id(now)
         row = await conn.fetchrow(Q.get_schedule_by_name, tenant, spec.namespace, spec.name)
     prepared = prepare(spec, now, ctx)
     if row is None:
@@ -409,7 +410,7 @@ async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Conte
     data = parse(TriggerData, env.data)
     row = await _find(conn, env.meta.tenant, data)
     spec = ScheduleSpec.model_validate(row["spec"])
-    action_id = uuid.uuid4()
+    action_id = new_id(now)
     await conn.execute(
         Q.insert_manual_action,
         action_id,

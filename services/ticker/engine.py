@@ -38,6 +38,7 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
+from shared.ids import new_ids
 from shared.messaging import Outgoing, Stopping, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
@@ -276,7 +277,7 @@ class Ticker:
             n = len(new)
             await conn.execute(
                 Q.insert_actions,
-                [uuid.uuid4() for _ in new],
+                new_ids(len(new), now),
                 [r[0] for r in new],
                 [r[1] for r in new],
                 [r[2] for r in new],
