@@ -75,6 +75,18 @@ async def once_due_now(db: asyncpg.Connection) -> SettableClock:
     return clock
 
 
+async def claim_and_die(pool: asyncpg.Pool, clock: SettableClock) -> None:
+    """A ticker claims what is due (a 30 s lease) and dies while publishing it."""
+
+    async def crash(messages: Sequence[Outgoing]) -> None:
+        raise ConnectionError("ticker died while publishing")
+
+    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
+    crashed.publish = crash
+    with pytest.raises(ConnectionError):
+        await crashed.tick()
+
+
 async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
     """Jump the clock from due time to due time, ticking at each: exact, no sleeps."""
     while True:
@@ -276,14 +288,7 @@ async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:
 
 async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:
     clock = await once_due_now(db)
-
-    async def crash(messages: Sequence[Outgoing]) -> None:
-        raise ConnectionError("ticker died while publishing")
-
-    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
-    crashed.publish = crash
-    with pytest.raises(ConnectionError):
-        await crashed.tick()
+    await claim_and_die(pool, clock)
     sink = Collector()
     survivor = make_ticker(pool, clock, sink)
     assert await survivor.tick() == 0  # still leased
@@ -499,14 +504,7 @@ async def test_a_retaken_claim_stores_its_successor_once(db, pool) -> None:
     await run(db, command("schedule.create", every), clock.now())
     first = await db.fetchval("SELECT min(fire_at) FROM actions")
     clock.set(first)
-
-    async def crash(messages: Sequence[Outgoing]) -> None:
-        raise ConnectionError("ticker died while publishing")
-
-    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
-    crashed.publish = crash
-    with pytest.raises(ConnectionError):
-        await crashed.tick()
+    await claim_and_die(pool, clock)
     clock.advance(timedelta(seconds=31))
     sink = Collector()
     assert await make_ticker(pool, clock, sink).tick() == 1  # the retaken claim
