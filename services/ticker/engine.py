@@ -277,7 +277,7 @@ class Ticker:
             n = len(new)
             await conn.execute(
                 Q.insert_actions,
-                new_ids(len(new), now),
+                new_ids(n, now),
                 [r[0] for r in new],
                 [r[1] for r in new],
                 [r[2] for r in new],
