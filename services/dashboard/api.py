@@ -16,6 +16,13 @@ __all__ = ["dashboard_routes"]
 
 Q = load_queries()
 TIMELINE_MINUTES = 60
+SCHEDULES = 100
+RECENT_ACTIONS = 50
+# How far each list looks: the first occurrences due (for the schedules firing soonest) and the
+# newest history rows (for the recent actions). Each refresh reads about this much, whatever
+# is stored.
+DUE_LOOKAHEAD = 2_000
+HISTORY_LOOKBACK = 5_000
 
 
 def _instant(value: Any) -> str | None:
@@ -25,8 +32,11 @@ def _instant(value: Any) -> str | None:
 async def overview(pool: asyncpg.Pool, clock: Clock) -> dict[str, Any]:
     now = clock.now()
     async with pool.acquire() as conn:
-        schedules = await conn.fetch(Q.dashboard_schedules, 100)
-        actions = await conn.fetch(Q.dashboard_recent_actions, 50)
+        schedules = await conn.fetch(Q.dashboard_schedules, SCHEDULES, DUE_LOOKAHEAD)
+        last = await conn.fetchval(Q.history_last_id)
+        actions = await conn.fetch(
+            Q.dashboard_recent_actions, RECENT_ACTIONS, last - HISTORY_LOOKBACK
+        )
         timeline = await conn.fetch(Q.dashboard_timeline, now, TIMELINE_MINUTES)
     return {
         "now": format_instant(now),

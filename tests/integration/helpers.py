@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from services.scheduler.commands import apply_command
 
@@ -31,3 +32,44 @@ async def run(conn: asyncpg.Connection, body: dict[str, Any], now: datetime) -> 
 
 def schedule(name: str = "nightly", **fields: Any) -> dict[str, Any]:
     return {"name": name, "action": {"type": "billing-run", "payload": {"k": 1}}, **fields}
+
+
+async def add_schedule(db: asyncpg.Connection, now: datetime, state: str = "ACTIVE") -> uuid.UUID:
+    """A schedule row of tenant `t` as the tests of stored rows want it (no command)."""
+    sid = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
+        " created_at, updated_at) VALUES ($1, 't', 'default', $2, $3, $4, 300000, $5, $5)",
+        sid,
+        f"s-{sid.hex[:8]}",
+        state,
+        orjson.dumps({"name": "x"}).decode(),
+        now,
+    )
+    return sid
+
+
+async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -> list[uuid.UUID]:
+    """Occurrence rows of tenant `t`: schedule and fire_at given, the rest defaulted; their ids."""
+    ids = [uuid.uuid4() for _ in rows]
+    await db.executemany(
+        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
+        " held, lease_until, claimed_by, ack_deadline, created_at, updated_at)"
+        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $9, $10, $10)",
+        [
+            (
+                action_id,
+                r["schedule"],
+                r.get("origin", "EXPLICIT"),
+                r["fire_at"],
+                r.get("state", "PENDING"),
+                r.get("held", False),
+                r.get("lease_until"),
+                "t-1" if r.get("lease_until") else None,
+                r.get("ack_deadline"),
+                now,
+            )
+            for action_id, r in zip(ids, rows, strict=True)
+        ],
+    )
+    return ids

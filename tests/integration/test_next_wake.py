@@ -6,7 +6,6 @@ occurrence (the soak found it scanning 8 million rows for 3 s per call)."""
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -14,6 +13,7 @@ import orjson
 import pytest
 
 from shared.persistence.queries import load_queries
+from tests.integration.helpers import add_actions, add_schedule
 
 Q = load_queries()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -30,43 +30,6 @@ SELECT least(
 """
 
 
-async def add_schedule(db: asyncpg.Connection, state: str = "ACTIVE") -> uuid.UUID:
-    sid = uuid.uuid4()
-    await db.execute(
-        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-        " created_at, updated_at) VALUES ($1, 't', 'default', $2, $3, $4, 300000, $5, $5)",
-        sid,
-        f"s-{sid.hex[:8]}",
-        state,
-        orjson.dumps({"name": "x"}).decode(),
-        NOW,
-    )
-    return sid
-
-
-async def add_actions(db: asyncpg.Connection, rows: list[dict]) -> None:
-    await db.executemany(
-        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " held, lease_until, claimed_by, ack_deadline, created_at, updated_at)"
-        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $9, $10, $10)",
-        [
-            (
-                uuid.uuid4(),
-                r["schedule"],
-                r.get("origin", "EXPLICIT"),
-                r["fire_at"],
-                r.get("state", "PENDING"),
-                r.get("held", False),
-                r.get("lease_until"),
-                "t-1" if r.get("lease_until") else None,
-                r.get("ack_deadline"),
-                NOW,
-            )
-            for r in rows
-        ],
-    )
-
-
 def minutes(n: float) -> datetime:
     return NOW + timedelta(minutes=n)
 
@@ -76,8 +39,8 @@ async def test_next_wake_equals_its_definition(db: asyncpg.Connection, seed: int
     """Random mixes of free, leased (lease ending before or after the fire time), held,
     paused, manual-on-paused and in-flight occurrences: the same answer as the full scan."""
     rng = random.Random(seed)
-    active = [await add_schedule(db) for _ in range(3)]
-    paused = [await add_schedule(db, "PAUSED") for _ in range(2)]
+    active = [await add_schedule(db, NOW) for _ in range(3)]
+    paused = [await add_schedule(db, NOW, "PAUSED") for _ in range(2)]
     rows = []
     for _ in range(rng.randint(0, 40)):
         kind = rng.choice(["free", "leased", "held", "paused", "manual", "flight", "done"])
@@ -97,13 +60,13 @@ async def test_next_wake_equals_its_definition(db: asyncpg.Connection, seed: int
         elif kind == "done":
             row["state"] = "SUCCEEDED"
         rows.append(row)
-    await add_actions(db, rows)
+    await add_actions(db, rows, NOW)
     assert await db.fetchval(Q.next_wake) == await db.fetchval(REFERENCE)
 
 
 async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Connection) -> None:
     """50,000 future occurrences and a few leased ones: a handful of pages read, not a scan."""
-    sid = await add_schedule(db)
+    sid = await add_schedule(db, NOW)
     await db.execute(
         "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
         " created_at, updated_at)"
@@ -114,7 +77,7 @@ async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Conne
         NOW,
     )
     await add_actions(
-        db, [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5
+        db, [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5, NOW
     )
     await db.execute("ANALYZE actions")
     plan = orjson.loads(
@@ -147,9 +110,9 @@ async def test_next_wake_reads_the_index_with_many_schedules_stored(
         " LATERAL (SELECT $1::timestamptz + interval '1 year' + s.n * interval '1 minute') AS x(t)",
         NOW,
     )
-    sid = await add_schedule(db)
+    sid = await add_schedule(db, NOW)
     leased = [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5
-    await add_actions(db, leased)
+    await add_actions(db, leased, NOW)
     await db.execute("ANALYZE schedules")
     await db.execute("ANALYZE actions")
     plan = orjson.loads(

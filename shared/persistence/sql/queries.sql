@@ -314,24 +314,51 @@ SELECT (SELECT array_agg(state ORDER BY state) FROM (SELECT DISTINCT state FROM 
 SELECT count(*) FROM actions WHERE state = 'PENDING' AND NOT held AND fire_at <= $1;
 
 -- name: dashboard_schedules
-SELECT s.id, s.tenant, s.namespace, s.name, s.state, s.cron_expression, s.spec->'trigger'->>'kind' AS kind,
-       (SELECT min(a.fire_at) FROM actions a WHERE a.schedule_id = s.id AND a.state = 'PENDING') AS next_fire
-FROM schedules s WHERE s.state <> 'DELETED'
-ORDER BY next_fire NULLS LAST, s.name LIMIT $1;
+-- The $1 schedules that fire soonest, found among the first $2 occurrences that can fire (the
+-- claim's index, in fire_at order); fewer than $1 there: the newest others fill up the list.
+-- A schedule's next fire is its first occurrence that can fire (one held behind a running one
+-- has no time of its own yet).
+WITH soonest AS (
+    SELECT s.*, n.next_fire
+    FROM (SELECT schedule_id, min(fire_at) AS next_fire
+          FROM (SELECT schedule_id, fire_at FROM actions WHERE state = 'PENDING' AND NOT held
+                ORDER BY fire_at LIMIT $2) first
+          GROUP BY schedule_id ORDER BY next_fire) n
+    CROSS JOIN LATERAL (SELECT * FROM schedules s WHERE s.id = n.schedule_id
+                        AND s.state <> 'DELETED') s
+    ORDER BY n.next_fire LIMIT $1
+), listed AS (
+    SELECT * FROM soonest
+    UNION ALL
+    (SELECT s.*, (SELECT min(a.fire_at) FROM actions a
+                  WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND NOT a.held)
+     FROM schedules s
+     WHERE s.state <> 'DELETED' AND s.id NOT IN (SELECT id FROM soonest)
+     ORDER BY s.id DESC LIMIT $1)
+)
+SELECT id, tenant, namespace, name, state, cron_expression, spec->'trigger'->>'kind' AS kind,
+       next_fire
+FROM listed ORDER BY next_fire NULLS LAST, name LIMIT $1;
+
+-- name: history_last_id
+SELECT coalesce(pg_sequence_last_value('action_history_id_seq'), 0);
 
 -- name: dashboard_recent_actions
+-- The $1 occurrences written to most recently: the history rows after id $2 (the newest few
+-- thousand, read through the BRIN index on id).
 SELECT a.id, s.name, a.type, a.due_at, a.fired_at, a.state, a.attempt, a.updated_at
-FROM actions a JOIN schedules s ON s.id = a.schedule_id
-WHERE a.state <> 'PENDING'
-ORDER BY a.updated_at DESC LIMIT $1;
+FROM (SELECT action_id, max(id) AS last_id FROM action_history WHERE id > $2
+      GROUP BY action_id ORDER BY last_id DESC LIMIT $1) h
+JOIN actions a ON a.id = h.action_id
+JOIN schedules s ON s.id = a.schedule_id
+ORDER BY h.last_id DESC;
 
 -- name: dashboard_timeline
--- Per minute over the last $2 minutes before $1: attempts fired and acknowledged.
-SELECT date_trunc('minute', at) AS minute,
-       count(*) FILTER (WHERE state = 'DISPATCHED') AS fired,
-       count(*) FILTER (WHERE state IN ('SUCCEEDED', 'FAILED')) AS acknowledged
-FROM action_history
-WHERE at > $1::timestamptz - make_interval(mins => $2) AND at <= $1
+-- Per minute over the last $2 minutes before $1: attempts fired and acknowledged (counted as
+-- the history is written: activity_minutes, migration 0008).
+SELECT minute, sum(fired)::bigint AS fired, sum(acknowledged)::bigint AS acknowledged
+FROM activity_minutes
+WHERE minute > $1::timestamptz - make_interval(mins => $2) AND minute <= $1
 GROUP BY 1 ORDER BY 1;
 
 -- name: insert_schedules
