@@ -8,7 +8,8 @@ all go through `compile_series`, so they cannot disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Protocol
 
 from shared.contracts.commands import ScheduleSpec
@@ -112,9 +113,16 @@ def compile_trigger(
         else f"{trigger.minutes} {trigger.hours} * * *"
     )
     try:
-        cron = parse_cron(text)
+        return _cron_source(text, tz, dst)
     except ScheduleError as err:
         raise ScheduleError(err.message, "trigger.expression") from None
+
+
+@lru_cache(maxsize=4096)
+def _cron_source(text: str, tz: tzinfo, dst: DstPolicy) -> tuple[WallSchedule, str | None]:
+    """One WallSchedule per (expression, zone, DST policy): it remembers its answers, so the
+    schedules that share a trigger share them."""
+    cron = parse_cron(text)
     return WallSchedule(cron.next_wall, tz, cron.every_hour, dst), quartz_form(cron)
 
 

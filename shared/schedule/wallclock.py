@@ -13,7 +13,7 @@ the second occurrence), whatever the hour field. `REAL_TIME`: always follow real
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
@@ -23,6 +23,7 @@ DstPolicy = Literal["AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME"]
 DST_POLICIES: tuple[DstPolicy, ...] = ("AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME")
 _SECOND = timedelta(seconds=1)
 MARGIN = timedelta(hours=3)  # larger than any DST shift in the tz database
+MEMO_SIZE = 512  # answers a WallSchedule keeps (then it starts again)
 
 
 def _transition_after(low: datetime, high: datetime, tz: tzinfo) -> datetime:
@@ -70,9 +71,26 @@ class WallSchedule:
     tz: tzinfo
     every_hour: bool  # the hour field matches every hour
     dst: DstPolicy = "AUTO"
+    # Answers given, by `after`: a pure function of it. Schedules of one trigger share one
+    # WallSchedule (compile_trigger), so their fire times after the same instant are computed
+    # once (a schedule's view asks for its next five; bench/README.md, command ingest).
+    _answers: dict[datetime, datetime | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def next_after(self, after: datetime) -> datetime | None:
         """First fire instant strictly after `after` (aware)."""
+        answers = self._answers
+        try:
+            return answers[after]
+        except KeyError:
+            pass
+        if len(answers) >= MEMO_SIZE:
+            answers.clear()
+        answer = answers[after] = self._next_after(after)
+        return answer
+
+    def _next_after(self, after: datetime) -> datetime | None:
         after = after.astimezone(UTC)
         real_time = self.dst == "REAL_TIME" or (self.dst == "AUTO" and self.every_hour)
         later = self.dst == "ONCE_LATER"

@@ -14,6 +14,7 @@ from shared.contracts.triggers import CronTrigger, DailyTrigger, IntervalTrigger
 from shared.schedule import ScheduleError, Series, compile_series, compile_trigger
 from shared.schedule.durations import format_duration, parse_duration
 from shared.schedule.timezones import resolve_zone
+from shared.schedule.wallclock import MEMO_SIZE
 
 
 def utc(text: str) -> datetime:
@@ -362,3 +363,24 @@ def test_every_day_shortcut_agrees_with_croniter(minute: str, hour: str, start: 
     every_day = _every_day(expression)
     assert every_day is not None
     assert _next_in_day(every_day, start) == croniter(expression, start).get_next(datetime)
+
+
+def test_schedules_of_one_trigger_share_remembered_fire_times() -> None:
+    """Schedules with the same trigger, zone and DST policy share one source, which remembers
+    its answers: they equal answers computed afresh, across a DST change and after its memory
+    filled up and started again."""
+    trigger = DailyTrigger(kind="daily", hours=1, minutes=30)
+    created = utc("2026-10-20T00:00:00Z")
+    source, _ = compile_trigger(trigger, "Europe/London", created)
+    assert compile_trigger(trigger, "Europe/London", created)[0] is source
+    later, _ = compile_trigger(trigger, "Europe/London", created, "ONCE_LATER")
+    assert later is not source
+    afters = [created + timedelta(minutes=37 * i) for i in range(MEMO_SIZE + 50)]
+    for after in afters + afters:  # the second pass is answered from memory (in part)
+        assert source.next_after(after) == source._next_after(after)
+        assert later.next_after(after) == later._next_after(after)
+    assert len(source._answers) <= MEMO_SIZE
+    # At the fall-back overlap the two policies differ, and neither took the other's answer.
+    before = utc("2026-10-24T12:00:00Z")
+    assert source.next_after(before) == utc("2026-10-25T00:30:00Z")
+    assert later.next_after(before) == utc("2026-10-25T01:30:00Z")
