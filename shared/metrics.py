@@ -56,6 +56,11 @@ class Metrics:
             "chime_retries", "Attempts scheduled again, by cause.", ["cause"], registry=r
         )
         self.dead = Counter("chime_actions_dead", "Occurrences failed for good.", registry=r)
+        self.pruned = Counter(
+            "chime_actions_pruned",
+            "Finished occurrences deleted with their history (CHIME_RETENTION_DAYS).",
+            registry=r,
+        )
         self.dlq = Counter("chime_dlq_entries", "Records sent to the DLQ.", ["service"], registry=r)
         self.due_backlog = Gauge(
             "chime_due_backlog", "Occurrences due now and not yet fired.", registry=r

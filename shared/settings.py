@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )
     ticker_id: str | None = Field(None, description="Claimer name; default host:pid.")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Finished occurrences (SUCCEEDED, FAILED, SKIPPED, CANCELLED) due more than "
+        "this many days ago are deleted with their history by the ticker, a batch at a time; "
+        "unset: kept forever (the full history).",
+    )
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."
     )

@@ -1,4 +1,5 @@
-"""Composition root of the ticker: settings -> pool + LISTEN -> Ticker -> broker -> app."""
+"""Composition root of the ticker: settings -> pool + LISTEN -> Ticker (+ Retention) -> broker
+-> app."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 
 import asyncpg
 from faststream import FastStream
 
 from services.dashboard.api import dashboard_routes
 from services.ticker.engine import Ticker
+from services.ticker.retention import Retention
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
 from shared.messaging import Publisher, build_broker, ensure_topics, retry_forever
@@ -91,6 +94,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
         runtime.http.routes.update(dashboard_routes(pools[0], clock))
         tasks.append(asyncio.create_task(_listen(settings, wake, stop)))
         tasks.append(asyncio.create_task(ticker.run(stop, wake, runtime.set_dependencies_ok)))
+        if settings.retention_days is not None:
+            keep = timedelta(days=settings.retention_days)
+            retention = Retention(pools[0], keep, clock, runtime.metrics)
+            tasks.append(asyncio.create_task(retention.run(stop, runtime.set_dependencies_ok)))
         await runtime.mark_started()
 
     async def drain_loops() -> None:

@@ -388,3 +388,21 @@ INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, 
 SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $6
 FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[])
      AS c(command_id, idempotency_key, body_hash, result);
+
+-- name: prune_finished
+-- Retention: finished occurrences due before $1, oldest first, at most $2, with their history.
+-- Each schedule's last series occurrence stays (the series counts its occurrences and goes on
+-- from it); rows another ticker is pruning are skipped. The history goes by its primary key.
+WITH doomed AS (
+    SELECT a.id FROM actions a
+    WHERE a.state IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') AND a.due_at < $1
+      AND (a.seq IS NULL OR a.seq < (SELECT max(m.seq) FROM actions m
+                                     WHERE m.schedule_id = a.schedule_id AND m.seq IS NOT NULL))
+    ORDER BY a.due_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), history AS (
+    DELETE FROM action_history WHERE action_id = ANY (ARRAY(SELECT id FROM doomed))
+), gone AS (
+    DELETE FROM actions WHERE id = ANY (ARRAY(SELECT id FROM doomed)) RETURNING 1
+)
+SELECT count(*) FROM gone;
