@@ -118,7 +118,7 @@ def compile_trigger(
         raise ScheduleError(err.message, "trigger.expression") from None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # with MEMO_SIZE answers each: at most ~13 MB
 def _cron_source(text: str, tz: tzinfo, dst: DstPolicy) -> tuple[WallSchedule, str | None]:
     """One WallSchedule per (expression, zone, DST policy): it remembers its answers, so the
     schedules that share a trigger share them."""

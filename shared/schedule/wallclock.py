@@ -23,7 +23,7 @@ DstPolicy = Literal["AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME"]
 DST_POLICIES: tuple[DstPolicy, ...] = ("AUTO", "ONCE_EARLIER", "ONCE_LATER", "REAL_TIME")
 _SECOND = timedelta(seconds=1)
 MARGIN = timedelta(hours=3)  # larger than any DST shift in the tz database
-MEMO_SIZE = 512  # answers a WallSchedule keeps (then it starts again)
+MEMO_SIZE = 64  # answers a WallSchedule keeps (then it starts again): ~13 KB
 
 
 def _transition_after(low: datetime, high: datetime, tz: tzinfo) -> datetime:
