@@ -73,3 +73,30 @@ async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -
         ],
     )
     return ids
+
+
+async def store_future_occurrences(
+    db: asyncpg.Connection, now: datetime, schedules: int, each: int, origin: str
+) -> None:
+    """`schedules` schedules of tenant `t`, each with `each` pending occurrences a year or more
+    ahead (schedule n's k-th: now + k years + n minutes): a large store, written in SQL."""
+    await db.execute(
+        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
+        " created_at, updated_at)"
+        " SELECT gen_random_uuid(), 't', 'default', 'stored-' || i, 'ACTIVE', '{}', 300000,"
+        " $1, $1 FROM generate_series(1, $2) AS i",
+        now,
+        schedules,
+    )
+    await db.execute(
+        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
+        " created_at, updated_at)"
+        " SELECT gen_random_uuid(), s.id, 't', $3, 'x', t, t, 'PENDING', $1, $1"
+        " FROM (SELECT id, row_number() OVER () AS n FROM schedules) s,"
+        " generate_series(1, $2) AS k,"
+        " LATERAL (SELECT $1::timestamptz + s.n * interval '1 minute' + k * interval '1 year')"
+        " AS x(t)",
+        now,
+        each,
+        origin,
+    )

@@ -15,7 +15,7 @@ import pytest
 from services.dashboard.api import DUE_LOOKAHEAD, HISTORY_LOOKBACK
 from shared.persistence.database import connect
 from shared.persistence.queries import load_queries
-from tests.integration.helpers import add_actions, add_schedule
+from tests.integration.helpers import add_actions, add_schedule, store_future_occurrences
 
 Q = load_queries()
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
@@ -171,23 +171,7 @@ async def test_each_read_stays_small_with_many_rows_stored(db: asyncpg.Connectio
     """100,000 schedules of five future occurrences each, 100,000 history rows: each read takes
     about what it shows. Before migration 0008 they read every schedule and its occurrences,
     every finished occurrence and the whole last hour of history."""
-    await db.execute(
-        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), 't', 'default', 'stored-' || i, 'ACTIVE', '{}', 300000,"
-        " $1, $1 FROM generate_series(1, 100000) AS i",
-        NOW,
-    )
-    await db.execute(
-        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), s.id, 't', 'EXPLICIT', 'x', t, t, 'PENDING', $1, $1"
-        " FROM (SELECT id, row_number() OVER () AS n FROM schedules) s,"
-        " generate_series(1, 5) AS k,"
-        " LATERAL (SELECT $1::timestamptz + s.n * interval '1 minute' + k * interval '1 year')"
-        " AS x(t)",
-        NOW,
-    )
+    await store_future_occurrences(db, NOW, 100_000, 5, "EXPLICIT")
     await db.execute(
         "INSERT INTO action_history (action_id, attempt, state, at)"
         " SELECT a.id, 1, 'DISPATCHED', $1::timestamptz - random() * interval '58 minutes'"

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from shared.persistence.queries import load_queries
-from tests.integration.helpers import add_actions, add_schedule
+from tests.integration.helpers import add_actions, add_schedule, store_future_occurrences
 
 Q = load_queries()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -95,21 +95,7 @@ async def test_next_wake_reads_the_index_with_many_schedules_stored(
     lease end among the leased occurrences before the first free one was a join whose row
     count the planner could not know (its bound comes from the first part): with 10 M stored
     it chose to hash every schedule and scan every action, 13 s per call."""
-    await db.execute(
-        "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), 't', 'default', 'stored-' || i, 'ACTIVE', '{}', 300000,"
-        " $1, $1 FROM generate_series(1, 100000) AS i",
-        NOW,
-    )
-    await db.execute(
-        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), s.id, 't', 'SERIES', 'x', t, t, 'PENDING', $1, $1"
-        " FROM (SELECT id, row_number() OVER () AS n FROM schedules) s,"
-        " LATERAL (SELECT $1::timestamptz + interval '1 year' + s.n * interval '1 minute') AS x(t)",
-        NOW,
-    )
+    await store_future_occurrences(db, NOW, 100_000, 1, "SERIES")
     sid = await add_schedule(db, NOW)
     leased = [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5
     await add_actions(db, leased, NOW)

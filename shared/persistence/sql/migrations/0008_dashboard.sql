@@ -19,6 +19,8 @@ CREATE INDEX action_history_recent ON action_history USING brin (id) WITH (pages
 -- a ring of one day (slot: the minute of the day) so that the table never grows. Each writer
 -- mostly updates rows of its own (shard: its backend's pid modulo 64), so that two writers
 -- rarely wait for each other's transaction. A count arriving more than a day late is dropped.
+-- Counting starts with this migration (the history is not read back: on a large table that
+-- would be a long scan while upgrading), so the timeline fills within its hour.
 CREATE TABLE activity_minutes (
     slot         smallint    NOT NULL,
     shard        smallint    NOT NULL,
@@ -55,17 +57,3 @@ $$;
 
 CREATE TRIGGER count_activity AFTER INSERT ON action_history
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_activity();
-
--- What the ring holds, counted once from the history when upgrading (one read of the table).
-INSERT INTO activity_minutes (slot, shard, minute, fired, acknowledged)
-SELECT (extract(epoch FROM c.minute)::bigint / 60 % 1440)::smallint, 0, c.minute, c.fired,
-       c.acknowledged
-FROM (
-    SELECT date_trunc('minute', at, 'UTC') AS minute,
-           count(*) FILTER (WHERE state = 'DISPATCHED') AS fired,
-           count(*) FILTER (WHERE state IN ('SUCCEEDED', 'FAILED')) AS acknowledged
-    FROM action_history
-    WHERE state IN ('DISPATCHED', 'SUCCEEDED', 'FAILED')
-      AND at >= date_trunc('minute', now(), 'UTC') - interval '1439 minutes' AND at <= now()
-    GROUP BY 1
-) c;
