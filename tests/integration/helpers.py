@@ -50,12 +50,13 @@ async def add_schedule(db: asyncpg.Connection, now: datetime, state: str = "ACTI
 
 
 async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -> list[uuid.UUID]:
-    """Occurrence rows of tenant `t`: schedule and fire_at given, the rest defaulted; their ids."""
+    """Occurrence rows of tenant `t`: schedule and fire_at given, the rest defaulted (a series
+    occurrence: origin SERIES and its `seq`); their ids."""
     ids = [uuid.uuid4() for _ in rows]
     await db.executemany(
         "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " held, lease_until, claimed_by, ack_deadline, created_at, updated_at)"
-        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $9, $10, $10)",
+        " held, lease_until, claimed_by, ack_deadline, created_at, updated_at, seq)"
+        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
         [
             (
                 action_id,
@@ -68,6 +69,7 @@ async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -
                 "t-1" if r.get("lease_until") else None,
                 r.get("ack_deadline"),
                 now,
+                r.get("seq"),
             )
             for action_id, r in zip(ids, rows, strict=True)
         ],

@@ -31,16 +31,17 @@ async def histories(db: asyncpg.Connection, ids: list[uuid.UUID]) -> None:
 
 async def series(db: asyncpg.Connection, sid: uuid.UUID, states: list[str]) -> list[uuid.UUID]:
     """Series occurrences 1..n of a schedule, a day apart, all due long ago."""
-    ids = [uuid.uuid4() for _ in states]
-    await db.executemany(
-        "INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, due_at, fire_at, state,"
-        " created_at, updated_at) VALUES ($1, $2, 't', $3, 'SERIES', 'x', $4, $4, $5, $4, $4)",
-        [
-            (i, sid, n + 1, OLD - timedelta(days=len(states) - n), state)
-            for n, (i, state) in enumerate(zip(ids, states, strict=True))
-        ],
-    )
-    return ids
+    rows = [
+        {
+            "schedule": sid,
+            "origin": "SERIES",
+            "seq": n + 1,
+            "state": state,
+            "fire_at": OLD - timedelta(days=len(states) - n),
+        }
+        for n, state in enumerate(states)
+    ]
+    return await add_actions(db, rows, NOW)
 
 
 async def test_finished_occurrences_past_retention_go_with_their_history(
