@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     )
     kafka_heartbeat_interval_ms: int = Field(3_000, description="Consumer heartbeat interval.")
     consumer_batch_size: int = Field(
-        500, ge=1, description="Most messages a batch subscriber takes at once."
+        2000,
+        ge=1,
+        description="Most messages a batch subscriber takes at once (a tenant's creates and "
+        "acks in a batch are applied with a few multi-row statements each).",
     )
     consumer_batch_timeout_ms: int = Field(
         20, ge=0, description="How long a batch subscriber waits to fill a batch."
