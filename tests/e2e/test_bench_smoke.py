@@ -34,10 +34,12 @@ async def run(script: str, *args: str, env: dict[str, str] | None = None) -> lis
 
 async def test_fire_throughput_smoke() -> None:
     raw, chime = await run("fire_throughput", "--total", "300")
-    assert raw["scenario"] == "raw_reference_claim_loop" and raw["rate_per_s"] > 0
+    assert raw["scenario"] == "raw_reference_claim_loop" and raw["received"] == 300
+    assert raw["published"]["rate_per_s"] > 0 and raw["all_within_s"] > 0
     assert chime["scenario"] == "fire_throughput"
     assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
     assert chime["first_late_s"] >= 0  # never early
+    assert chime["fired"]["count"] == 300 and chime["fired"]["all_within_s"] >= 0
     assert set(chime["rss_mib"]) == {"ticker-0", "scheduler"}
 
 
