@@ -2,7 +2,7 @@
 back with a plain consumer; and, in the same run, the raw reference: a plain asyncpg claim loop
 publishing with aiokafka on the same database and broker, read back by the same consumer.
 
-    python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B]
+    python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B] [--no-raw]
 
 Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
 chime.commands (answered by the scheduler), action.due read back from the broker. Both
@@ -36,7 +36,8 @@ TENANT = "bench"  # load_through_commands' tenant
 
 
 def _received(received: list[tuple[float, dict]], start: float) -> dict:
-    """Rate from the first received to the last, and how long after `start` each arrived."""
+    """Rate from the first received to the last, and how long after `start` the first and the
+    last arrived."""
     times = sorted(t for t, _ in received)
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     return {
@@ -107,7 +108,7 @@ async def raw_reference(total: int, batch: int = 5000) -> dict:
         await producer.start()
         topic = settings.topics.actions_due
         reading = asyncio.create_task(receive(settings, topic, total, 600))
-        await asyncio.sleep(1.0)  # the consumer has joined (it reads from the start anyway)
+        await asyncio.sleep(1.0)  # started, it reads beside the loop (from the topic's start)
         start = time.time()
         started = time.monotonic()
         sent = 0
