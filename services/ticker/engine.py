@@ -154,6 +154,7 @@ class Ticker:
         oldest first; store series successors and read the overlap state."""
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q.claim_plan)
             rows = await conn.fetch(
                 Q.claim_due,
                 now + self.lookahead,
