@@ -79,7 +79,12 @@ class Settings(BaseSettings):
         "message larger than that is a run of its own), each in its own transaction: "
         "what a service parses and holds at once is bounded by size, not only by count.",
     )
-    database_pool_size: int = Field(4, ge=1, description="Connections per service process.")
+    database_pool_size: int = Field(
+        4,
+        ge=1,
+        description="Connections per service process. The scheduler applies the runs of creates "
+        "of up to this many tenants minus one at once, each on a connection of its own.",
+    )
     ticker_batch_size: int = Field(1000, ge=1, description="Occurrences claimed per round.")
     ticker_lease_seconds: float = Field(
         30.0, gt=0, description="How long a claim is held before another ticker may take it."

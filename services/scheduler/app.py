@@ -35,6 +35,9 @@ class CommandConsumer:
         self.context = Context(action_topics=settings.action_topic_allow_list)
         self.auth = Authenticator.from_settings(settings)
         self.max_bytes = settings.max_message_bytes
+        # tenants' runs of creates at once, each on a connection of its own (one stays with
+        # the batch's transaction)
+        self.concurrency = settings.database_pool_size - 1
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -83,7 +86,9 @@ class CommandConsumer:
                 run.append(body)
                 continue
             if run:
-                results += await apply_creates(conn, run, self.clock.now(), self.context)
+                results += await apply_creates(
+                    conn, run, self.clock.now(), self.context, self.pool, self.concurrency
+                )
                 run = []
             if body is None:
                 break

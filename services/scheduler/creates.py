@@ -10,6 +10,7 @@ or repeated in the run, and every command of a tenant whose statements met a con
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,10 +47,23 @@ class _Item:
 
 
 async def apply_creates(
-    conn: asyncpg.Connection, bodies: list[dict[str, Any]], now: datetime, ctx: Context
+    conn: asyncpg.Connection,
+    bodies: list[dict[str, Any]],
+    now: datetime,
+    ctx: Context,
+    pool: asyncpg.Pool | None = None,
+    concurrency: int = 1,
 ) -> list[dict[str, Any]]:
-    """Apply decoded `schedule.create` commands inside the caller's transaction, in order;
-    returns their results (wire), one per body."""
+    """Apply decoded `schedule.create` commands, in order; returns their results (wire), one
+    per body.
+
+    Without a pool, every tenant's run is a savepoint of the caller's transaction on `conn`.
+    With one, the tenants' runs are transactions of their own on the pool's connections, up
+    to `concurrency` at once: one tenant's statements run in PostgreSQL while the next
+    tenant's rows are built here. Tenants share no rows, and a command of one tenant is
+    applied in order with the others of that tenant. A run committed before a failure
+    elsewhere in the batch is applied again as replays when the batch is (processed commands
+    answer with their first result)."""
     results: list[dict[str, Any] | None] = [None] * len(bodies)
     one_by_one: list[int] = []
     by_tenant: dict[str, list[_Item]] = {}
@@ -76,21 +90,40 @@ async def apply_creates(
             continue
         seen.update(marks)
         by_tenant.setdefault(meta.tenant, []).append(item)
-    for tenant, items in by_tenant.items():
+
+    async def tenant_run(tenant: str, items: list[_Item], own: asyncpg.Connection) -> None:
         try:
-            async with conn.transaction():
-                await conn.execute(Q.set_tenant, tenant)
-                done, later = await _apply_tenant(conn, tenant, items, now)
+            async with own.transaction():
+                await own.execute(Q.set_tenant, tenant)
+                done, later = await _apply_tenant(own, tenant, items, now)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
             # Another replica wrote the same name or command id (or a row the database refuses):
             # one by one, each command gets its own answer.
             one_by_one.extend(item.index for item in items)
-            continue
+            return
         for index, result in done.items():
             results[index] = result
         one_by_one.extend(later)
+
+    if pool is None or concurrency < 2 or len(by_tenant) < 2:
+        for tenant, items in by_tenant.items():
+            await tenant_run(tenant, items, conn)
+    else:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def on_its_own(tenant: str, items: list[_Item]) -> None:
+            async with slots, pool.acquire() as own:
+                await tenant_run(tenant, items, own)
+
+        try:
+            async with asyncio.TaskGroup() as group:  # the first failure cancels the others
+                for tenant, items in by_tenant.items():
+                    group.create_task(on_its_own(tenant, items))
+        except ExceptionGroup as failed:
+            # the error itself, as the sequential path raises it: a transient one is retried
+            raise failed.exceptions[0] from None
     for index in sorted(one_by_one):
         results[index] = await apply_command(conn, bodies[index], now, ctx)
     return [r for r in results if r is not None]

@@ -9,10 +9,11 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
 from services.scheduler.commands import Context, apply_command
 from services.scheduler.creates import apply_creates
-from shared.persistence.database import connect
+from shared.persistence.database import connect, create_pool
 from tests.integration.helpers import command, schedule
 
 NOW = datetime(2030, 3, 30, 12, 0, tzinfo=UTC)
@@ -119,9 +120,15 @@ async def _stored(conn: asyncpg.Connection) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(rows, default=str))
 
 
-async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: str) -> None:
+@pytest.mark.parametrize("concurrency", [1, 3], ids=["savepoints", "tenants-at-once"])
+async def test_bulk_and_one_by_one_agree(
+    database_url: str, twin_database_url: str, concurrency: int
+) -> None:
+    """With `concurrency` 3 the batch's two tenants are applied at once, each in a
+    transaction of its own on the pool, as the scheduler does."""
     before, batch = _batch()
     outcomes = []
+    pool = await create_pool(database_url, 4)
     for url, bulk in ((database_url, True), (twin_database_url, False)):
         conn = await connect(url, tenant=None)
         try:
@@ -130,12 +137,13 @@ async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: s
                     await apply_command(conn, body, NOW, CTX)
             async with conn.transaction():
                 if bulk:
-                    results = await apply_creates(conn, batch, NOW, CTX)
+                    results = await apply_creates(conn, batch, NOW, CTX, pool, concurrency)
                 else:
                     results = [await apply_command(conn, body, NOW, CTX) for body in batch]
             outcomes.append((results, await _stored(conn)))
         finally:
             await conn.close()
+    await pool.close()
     (bulk_results, bulk_rows), (single_results, single_rows) = outcomes
     assert len(bulk_results) == len(batch)
     kinds = [r["type"] for r in single_results]
@@ -148,3 +156,29 @@ async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: s
     assert _normal(bulk_rows["schedules"]) == _normal(single_rows["schedules"])
     assert bulk_rows["actions"] == single_rows["actions"]
     assert bulk_rows["processed"] == single_rows["processed"]
+
+
+async def test_a_tenant_losing_its_connection_fails_the_run_as_a_retryable_error(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenants applied at once: when one loses the database, apply_creates raises that error
+    (which the scheduler retries, the batch rewound), not a group of errors it would not
+    recognise as transient."""
+    from services.scheduler import creates
+
+    apply_tenant = creates._apply_tenant
+
+    async def losing_acct_2(conn, tenant, items, now):
+        if tenant == "acct-2":
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection lost")
+        return await apply_tenant(conn, tenant, items, now)
+
+    monkeypatch.setattr(creates, "_apply_tenant", losing_acct_2)
+    _, batch = _batch()
+    pool = await create_pool(database_url, 4)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
+                await apply_creates(conn, batch, NOW, CTX, pool, 3)
+    finally:
+        await pool.close()
