@@ -78,22 +78,29 @@ class CommandConsumer:
     async def _results(
         self, conn: Any, bodies: list[tuple[dict[str, Any], Denied | None]]
     ) -> list[dict[str, Any]]:
-        """One result per body, in order; runs of consecutive creates are applied in bulk."""
+        """One result per body, in order; runs of consecutive creates are applied in bulk.
+
+        A run's tenants are applied at once, in transactions of their own, only while the
+        batch's transaction has written nothing: a create waiting for a row that transaction
+        holds (a name it freed, say) would wait for a commit that waits for the create."""
         results: list[dict[str, Any]] = []
         run: list[dict[str, Any]] = []
+        untouched = True  # nothing written yet in the batch's transaction
         for body, denied in [*bodies, (None, None)]:
             if body is not None and denied is None and body.get("type") == "schedule.create":
                 run.append(body)
                 continue
             if run:
+                pool = self.pool if untouched else None
                 results += await apply_creates(
-                    conn, run, self.clock.now(), self.context, self.pool, self.concurrency
+                    conn, run, self.clock.now(), self.context, pool, self.concurrency
                 )
-                run = []
+                run, untouched = [], False
             if body is None:
                 break
             if denied is None:
                 results.append(await apply_command(conn, body, self.clock.now(), self.context))
+                untouched = False
             else:  # refused before reading the database: nothing changes
                 error = ErrorItem(code=denied.code, message=denied.message, field=denied.field)
                 results.append(rejected_result(body, [error], self.clock.now()))

@@ -3,6 +3,7 @@ what `apply_command` does one by one, including every way a create can go wrong 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -182,3 +183,30 @@ async def test_a_tenant_losing_its_connection_fails_the_run_as_a_retryable_error
                 await apply_creates(conn, batch, NOW, CTX, pool, 3)
     finally:
         await pool.close()
+
+
+async def test_tenants_wait_for_nothing_the_batch_holds(database_url: str) -> None:
+    """A batch that first pauses a schedule, then (reusing that command's id, by mistake)
+    creates one, for two tenants: the create must not run in a transaction of its own while
+    the batch's transaction holds that command id uncommitted — it would wait for a commit
+    that waits for it. Answered within seconds, as one by one would answer."""
+    from services.scheduler.app import CommandConsumer
+    from shared.clock import SystemClock
+    from shared.runtime import ServiceRuntime
+    from shared.settings import Settings
+
+    settings = Settings(database_url=database_url, database_pool_size=4)
+    pool = await create_pool(database_url, 4)
+    consumer = CommandConsumer(pool, settings, SystemClock(), ServiceRuntime("scheduler", settings))
+    try:
+        existing = command("schedule.create", schedule("existing", trigger=DAILY))
+        [created] = [orjson.loads(m.value) for m in await consumer._apply([(existing, None)])]
+        pause = command("schedule.pause", {"id": created["data"]["id"]}, commandId="reused")
+        create = command("schedule.create", schedule("new", trigger=DAILY), commandId="reused")
+        other = command("schedule.create", schedule("other", trigger=DAILY), tenant="acct-2")
+        batch = [(pause, None), (create, None), (other, None)]
+        out = await asyncio.wait_for(consumer._apply(batch), 20)
+    finally:
+        await pool.close()
+    kinds = [orjson.loads(m.value)["type"] for m in out]
+    assert kinds[0] == "schedule.paused" and kinds[2] == "schedule.created", kinds
