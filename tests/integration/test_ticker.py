@@ -520,16 +520,7 @@ async def test_a_mark_looks_its_rows_up_by_key_when_statistics_predate_the_claim
     with every id of the batch (4,000 x 1,000 comparisons, ~1 s per mark of 1,000 at 100,000
     stored, in the fire-throughput benchmark). Rows claimed by another ticker stay as they are."""
     first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-    later = schedule("s", actions=[{"type": "run", "at": "2027-01-01T00:00:00Z"}])
-    sid = uuid.UUID((await run(db, command("schedule.create", later), first))["data"]["id"])
-    await db.execute(
-        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), $1, 'acct-1', 'EXPLICIT', 'run', $2, $2, 'PENDING', $2, $2"
-        " FROM generate_series(1, 100000)",
-        sid,
-        first,
-    )
+    await store_due_at_once(db, [await add_schedule(db, first)], first)
     await db.execute("ALTER TABLE actions SET (autovacuum_enabled = false)")
     await db.execute("ANALYZE actions")
     lease = first + timedelta(seconds=30)
@@ -585,15 +576,7 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     await db.execute("ALTER TABLE actions SET (autovacuum_enabled = false)")
     await db.execute("ALTER TABLE schedules SET (autovacuum_enabled = false)")
     await db.execute("ANALYZE")  # nothing stored yet, as far as the planner will know
-    ids = [await add_schedule(db, first) for _ in range(schedules)]
-    await db.execute(
-        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " created_at, updated_at)"
-        " SELECT gen_random_uuid(), ($1::uuid[])[1 + i % cardinality($1::uuid[])], 't',"
-        " 'EXPLICIT', 'run', $2, $2, 'PENDING', $2, $2 FROM generate_series(1, 100000) AS i",
-        ids,
-        first,
-    )
+    await store_due_at_once(db, [await add_schedule(db, first) for _ in range(schedules)], first)
     if analyzed:
         await db.execute("ANALYZE")
     claiming = db.transaction()
@@ -613,3 +596,18 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     }
     assert plan["Actual Rows"] == 1000
     assert max(read.values()) <= 1000, f"the claim read more than its round: {read}"
+
+
+async def store_due_at_once(
+    db: asyncpg.Connection, schedules: list[uuid.UUID], at: datetime, count: int = 100_000
+) -> None:
+    """`count` explicit occurrences of tenant `t` due at `at`, spread over `schedules`."""
+    await db.execute(
+        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
+        " created_at, updated_at)"
+        " SELECT gen_random_uuid(), ($1::uuid[])[1 + i % cardinality($1::uuid[])], 't',"
+        " 'EXPLICIT', 'run', $2, $2, 'PENDING', $2, $2 FROM generate_series(1, $3) AS i",
+        schedules,
+        at,
+        count,
+    )
