@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from bench.command_ingest import publish
-from bench.common import line, load_through_commands, receive, rss_mib, servers
+from bench.common import ingest_rates, line, load_through_commands, receive, rss_mib, servers
 from tests.processes import Services
 
 
@@ -52,9 +52,6 @@ async def scenario(total: int, ackers: int) -> dict:
         events = await receive(settings, settings.topics.actions_events, len(acks), 900)
         rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         await running.stop_all()
-    times = [t for t, _ in events]
-    span = max(times) - min(times) if len(times) > 1 else 0.0
-    from_ready = max(times) - ready if times else 0.0  # includes joining the consumer group
     states = [v["data"].get("state") for _, v in events if v["type"] == "action.state-changed"]
     return {
         "scenario": "ack_ingest",
@@ -62,8 +59,7 @@ async def scenario(total: int, ackers: int) -> dict:
         "ackers": ackers,
         "applied": states.count("SUCCEEDED"),
         "ignored": sum(1 for _, v in events if v["type"] == "action.ack-ignored"),
-        "rate_per_s": round(len(events) / span) if span else None,
-        "rate_from_ready_per_s": round(len(events) / from_ready) if from_ready else None,
+        **ingest_rates(events, ready),
         "publish_s": round(publish_s, 2),
         "rss_mib": rss,
     }

@@ -19,7 +19,7 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import line, receive, rss_mib, servers
+from bench.common import ingest_rates, line, receive, rss_mib, servers
 from tests.processes import Services
 
 
@@ -73,9 +73,6 @@ async def scenario(total: int, schedulers: int) -> dict:
         results = await receive(settings, settings.topics.command_results, total, 900)
         rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         await running.stop_all()
-    times = [t for t, _ in results]
-    span = max(times) - min(times) if len(times) > 1 else 0.0
-    from_ready = max(times) - ready if times else 0.0  # includes joining the consumer group
     kinds: dict[str, int] = {}
     for _, value in results:
         kinds[value["type"]] = kinds.get(value["type"], 0) + 1
@@ -85,8 +82,7 @@ async def scenario(total: int, schedulers: int) -> dict:
         "schedulers": schedulers,
         "answered": len(results),
         "results": kinds,
-        "rate_per_s": round(len(results) / span) if span else None,
-        "rate_from_ready_per_s": round(len(results) / from_ready) if from_ready else None,
+        **ingest_rates(results, ready),
         "publish_s": round(publish_s, 2),
         "rss_mib": rss,
     }

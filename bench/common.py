@@ -124,6 +124,18 @@ async def receive(
     return out
 
 
+def ingest_rates(received: list[tuple[float, Any]], ready: float) -> dict[str, int | None]:
+    """Messages per second from the first received to the last, and from `ready` (the
+    services started, consumer groups not yet joined) to the last."""
+    times = [t for t, _ in received]
+    span = max(times) - min(times) if len(times) > 1 else 0.0
+    from_ready = max(times) - ready if times else 0.0
+    return {
+        "rate_per_s": round(len(times) / span) if span else None,
+        "rate_from_ready_per_s": round(len(times) / from_ready) if from_ready else None,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
