@@ -82,7 +82,8 @@ class CommandConsumer:
 
         A run's tenants are applied at once, in transactions of their own, only while the
         batch's transaction has written nothing: a create waiting for a row that transaction
-        holds (a name it freed, say) would wait for a commit that waits for the create."""
+        holds (a command id it recorded, reused by mistake) would wait for a commit that waits
+        for the create."""
         results: list[dict[str, Any]] = []
         run: list[dict[str, Any]] = []
         untouched = True  # nothing written yet in the batch's transaction
