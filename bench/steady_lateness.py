@@ -127,7 +127,7 @@ async def watch_churn(url: str, every: float, out: list[dict]) -> None:
     try:
         while True:
             await asyncio.sleep(every)
-            plan = orjson.loads(await conn.fetchval(PROBES.claim_probe, datetime.now(UTC)))[0]
+            plan = (await conn.fetchval(PROBES.claim_probe, datetime.now(UTC)))[0]
             churn = await conn.fetchrow(PROBES.churn)
             out.append(
                 {

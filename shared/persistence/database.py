@@ -1,4 +1,4 @@
-"""asyncpg pools with Chime's codecs (jsonb <-> Python via orjson)."""
+"""asyncpg pools with Chime's codecs (json and jsonb <-> Python via orjson)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def redacted(url: str) -> str:
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_dumps, decoder=_loads, schema="pg_catalog", format="binary"
+    )
+    # json's binary format is the JSON text itself (schedules.spec, processed_commands.result:
+    # migration 0010)
+    await conn.set_type_codec(
+        "json", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="binary"
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from tests.integration.helpers import command, run, schedule
 
@@ -78,6 +79,9 @@ async def test_same_command_id_replays_the_original_result(db: asyncpg.Connectio
     assert second["data"] == first["data"]
     assert second["meta"]["correlationId"] == "second-delivery"
     assert await db.fetchval("SELECT count(*) FROM schedules") == 1
+    # the same document, down to the order of its fields (stored as written: json, not jsonb)
+    first["meta"]["correlationId"] = "second-delivery"
+    assert orjson.dumps(second) == orjson.dumps(first)
 
 
 async def test_idempotency_key_same_body_replays_other_body_conflicts(

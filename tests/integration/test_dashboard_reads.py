@@ -9,7 +9,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import orjson
 import pytest
 
 from services.dashboard.api import DUE_LOOKAHEAD, HISTORY_LOOKBACK
@@ -45,9 +44,9 @@ def minutes(n: float) -> datetime:
 
 
 async def pages_read(db: asyncpg.Connection, statement: str, *args: object) -> int:
-    plan = orjson.loads(
-        await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, *args)
-    )[0]["Plan"]
+    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, *args))[0][
+        "Plan"
+    ]
     return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
 
 

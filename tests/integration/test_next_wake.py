@@ -9,7 +9,6 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import orjson
 import pytest
 
 from shared.persistence.queries import load_queries
@@ -80,9 +79,7 @@ async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Conne
         db, [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5, NOW
     )
     await db.execute("ANALYZE actions")
-    plan = orjson.loads(
-        await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake)
-    )[0]["Plan"]
+    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake))[0]["Plan"]
     pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
     assert await db.fetchval(Q.next_wake) == minutes(1)  # the leases end before the rest
     assert pages < 100, f"next_wake read {pages} pages: it scans the pending occurrences"
@@ -101,9 +98,7 @@ async def test_next_wake_reads_the_index_with_many_schedules_stored(
     await add_actions(db, leased, NOW)
     await db.execute("ANALYZE schedules")
     await db.execute("ANALYZE actions")
-    plan = orjson.loads(
-        await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake)
-    )[0]["Plan"]
+    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake))[0]["Plan"]
     pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
     assert await db.fetchval(Q.next_wake) == minutes(1)
     assert pages < 100, f"next_wake read {pages} pages: it scans the stored schedules"

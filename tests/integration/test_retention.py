@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import orjson
 
 from services.ticker.retention import Retention
 from shared.clock import SettableClock
@@ -128,7 +127,7 @@ async def test_pruning_reads_the_finished_index_not_what_is_pending(
     )
     await histories(db, old)
     await db.execute("VACUUM ANALYZE actions")
-    plan = orjson.loads(
+    plan = (
         await db.fetchval(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.prune_finished, NOW - KEEP, 5_000
         )

@@ -543,9 +543,9 @@ async def test_a_mark_looks_its_rows_up_by_key_when_statistics_predate_the_claim
         marking = db.transaction()
         await marking.start()
         try:
-            plan = orjson.loads(
-                await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, *args)
-            )[0]["Plan"]
+            plan = (await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, *args))[0][
+                "Plan"
+            ]
             changed = await db.fetchval(
                 "SELECT count(*) FROM actions WHERE id = ANY($1::uuid[]) AND claimed_by IS NULL",
                 batch,
@@ -584,9 +584,9 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     try:
         await db.execute(Q.claim_plan)
         args = (first, 1000, CLAIMER, first + timedelta(seconds=30), first)
-        plan = orjson.loads(
-            await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.claim_due, *args)
-        )[0]["Plan"]
+        plan = (await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.claim_due, *args))[0][
+            "Plan"
+        ]
     finally:
         await claiming.rollback()
     read = {

@@ -394,7 +394,7 @@ INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_e
                        ack_timeout_ms, created_at, updated_at)
 SELECT s.id, $2, s.namespace, s.name, s.state, 1, s.spec, s.cron_expression, s.ack_timeout_ms,
        $8, $8
-FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::json[], $7::text[],
             $9::bigint[])
      AS s(id, namespace, name, state, spec, cron_expression, ack_timeout_ms);
 
@@ -413,7 +413,7 @@ WHERE s.tenant = $1 AND s.state <> 'DELETED';
 -- name: insert_processed_commands
 INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result, processed_at)
 SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $6
-FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[])
+FROM unnest($2::text[], $3::text[], $4::text[], $5::json[])
      AS c(command_id, idempotency_key, body_hash, result);
 
 -- name: prune_finished
