@@ -46,7 +46,9 @@ async def scenario(total: int, ackers: int) -> dict:
             )
             for _, due_event in fired
         ]
-        publish_s = await publish(settings, settings.topics.actions_acks, acks)
+        # keyed by schedule, as README asks of workers: the acks spread over the partitions
+        keys = [due_event["data"]["scheduleId"].encode() for _, due_event in fired]
+        publish_s = await publish(settings, settings.topics.actions_acks, acks, keys)
         await asyncio.gather(*(running.start(f"acker-{i}") for i in range(ackers)))
         ready = time.time()
         events = await receive(settings, settings.topics.actions_events, len(acks), 900)

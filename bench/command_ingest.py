@@ -40,8 +40,11 @@ def create_command(i: int) -> bytes:
     )
 
 
-async def publish(settings, topic: str, bodies: list[bytes]) -> float:
-    """Send every body, keyed, with pipelined acks; returns the seconds it took."""
+async def publish(
+    settings, topic: str, bodies: list[bytes], keys: list[bytes] | None = None
+) -> float:
+    """Send every body with pipelined acks, keyed by `keys` (default: the body's last 40 bytes,
+    which differ between these commands); returns the seconds it took."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -52,8 +55,9 @@ async def publish(settings, topic: str, bodies: list[bytes]) -> float:
     started = time.monotonic()
     try:
         pending = []
-        for body in bodies:
-            pending.append(await producer.send(topic, body, key=body[-40:]))
+        for i, body in enumerate(bodies):
+            key = body[-40:] if keys is None else keys[i]
+            pending.append(await producer.send(topic, body, key=key))
             if len(pending) >= 5_000:
                 await asyncio.gather(*pending)
                 pending.clear()
