@@ -372,14 +372,25 @@ def service_app(broker: Any, lifespan: Any, **hooks: Any) -> ServiceApp:
     return ServiceApp(broker, lifespan=lifespan, logger=logging.getLogger("chime.app"), **hooks)
 
 
+# Full collections only after this many collections of the middle generation (Python's
+# default: 10). A batch of 2,000 commands keeps some 200,000 objects alive while it is applied;
+# at the default, the scheduler walked all of them in a full collection 38 times while
+# applying 60,000 creates (1.36 s of 15.8 s of CPU). At 100: 5 times (0.17 s), 13 % less CPU
+# per command (bench/README.md, profile notes). Young objects are still collected as often.
+FULL_COLLECTION_EVERY = 100
+
+
 async def _freeze_startup_heap() -> None:
     """Keep what the started service has built (modules, classes, schemas, pools, the app: some
     70,000 objects that live as long as the process) out of every later collection. A full
     collection walks every object it tracks with the event loop stopped; these would be walked
     each time for nothing (bench/README.md, profile notes, "many schedules"). Garbage made
-    while starting is collected first, so none of it is kept."""
+    while starting is collected first, so none of it is kept. Full collections are then made
+    rarer (`FULL_COLLECTION_EVERY`)."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 def run_service(app: FastStream) -> int:

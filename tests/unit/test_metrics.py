@@ -5,6 +5,7 @@ import gc
 from prometheus_client import generate_latest
 
 from shared.metrics import Metrics
+from shared.runtime import FULL_COLLECTION_EVERY, _freeze_startup_heap
 
 
 def _count(metrics: Metrics, generation: str) -> float:
@@ -43,3 +44,16 @@ def test_the_frozen_count_is_read_at_scrape() -> None:
     finally:
         gc.unfreeze()
     assert "chime_gc_frozen_objects 0.0" in generate_latest(metrics.registry).decode()
+
+
+async def test_a_started_service_freezes_its_heap_and_collects_fully_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        await _freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == before[:2]  # young objects are collected as often as before
+        assert full == FULL_COLLECTION_EVERY > before[2]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
