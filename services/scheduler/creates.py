@@ -28,7 +28,7 @@ from services.scheduler.errors import CommandError, parse
 from services.scheduler.handlers import Context, Prepared, insert_actions, prepare
 from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 from shared.contracts import CommandEnvelope, ErrorItem, ScheduleSpec, errors_from_validation
-from shared.ids import new_id
+from shared.ids import new_ids
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
 
@@ -164,13 +164,14 @@ async def _apply_tenant(
     schedules: list[tuple[Any, ...]] = []
     actions: list[tuple[Any, ...]] = []
     done: dict[int, dict[str, Any]] = {}
+    ids = iter(new_ids(len(items), now))  # one read of the system's randomness, not one each
     for item in items:
         if item.prepared is None:
             done[item.index] = rejected_result(item.raw, item.errors or [], now)
             continue
         p = item.prepared
         state = "ACTIVE" if p.spec.enabled else "PAUSED"
-        schedule_id = new_id(now)
+        schedule_id = next(ids)
         namespace, name, state, spec_wire, cron, ack_ms = p.columns(state)
         schedules.append((schedule_id, namespace, name, state, spec_wire, cron, ack_ms))
         own: list[tuple[Any, ...]] = []
