@@ -56,6 +56,7 @@ class Outgoing:
     key: bytes | None = None
     headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
     correlation_id: str | None = None  # traced as the conversation id
+    kind: str | None = None  # an event's `type`, for the caller's metrics (not sent)
 
 
 def json_message(

@@ -44,7 +44,8 @@ def _announce(
     kind: str, ack: ActionAck, now: datetime, topics: Topics, key: bytes, **data: Any
 ) -> list[Outgoing]:
     body = orjson.dumps(_event(kind, ack, now, **data))
-    return [Outgoing(topics.actions_events, body, key, correlation_id=ack.data.action_id)]
+    event = Outgoing(topics.actions_events, body, key, correlation_id=ack.data.action_id, kind=kind)
+    return [event]
 
 
 def refuse_ack(ack: ActionAck, code: str, message: str, now: datetime, topics: Topics) -> Outgoing:

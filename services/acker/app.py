@@ -86,8 +86,7 @@ class AckConsumer:
             )
         out: list[Outgoing] = []
         for ack, events in zip(acks, per_ack, strict=True):
-            kind = orjson.loads(events[0].value)["type"]
-            self.runtime.metrics.acks.labels(ack.data.state, kind).inc()
+            self.runtime.metrics.acks.labels(ack.data.state, events[0].kind).inc()
             out.extend(events)
         return out
 

@@ -50,6 +50,7 @@ async def end_attempt(
             schedule_id.encode(),
             {"content-type": "application/json", **headers},
             correlation_id=action_id,
+            kind=body["type"],
         )
 
     def announce(state: str, reason: str) -> Outgoing:

@@ -345,9 +345,22 @@ async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> Non
     created = await create(
         bus, {"name": "measured", "trigger": {"kind": "once", "at": at}, "action": {"type": "x"}}
     )
-    await bus.wait_for(
+    [due] = await bus.wait_for(
         settings.topics.actions_due,
         lambda r: r.value["data"]["scheduleId"] == created["data"]["id"],
+    )
+    action_id = due.value["data"]["actionId"]
+    await bus.send(
+        settings.topics.actions_acks,
+        {
+            "type": "action.ack",
+            "meta": {"tenant": created["meta"]["tenant"]},
+            "data": {"actionId": action_id, "attempt": 1, "state": "SUCCEEDED"},
+        },
+        created["data"]["id"].encode(),
+    )
+    await bus.wait_for(
+        settings.topics.actions_events, lambda r: r.value["data"]["actionId"] == action_id
     )
 
     def get(url: str) -> tuple[int, str]:
@@ -371,4 +384,6 @@ async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> Non
     assert (
         'chime_commands_total{outcome="schedule.created",type="schedule.create"} 1.0' in scheduler
     )
+    acker = get(f"{services.urls['acker']}/metrics")[1]
+    assert 'chime_acks_total{outcome="action.state-changed",state="SUCCEEDED"} 1.0' in acker
     assert f'chime_consumer_lag{{topic="{settings.topics.commands}"}}' in scheduler
