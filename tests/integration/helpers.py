@@ -102,3 +102,15 @@ async def store_future_occurrences(
         each,
         origin,
     )
+
+
+async def plan_of(db: asyncpg.Connection, statement: str, *args: Any) -> dict[str, Any]:
+    """The top node of the plan PostgreSQL ran `statement` with (EXPLAIN ANALYZE, BUFFERS)."""
+    explained = await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, *args)
+    return explained[0]["Plan"]
+
+
+async def pages_read(db: asyncpg.Connection, statement: str, *args: Any) -> int:
+    """Pages `statement` read (from shared buffers or not) when PostgreSQL ran it."""
+    plan = await plan_of(db, statement, *args)
+    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)

@@ -14,7 +14,12 @@ import pytest
 from services.dashboard.api import DUE_LOOKAHEAD, HISTORY_LOOKBACK
 from shared.persistence.database import connect
 from shared.persistence.queries import load_queries
-from tests.integration.helpers import add_actions, add_schedule, store_future_occurrences
+from tests.integration.helpers import (
+    add_actions,
+    add_schedule,
+    pages_read,
+    store_future_occurrences,
+)
 
 Q = load_queries()
 NOW = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
@@ -41,13 +46,6 @@ HISTORY = "INSERT INTO action_history (action_id, attempt, state, at) VALUES ($1
 
 def minutes(n: float) -> datetime:
     return NOW + timedelta(minutes=n)
-
-
-async def pages_read(db: asyncpg.Connection, statement: str, *args: object) -> int:
-    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, *args))[0][
-        "Plan"
-    ]
-    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
 
 
 @pytest.mark.parametrize("seed", range(6))

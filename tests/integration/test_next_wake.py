@@ -12,7 +12,12 @@ import asyncpg
 import pytest
 
 from shared.persistence.queries import load_queries
-from tests.integration.helpers import add_actions, add_schedule, store_future_occurrences
+from tests.integration.helpers import (
+    add_actions,
+    add_schedule,
+    pages_read,
+    store_future_occurrences,
+)
 
 Q = load_queries()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -79,8 +84,7 @@ async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Conne
         db, [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5, NOW
     )
     await db.execute("ANALYZE actions")
-    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake))[0]["Plan"]
-    pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+    pages = await pages_read(db, Q.next_wake)
     assert await db.fetchval(Q.next_wake) == minutes(1)  # the leases end before the rest
     assert pages < 100, f"next_wake read {pages} pages: it scans the pending occurrences"
 
@@ -98,7 +102,6 @@ async def test_next_wake_reads_the_index_with_many_schedules_stored(
     await add_actions(db, leased, NOW)
     await db.execute("ANALYZE schedules")
     await db.execute("ANALYZE actions")
-    plan = (await db.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.next_wake))[0]["Plan"]
-    pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+    pages = await pages_read(db, Q.next_wake)
     assert await db.fetchval(Q.next_wake) == minutes(1)
     assert pages < 100, f"next_wake read {pages} pages: it scans the stored schedules"

@@ -13,7 +13,7 @@ from shared.metrics import Metrics
 from shared.persistence.database import create_pool
 from shared.persistence.queries import load_queries
 from shared.states import TERMINAL
-from tests.integration.helpers import add_actions, add_schedule
+from tests.integration.helpers import add_actions, add_schedule, pages_read
 
 Q = load_queries()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -127,11 +127,6 @@ async def test_pruning_reads_the_finished_index_not_what_is_pending(
     )
     await histories(db, old)
     await db.execute("VACUUM ANALYZE actions")
-    plan = (
-        await db.fetchval(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.prune_finished, NOW - KEEP, 5_000
-        )
-    )[0]["Plan"]
-    pages = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+    pages = await pages_read(db, Q.prune_finished, NOW - KEEP, 5_000)
     assert pages < 250, f"pruning 20 occurrences read {pages} pages"
     assert await db.fetchval("SELECT count(*) FROM actions") == 200_000

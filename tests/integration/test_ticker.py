@@ -21,7 +21,7 @@ from shared.messaging import Outgoing
 from shared.persistence.database import create_pool
 from shared.persistence.queries import load_queries
 from shared.settings import Settings
-from tests.integration.helpers import add_schedule, command, run, schedule
+from tests.integration.helpers import add_schedule, command, plan_of, run, schedule
 
 START = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
 TOPICS = Settings().topics
@@ -543,9 +543,7 @@ async def test_a_mark_looks_its_rows_up_by_key_when_statistics_predate_the_claim
         marking = db.transaction()
         await marking.start()
         try:
-            plan = (await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, *args))[0][
-                "Plan"
-            ]
+            plan = await plan_of(db, statement, *args)
             changed = await db.fetchval(
                 "SELECT count(*) FROM actions WHERE id = ANY($1::uuid[]) AND claimed_by IS NULL",
                 batch,
@@ -584,9 +582,7 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     try:
         await db.execute(Q.claim_plan)
         args = (first, 1000, CLAIMER, first + timedelta(seconds=30), first)
-        plan = (await db.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.claim_due, *args))[0][
-            "Plan"
-        ]
+        plan = await plan_of(db, Q.claim_due, *args)
     finally:
         await claiming.rollback()
     read = {
