@@ -1,12 +1,19 @@
 """The broker alone at a steady rate: what it adds to `steady_lateness`'s received figure.
 
-    python -m bench.broker_lateness [--rate 5000] [--seconds 60]
+    python -m bench.broker_lateness [--rate 5000] [--seconds 60] [--per-schedule 1000]
+                                    [--no-consumer]
 
-A plain aiokafka producer publishes records the size of an `action.due` event to the
-`actions.due` topic at a constant rate, each carrying the instant it was due; the same plain
-consumer as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window, and
-how long the broker took to acknowledge each round of sends (`ack_ms`). `--no-consumer`
-measures the produce path alone. No Chime service runs. One JSON line.
+Records the size of an `action.due` event go to the `actions.due` topic at a constant rate,
+each carrying the instant it was due, sent as the ticker sends: every `RELEASE_STEP` (5 ms)
+what fell due since the last release goes out through the ticker's `BatchSender` (a record
+batch per partition), without waiting for the previous release's acknowledgement, up to
+ROUNDS_IN_FLIGHT (3) unacknowledged (what falls due meanwhile goes out with the next release).
+Records are keyed as `steady_lateness`'s load is: the i-th by schedule i // per_schedule, so
+that a release fills as many partitions as one of that load does. The same plain consumer
+as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window. Per release,
+`rtt_ms` is the broker's own round trip (sent -> acknowledged) and `ack_ms` the first record's
+due -> acknowledged. `--no-consumer` measures the produce path alone. No Chime service runs.
+One JSON line.
 """
 
 from __future__ import annotations
@@ -14,62 +21,81 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from bench.common import figures_ms, line, p99_by_window, receive, servers
+from services.ticker.engine import RELEASE_STEP, ROUNDS_IN_FLIGHT
+from shared.messaging import BatchSender, Outgoing
+from shared.settings import Settings
 
 EVENT_BYTES = 700  # an action.due event with a small payload
 
 
 async def produce(
-    bootstrap: str, topic: str, rate: int, seconds: int, start: float
-) -> list[tuple[float, float]]:
-    """`rate` records per second from `start` (epoch seconds), keyed like Chime's events;
-    returns (due, seconds until the broker acknowledged it) of each round's first record."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
-    await producer.start()
-    pad = "x" * EVENT_BYTES
-    acked: list[tuple[float, float]] = []
+    settings: Settings, rate: int, seconds: int, start: float, per_schedule: int
+) -> list[tuple[float, float, float]]:
+    """`rate` records per second from `start` (epoch seconds), released every RELEASE_STEP;
+    returns (first due, sent, acknowledged) of each release."""
+    sender = BatchSender(settings)
+    await sender.start()
+    topic, pad = settings.topics.actions_due, "x" * EVENT_BYTES
+    keys = [str(uuid.uuid4()).encode() for _ in range(rate * seconds // per_schedule + 1)]
+    releases: list[tuple[float, float, float]] = []
+
+    async def send(first: float, messages: list[Outgoing]) -> None:
+        sent_at = time.time()
+        await sender.send(messages)
+        releases.append((first, sent_at, time.time()))
+
+    sending: set[asyncio.Task[None]] = set()
     try:
         sent, total = 0, rate * seconds
+        await asyncio.sleep(max(0.0, start - time.time()))
         while sent < total:
+            if len(sending) >= ROUNDS_IN_FLIGHT:
+                done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
             due_now = min(total, int((time.time() - start) * rate) + 1)
-            pending, first = [], start + sent / rate
-            while sent < due_now:
-                body = orjson.dumps({"due": start + sent / rate, "pad": pad})
-                pending.append(await producer.send(topic, body, key=str(sent % 997).encode()))
-                sent += 1
-            await asyncio.gather(*pending)
-            acked.append((first, time.time() - first))
-            await asyncio.sleep(0.001)
+            if due_now > sent:
+                first, messages = start + sent / rate, []
+                for i in range(sent, due_now):
+                    body = orjson.dumps({"due": start + i / rate, "pad": pad})
+                    messages.append(Outgoing(topic, body, keys[i // per_schedule]))
+                sent = due_now
+                sending.add(asyncio.create_task(send(first, messages)))
+            await asyncio.sleep(RELEASE_STEP)
+        await asyncio.gather(*sending)
     finally:
-        await producer.stop()
-    return acked
+        await sender.stop()
+    return releases
 
 
-async def scenario(rate: int, seconds: int, consume: bool = True) -> dict:
+async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: bool = True) -> dict:
     async with servers("broker") as settings:
         topic = settings.topics.actions_due
         start = time.time() + 1
         total = rate * seconds
-        producing = asyncio.create_task(
-            produce(settings.kafka_bootstrap_servers, topic, rate, seconds, start)
-        )
+        producing = asyncio.create_task(produce(settings, rate, seconds, start, per_schedule))
         received = []
         if consume:
             received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
-        acked = await producing
+        releases = await producing
     window = 10 if seconds <= 300 else 60
     figures = {
         "scenario": "broker_lateness",
         "rate_per_s": rate,
         "seconds": seconds,
+        "per_schedule": per_schedule,
         "window_s": window,
-        # due -> acknowledged by the broker (acks=all), per round of sends
-        "ack_ms": figures_ms([seconds for _, seconds in acked]),
-        "ack_p99_by_window_ms": p99_by_window(acked, start, window),
+        # per release: sent -> acknowledged (acks=all), and its first record's due -> acknowledged
+        "rtt_ms": figures_ms([acked - sent for _, sent, acked in releases]),
+        "rtt_p99_by_window_ms": p99_by_window(
+            [(first, acked - sent) for first, sent, acked in releases], start, window
+        ),
+        "ack_ms": figures_ms([acked - first for first, _, acked in releases]),
     }
     if consume:
         late = [(due, at - due) for at, due in received]
@@ -87,10 +113,16 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument(
+        "--per-schedule",
+        type=int,
+        default=1000,
+        help="consecutive records per key (steady_lateness's occurrences per schedule)",
+    )
+    parser.add_argument(
         "--no-consumer", action="store_true", help="only publish: the broker's produce path"
     )
     args = parser.parse_args()
-    line(**await scenario(args.rate, args.seconds, not args.no_consumer))
+    line(**await scenario(args.rate, args.seconds, args.per_schedule, not args.no_consumer))
 
 
 if __name__ == "__main__":
