@@ -69,6 +69,8 @@ async def produce(
             await asyncio.sleep(RELEASE_STEP)
         await asyncio.gather(*sending)
     finally:
+        for task in sending:
+            task.cancel()  # only those still waiting: a send failed
         await sender.stop()
     return releases
 
