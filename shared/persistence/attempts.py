@@ -14,7 +14,7 @@ import orjson
 
 from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.messaging import Outgoing
+from shared.messaging import JSON_HEADERS, Outgoing
 from shared.metrics import Metrics
 from shared.persistence.queries import load_queries
 from shared.policy import retry_delay
@@ -48,7 +48,7 @@ async def end_attempt(
             topic,
             orjson.dumps(body),
             schedule_id.encode(),
-            {"content-type": "application/json", **headers},
+            {**JSON_HEADERS, **headers},
             correlation_id=action_id,
             kind=body["type"],
         )
