@@ -348,7 +348,14 @@ async def retry_forever(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A dependency that is unreachable for now (database or broker): retry, do not answer."""
+    """A dependency that is unreachable for now (database or broker): retry, do not answer.
+
+    asyncpg's `InternalClientError` counts: when PostgreSQL shuts down, a backend's last
+    message (its FATAL error) can reach an idle pooled connection just before the socket
+    closes, and a statement started on it in between fails with "cannot switch to state 12;
+    another operation (2) is in progress" (asyncpg issues #784, #1069; about once per restart
+    under load here). The pool terminates that connection; the next attempt gets a new one.
+    """
     import asyncpg
 
     if isinstance(exc, KafkaError):
@@ -360,6 +367,7 @@ def is_transient(exc: BaseException) -> bool:
         | ConnectionError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.CannotConnectNowError
         | asyncpg.TooManyConnectionsError
         | asyncpg.AdminShutdownError

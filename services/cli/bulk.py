@@ -154,7 +154,12 @@ async def bulk_import(
     if jobs <= 1:
         try:
             await _import_part(settings, path, tenant, batch, 0, 1, summary.add)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a connection cut mid-statement (is_transient)
+        ) as exc:
             raise ImportFailed(f"{type(exc).__name__}: {exc}; {AGAIN}") from None
     else:
         await _import_parallel(settings, path, tenant, batch, jobs, summary)

@@ -23,6 +23,8 @@ from shared.runtime import runs_by_size
         (TimeoutError(), True),
         (asyncpg.CannotConnectNowError("starting up"), True),
         (asyncpg.ConnectionDoesNotExistError("gone"), True),
+        # what a statement meets on a pooled connection whose server is shutting down
+        (asyncpg.InternalClientError("cannot switch to state 12; another operation (2)"), True),
         (asyncpg.UniqueViolationError("dup"), False),
         (ValueError("bug"), False),
     ],
