@@ -508,22 +508,22 @@ class Ticker:
                     expire = self.expire_overdue
                     if await retry_forever("expiring deadlines", expire, on_health, stop=stop):
                         continue
-            except Stopping:
-                break  # asked to stop while the database or the broker is failing
-            except Exception:  # a bug must not stop the ticker: claims are retried after the lease
-                log.exception("ticker round failed")
-                inflight = [(c, t) for c, t in inflight if not t.done()]
-                await asyncio.sleep(1.0)
-                continue
-            if claimed is not None:
-                continue  # more may be due already: claim again while this round is sent
-            wake.clear()  # before asking: a NOTIFY after this point still wakes us
-            try:
+                if claimed is not None:
+                    continue  # more may be due already: claim again while this round is sent
+                wake.clear()  # before asking: a NOTIFY after this point still wakes us
                 nxt = await retry_forever(
                     "finding the next due time", self.next_wake, on_health, stop=stop
                 )
             except Stopping:
-                break
+                break  # asked to stop while the database or the broker is failing
+            except Exception:
+                # Nothing may end this loop but `stop`: a task that ends leaves a ticker that
+                # looks alive and fires nothing. Claims of a failed round are taken again
+                # after their lease.
+                log.exception("ticker loop failed; trying again in 1 s")
+                inflight = [(c, t) for c, t in inflight if not t.done()]
+                await asyncio.sleep(1.0)
+                continue
             timeout = idle_timeout(nxt, self.clock.now(), self.lookahead, self.max_idle)
             if timeout <= 0:
                 continue

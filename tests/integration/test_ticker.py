@@ -393,6 +393,45 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
     assert health[-1] is True
 
 
+async def test_run_loop_survives_a_failing_wait_for_work(db, pool) -> None:
+    """An error that is not an outage where the idle loop asks when to wake up (asyncpg raised
+    InternalClientError there when PostgreSQL stopped, before it counted as transient) used to
+    end the loop: the ticker stayed up, ready, and fired nothing again."""
+    clock = SettableClock(START)
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    failures = [RuntimeError("not an outage")]
+    asked = ticker.next_wake
+
+    async def failing_once() -> datetime | None:
+        if failures:
+            raise failures.pop()
+        return await asked()
+
+    ticker.next_wake = failing_once
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(ticker.run(stop, wake))
+    try:
+        for _ in range(100):  # the loop finds nothing due and asks when to wake: it fails
+            if not failures:
+                break
+            await asyncio.sleep(0.02)
+        assert not failures
+        once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+        await run(db, command("schedule.create", once), clock.now())
+        clock.set(START + timedelta(seconds=1))
+        for _ in range(200):  # bounded: the loop waits 1 s after the failure, then claims
+            if sink.fired or loop.done():
+                break
+            wake.set()
+            await asyncio.sleep(0.02)
+        assert not loop.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+    assert [e["data"]["dueAt"] for e in sink.fired] == ["2026-10-24T12:00:01Z"]
+
+
 async def test_a_round_of_one_schedules_actions_does_not_scan_the_table(db, database_url) -> None:
     """A round claims 1,000 explicit actions of one schedule. Its "did the schedule end?" check
     must probe that schedule's rows, even when the planner has no column statistics for actions
