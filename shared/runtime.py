@@ -43,6 +43,7 @@ __all__ = [
     "configure_logging",
     "consumer_app",
     "declare_publishers",
+    "keep_running",
     "raw_records",
     "run_service",
     "service_app",
@@ -352,6 +353,7 @@ class ServiceApp(FastStream):
         super().__init__(*args, **kwargs)
         self._runner: asyncio.Task[Any] | None = None
         self._starting = True
+        self.failed: str | None = None  # why the service stops on its own (exit status 1)
         self.after_startup(self._started)
 
     async def _started(self) -> None:
@@ -365,6 +367,32 @@ class ServiceApp(FastStream):
         super().exit()
         if self._starting and self._runner is not None:
             self._runner.cancel()
+
+    def fail(self, reason: str) -> None:
+        """Stop as on SIGTERM (gracefully), then exit with status 1: for a part of the service
+        that cannot go on, so that its supervisor (a restart policy, `chime dev`) sees it."""
+        if self.failed is None:
+            self.failed = reason
+        self.exit()
+
+
+def keep_running(app: ServiceApp, task: asyncio.Task[Any], what: str, stop: asyncio.Event) -> None:
+    """`task` is a loop meant to run as long as the service (it ends when `stop` is set). If it
+    ends before (an exception got out of it), the service must not stay up, ready and idle:
+    log why, and stop it with exit status 1 (`ServiceApp.fail`)."""
+
+    def ended(done: asyncio.Task[Any]) -> None:
+        if stop.is_set():
+            return
+        error = None if done.cancelled() else done.exception()
+        logging.getLogger("chime.app").critical(
+            "%s ended while the service runs; stopping it (exit status 1)",
+            what,
+            exc_info=error,
+        )
+        app.fail(f"{what} ended")
+
+    task.add_done_callback(ended)
 
 
 def service_app(broker: Any, lifespan: Any, **hooks: Any) -> ServiceApp:
@@ -394,7 +422,8 @@ async def _freeze_startup_heap() -> None:
 
 
 def run_service(app: FastStream) -> int:
-    """Run a service until SIGTERM or SIGINT, then exit 0, also while it starts.
+    """Run a service until SIGTERM or SIGINT, then exit 0, also while it starts; 1 when it
+    stopped on its own (`ServiceApp.fail`).
 
     The caller installs an exiting signal handler before importing the service (see
     `chime run`); the app replaces it with FastStream's once it runs.
@@ -407,4 +436,4 @@ def run_service(app: FastStream) -> int:
             await app.run()
 
     asyncio.run(main())
-    return 0
+    return 1 if isinstance(app, ServiceApp) and app.failed else 0

@@ -7,9 +7,10 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from faststream import FastStream
@@ -19,9 +20,15 @@ from services.ticker.engine import Ticker
 from services.ticker.retention import Retention
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
-from shared.messaging import Publisher, build_broker, ensure_topics, retry_forever
+from shared.messaging import Publisher, build_broker, ensure_topics, is_transient, retry_forever
 from shared.persistence.database import ALL_TENANTS, connect, create_pool
-from shared.runtime import Publishes, ServiceRuntime, declare_publishers, service_app
+from shared.runtime import (
+    Publishes,
+    ServiceRuntime,
+    declare_publishers,
+    keep_running,
+    service_app,
+)
 from shared.settings import Settings
 
 __all__ = ["build_app"]
@@ -40,11 +47,18 @@ async def _listen(settings: Settings, wake: asyncio.Event, stop: asyncio.Event) 
             while not stop.is_set() and not conn.is_closed():
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except Exception as exc:  # whatever ends it, listen again: wake-ups must not stop
+            if not is_transient(exc):
+                log.warning(
+                    "LISTEN connection failed, reconnecting: %s: %s", type(exc).__name__, exc
+                )
             await asyncio.sleep(1.0)
         finally:
             if conn is not None and not conn.is_closed():
-                await conn.close()
+                try:
+                    await conn.close(timeout=5)
+                except Exception:
+                    conn.terminate()
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
@@ -87,17 +101,22 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
             await publisher.stop()
             await pools[0].close()
 
+    def start(loop: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(loop)
+        keep_running(app, task, what, stop)
+        tasks.append(task)
+
     async def start_loops() -> None:
         # After the broker started: the loop publishes through it.
         ticker = Ticker(pools[0], publisher.send, settings, clock, runtime.metrics, claimer)
         runtime.metrics.on_scrape(ticker.refresh_backlog)
         runtime.http.routes.update(dashboard_routes(pools[0], clock))
-        tasks.append(asyncio.create_task(_listen(settings, wake, stop)))
-        tasks.append(asyncio.create_task(ticker.run(stop, wake, runtime.set_dependencies_ok)))
+        start(_listen(settings, wake, stop), "the LISTEN loop")
+        start(ticker.run(stop, wake, runtime.set_dependencies_ok), "the firing loop")
         if settings.retention_days is not None:
             keep = timedelta(days=settings.retention_days)
             retention = Retention(pools[0], keep, clock, runtime.metrics)
-            tasks.append(asyncio.create_task(retention.run(stop, runtime.set_dependencies_ok)))
+            start(retention.run(stop, runtime.set_dependencies_ok), "the retention loop")
         await runtime.mark_started()
 
     async def drain_loops() -> None:
@@ -108,5 +127,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
                 await asyncio.wait_for(task, 30)
             except (asyncio.CancelledError, TimeoutError):
                 log.warning("ticker loop did not drain in time")
+            except Exception:
+                pass  # it ended before: logged then (keep_running), and the service exits 1
 
-    return service_app(broker, lifespan, after_startup=[start_loops], on_shutdown=[drain_loops])
+    app = service_app(broker, lifespan, after_startup=[start_loops], on_shutdown=[drain_loops])
+    return app

@@ -98,3 +98,55 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
         assert took < 10, f"stopping took {took:.1f} s: a retry held the shutdown"
         for name in ("scheduler", "acker"):
             assert b"left as the service stops" in running.logs[name].read_bytes()
+
+
+FAILING_LOOP = """
+import asyncio, sys
+from contextlib import asynccontextmanager
+from shared.messaging import build_broker
+from shared.runtime import configure_logging, keep_running, run_service, service_app
+from shared.settings import Settings
+
+configure_logging()
+stop = asyncio.Event()
+
+@asynccontextmanager
+async def lifespan():
+    yield
+
+async def broken():
+    await asyncio.sleep(0.2)
+    raise RuntimeError("a bug in the loop")
+
+async def start():
+    keep_running(app, asyncio.create_task(broken()), "the test loop", stop)
+
+async def drain():
+    stop.set()
+
+app = service_app(
+    build_broker(Settings(), "test"), lifespan, after_startup=[start], on_shutdown=[drain]
+)
+sys.exit(run_service(app))
+"""
+
+
+async def test_a_service_whose_loop_ends_exits_1(settings: Settings) -> None:
+    """What the ticker's firing loop once did after a PostgreSQL restart (an error it did not
+    expect got out of it): the process stayed up and ready, and fired nothing. A loop that
+    ends while the service runs now stops the service, gracefully, with exit status 1, for its
+    supervisor to see (compose restarts it; `chime dev` reports it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FAILING_LOOP,
+        env={**os.environ, "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    log = stderr.decode()
+    assert proc.returncode == 1, log[-2000:]
+    assert "the test loop ended while the service runs" in log
+    assert "a bug in the loop" in log  # the traceback is in the log
+    assert "shut down gracefully" in log
