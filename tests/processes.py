@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 from shared.settings import Settings
 
@@ -18,20 +19,25 @@ class Services:
     """Chime services as OS processes; tests may run replicas, kill and restart any of them.
 
     A replica is named `<service>` or `<service>-<n>` (`ticker-2`). Each process's stderr goes
-    to a file (`logs[label]`), its health URL to `urls[label]`.
+    to a file in `logdir` (`logs[label]`), its health URL to `urls[label]`. Every instance is
+    listed in `created`: a failing end-to-end test reports the tail of each log, a passing one
+    removes them (tests/e2e/conftest.py).
     """
+
+    created: ClassVar[list[Services]] = []
 
     def __init__(self, settings: Settings, **env: str) -> None:
         self.env = {**os.environ, **settings.to_env(), "CHIME_HTTP_PORT": "0", **env}
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.urls: dict[str, str] = {}
         self.logs: dict[str, Path] = {}
-        self._logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
+        self.logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
         self._drains: list[asyncio.Task[None]] = []
+        Services.created.append(self)
 
     async def start(self, label: str) -> None:
         service = label.split("-")[0]
-        log = self.logs.setdefault(label, self._logdir / f"{label}.log")
+        log = self.logs.setdefault(label, self.logdir / f"{label}.log")
         with log.open("ab") as stderr:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -4,6 +4,7 @@ talk to them."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,37 @@ from shared.settings import Settings
 from tests.processes import Services
 
 SERVICES = ("scheduler", "ticker", "acker")
+FAILED = pytest.StashKey[bool]()
+TAIL_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test's report ends with the tail of every service log it wrote (the one way
+    to tell, afterwards, what a service was doing); a passing test's logs are removed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        item.stash[FAILED] = True
+        for running in Services.created:
+            for label, path in running.logs.items():
+                report.sections.append((f"{label} log, last lines ({path})", _tail(path)))
+    if report.when == "teardown":
+        if not item.stash.get(FAILED, False):
+            for running in Services.created:
+                shutil.rmtree(running.logdir, ignore_errors=True)
+        Services.created.clear()
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    # a JSON line with a traceback is long: its start says what, its end which exception
+    return "\n".join(
+        line if len(line) <= 1200 else f"{line[:400]} … {line[-800:]}" for line in lines
+    )
 
 
 @dataclass
