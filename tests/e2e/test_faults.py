@@ -24,7 +24,7 @@ import pytest
 from services.scheduler.commands import apply_command
 from shared.contracts import format_instant
 from shared.persistence.database import connect
-from shared.settings import Settings
+from shared.settings import Settings, Topics
 from tests.e2e.conftest import Bus, own_postgres
 from tests.processes import Services
 
@@ -64,6 +64,40 @@ async def schedule_burst(
             assert result["type"] == "schedule.created", result
     finally:
         await conn.close()
+
+
+async def acknowledge_every_attempt(bus: Bus, topics: Topics, stop: asyncio.Event) -> None:
+    """The team's worker: acknowledge every attempt once (SUCCEEDED), keyed by schedule id."""
+    acked: set[str] = set()
+    seen = 0
+    while not stop.is_set():
+        batch = bus.received[topics.actions_due][seen:]
+        seen += len(batch)
+        sends = []
+        for record in batch:
+            data = record.value["data"]
+            if record.value["meta"]["eventId"] in acked:
+                continue
+            acked.add(record.value["meta"]["eventId"])
+            ack = {
+                "type": "action.ack",
+                "meta": {"tenant": "acct-faults"},
+                "data": {
+                    "actionId": data["actionId"],
+                    "attempt": data["attempt"],
+                    "state": "SUCCEEDED",
+                },
+            }
+            sends.append(
+                await bus.producer.send(
+                    topics.actions_acks, orjson.dumps(ack), key=data["scheduleId"].encode()
+                )
+            )
+        if sends:
+            await asyncio.gather(*sends)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bus.changed.wait(), 0.5)
+        bus.changed.clear()
 
 
 async def until(condition, timeout: float, every: float = 0.5) -> None:
@@ -132,39 +166,6 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
     topics = settings.topics
     stop = asyncio.Event()
 
-    async def worker() -> None:
-        """The team's worker: acknowledge every attempt once, keyed by schedule id."""
-        acked: set[str] = set()
-        seen = 0
-        while not stop.is_set():
-            batch = bus.received[topics.actions_due][seen:]
-            seen += len(batch)
-            sends = []
-            for record in batch:
-                data = record.value["data"]
-                if record.value["meta"]["eventId"] in acked:
-                    continue
-                acked.add(record.value["meta"]["eventId"])
-                ack = {
-                    "type": "action.ack",
-                    "meta": {"tenant": "acct-faults"},
-                    "data": {
-                        "actionId": data["actionId"],
-                        "attempt": data["attempt"],
-                        "state": "SUCCEEDED",
-                    },
-                }
-                sends.append(
-                    await bus.producer.send(
-                        topics.actions_acks, orjson.dumps(ack), key=data["scheduleId"].encode()
-                    )
-                )
-            if sends:
-                await asyncio.gather(*sends)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bus.changed.wait(), 0.5)
-            bus.changed.clear()
-
     commands = [
         command(
             "schedule.create",
@@ -197,7 +198,7 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
 
     db = await connect(settings.database_url)
     tasks = [
-        asyncio.create_task(worker()),
+        asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
         asyncio.create_task(chaos()),
         asyncio.create_task(producer()),
     ]
@@ -208,38 +209,62 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
         await asyncio.wait_for(tasks[1], 90)
         await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
         await asyncio.wait_for(tasks[2], 60)
-        correlations = {c["meta"]["correlationId"] for c in commands}
-        answered = await bus.wait_for(
-            topics.command_results,
-            timeout=120,
-            count=len(commands),
-            match=lambda r: r.value["meta"]["correlationId"] in correlations,
-        )
-        assert {r.value["meta"]["correlationId"] for r in answered} == correlations
-        assert all(r.value["type"] == "schedule.created" for r in answered)
-        made = await db.fetchval("SELECT count(*) FROM schedules WHERE name LIKE 'during-chaos-%'")
-        assert made == len(commands), "a command was lost or applied twice"
-        ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM actions WHERE type = 'burst'")}
-        await bus.wait_for(
-            topics.actions_events,
-            lambda r: (
-                r.value["data"].get("state") == "SUCCEEDED"
-                and r.value["type"] == "action.state-changed"
-            ),
-            count=total,
-            timeout=120,
-        )
+        await answered_and_applied_once(bus, topics, db, commands)
+        ids = await burst_ids_once_succeeded(bus, topics, db, total)
     finally:
         stop.set()
         for task in tasks:
             task.cancel()
         await db.close()
         codes = await running.stop_all()
-    dues = bus.received[topics.actions_due]
-    by_action: dict[str, set[str]] = defaultdict(set)
-    for record in dues:
-        by_action[record.value["data"]["actionId"]].add(record.value["meta"]["eventId"])
     context = f"seed {seed}, kills {kills}"
+    fired_once_each(bus, topics, ids, context)
+    assert kills and kills[0] == "scheduler", "the chaos loop killed nothing"
+    assert set(codes.values()) == {0}, codes
+
+
+async def answered_and_applied_once(
+    bus: Bus, topics: Topics, db: asyncpg.Connection, commands: list[dict]
+) -> None:
+    """Every command (a create each, by name) answered `schedule.created`, and applied once."""
+    correlations = {c["meta"]["correlationId"] for c in commands}
+    answered = await bus.wait_for(
+        topics.command_results,
+        timeout=120,
+        count=len(commands),
+        match=lambda r: r.value["meta"]["correlationId"] in correlations,
+    )
+    assert {r.value["meta"]["correlationId"] for r in answered} == correlations
+    assert all(r.value["type"] == "schedule.created" for r in answered)
+    names = [c["data"]["name"] for c in commands]
+    made = await db.fetchval("SELECT count(*) FROM schedules WHERE name = ANY($1)", names)
+    assert made == len(commands), "a command was lost or applied twice"
+
+
+async def burst_ids_once_succeeded(
+    bus: Bus, topics: Topics, db: asyncpg.Connection, total: int
+) -> set[str]:
+    """The burst's occurrences (`schedule_burst`), once each has announced SUCCEEDED."""
+    ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM actions WHERE type = 'burst'")}
+    assert len(ids) == total
+    await bus.wait_for(
+        topics.actions_events,
+        lambda r: (
+            r.value["data"].get("state") == "SUCCEEDED"
+            and r.value["type"] == "action.state-changed"
+        ),
+        count=total,
+        timeout=120,
+    )
+    return ids
+
+
+def fired_once_each(bus: Bus, topics: Topics, ids: set[str], context: str) -> None:
+    """Each occurrence fired under one eventId (republished, if at all, under the same one),
+    its first attempt's; and the events announce SUCCEEDED for exactly the stored ones."""
+    by_action: dict[str, set[str]] = defaultdict(set)
+    for record in bus.received[topics.actions_due]:
+        by_action[record.value["data"]["actionId"]].add(record.value["meta"]["eventId"])
     assert set(by_action) == ids, f"occurrences lost: {len(ids - set(by_action))} ({context})"
     assert all(len(events) == 1 for events in by_action.values()), (
         f"a duplicate with a new eventId ({context})"
@@ -251,8 +276,78 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
         if r.value["type"] == "action.state-changed" and r.value["data"]["state"] == "SUCCEEDED"
     }
     assert succeeded == ids, f"database and events disagree ({context})"
-    assert kills and kills[0] == "scheduler", "the chaos loop killed nothing"
-    assert set(codes.values()) == {0}, codes
+
+
+async def test_postgres_restarted_again_and_again_under_load(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    """PostgreSQL fast-stopped (connections cut) and started six times, down 0.2–2 s each
+    time, while 5,000 occurrences fall due over 20 s, their acks come back and 200 commands
+    arrive: every occurrence fires under one eventId and succeeds, every command is answered
+    and applied once, and every service is still running at the end (exit 0 on SIGTERM; none
+    gave up or stopped itself)."""
+    total, schedules = 5_000, 50
+    async with own_postgres(settings, tmp_path / "pg") as (pg, own):
+        running = Services(own)
+        await asyncio.wait_for(
+            asyncio.gather(*(running.start(n) for n in ("scheduler", "ticker", "acker"))), 90
+        )
+        seed = random.randrange(1 << 30)
+        rng = random.Random(seed)
+        downs: list[float] = []
+        start = datetime.now(UTC) + timedelta(seconds=6)
+        times = [start + timedelta(milliseconds=i) for i in range(0, 20_000, 4)]
+        await schedule_burst(own.database_url, schedules, total // schedules, times)
+        topics = own.topics
+        commands = [
+            command(
+                "schedule.create",
+                {
+                    "name": f"during-restarts-{i}",
+                    "action": {"type": "x"},
+                    "trigger": {"kind": "daily", "hours": 3},
+                },
+            )
+            for i in range(200)
+        ]
+
+        async def producer() -> None:
+            for body in commands:
+                await bus.send(topics.commands, body)
+                await asyncio.sleep(0.1)
+
+        async def restarts() -> None:
+            for _ in range(6):
+                await asyncio.sleep(rng.uniform(1.5, 3.5))
+                await asyncio.to_thread(pg.stop)
+                downs.append(round(rng.uniform(0.2, 2.0), 2))
+                await asyncio.sleep(downs[-1])
+                await asyncio.to_thread(pg.start)
+
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
+            asyncio.create_task(producer()),
+            asyncio.create_task(restarts()),
+        ]
+        db: asyncpg.Connection | None = None
+        try:
+            await asyncio.wait_for(tasks[2], 120)
+            db = await connect(own.database_url)
+            await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
+            await asyncio.wait_for(tasks[1], 60)
+            await answered_and_applied_once(bus, topics, db, commands)
+            ids = await burst_ids_once_succeeded(bus, topics, db, total)
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            if db is not None:
+                await db.close()
+            codes = await running.stop_all()
+        fired_once_each(bus, topics, ids, f"seed {seed}, down {downs} s")
+        assert len(downs) == 6
+        assert set(codes.values()) == {0}, codes
 
 
 async def _done_or(db: asyncpg.Connection, total: int, deadline: float) -> bool:
