@@ -154,7 +154,7 @@ class Ticker:
         oldest first; store series successors and read the overlap state."""
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q.claim_plan)
+            await conn.execute(Q.keyed_plan)
             rows = await conn.fetch(
                 Q.claim_due,
                 now + self.lookahead,
@@ -444,6 +444,7 @@ class Ticker:
         """
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q.keyed_plan)
             rows = await conn.fetch(Q.claim_expired, now, self.batch_size)
             if not rows:
                 return 0

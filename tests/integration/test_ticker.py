@@ -619,7 +619,7 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     claiming = db.transaction()
     await claiming.start()
     try:
-        await db.execute(Q.claim_plan)
+        await db.execute(Q.keyed_plan)
         args = (first, 1000, CLAIMER, first + timedelta(seconds=30), first)
         plan = await plan_of(db, Q.claim_due, *args)
     finally:
@@ -646,3 +646,72 @@ async def store_due_at_once(
         at,
         count,
     )
+
+
+async def test_the_deadline_sweep_reads_only_what_is_overdue(db, database_url) -> None:
+    """50,000 attempts in flight, ten of them past their ack deadline, on a table autovacuum
+    has not analysed yet (new, or the first minute of a burst), the statement prepared while
+    nothing was in flight. The sweep, once a second in the firing loop between claims, must
+    walk the index of in-flight attempts by deadline, stop at the first one not yet due, and
+    look the overdue ones' schedules up by key. Seen once in a benchmark run (auto_explain):
+    a cached plan that read all 160,000 rows in flight through their index by schedule and
+    sorted them, 40-74 ms every second for 20 s until autovacuum analysed the table. Not
+    reproduced here; the sweep now runs under the claim's planner settings (no sorts, hash
+    joins or sequential scans), which rule that plan out, and this test holds what it reads."""
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    await db.execute("ALTER TABLE actions SET (autovacuum_enabled = false)")
+    await db.execute("ALTER TABLE schedules SET (autovacuum_enabled = false)")
+    later = [{"type": "run", "at": "2027-01-01T00:00:00Z"}]
+    schedules = [
+        uuid.UUID(
+            (await run(db, command("schedule.create", schedule(f"s{i}", actions=later)), now))[
+                "data"
+            ]["id"]
+        )
+        for i in range(300)
+    ]
+    await store_due_at_once(db, schedules, now, 50_000)
+    one = await create_pool(database_url, 1)  # the sweep's backend, whose reads are counted
+    ticker = make_ticker(one, SettableClock(now), Collector())
+    for _ in range(6):  # nothing in flight yet: PostgreSQL caches a generic plan by now
+        assert await ticker.expire_overdue() == 0
+    await db.execute(
+        "UPDATE actions SET state = 'DISPATCHED', ack_deadline = $1::timestamptz"
+        " + CASE WHEN n <= 10 THEN -interval '1 minute' ELSE interval '5 minutes' END"
+        " FROM (SELECT id, row_number() OVER () AS n FROM actions WHERE due_at = $1) d"
+        " WHERE actions.id = d.id",
+        now,
+    )
+    try:
+        before = await _reads(db)
+        expired = await ticker.expire_overdue()
+        async with one.acquire() as conn:
+            await conn.execute("SELECT pg_stat_force_next_flush()")  # the sweep's counts
+        after = await _reads(db)
+    finally:
+        await one.close()
+    read = {name: after[name] - before[name] for name in after}
+    assert expired == 10
+    assert read["schedules sequential scans"] == 0, read
+    assert read["actions rows by the index by schedule"] == 0, read
+    assert read["actions rows by index"] <= 100, read  # the ten, and the rows they changed
+
+
+async def _reads(db: asyncpg.Connection) -> dict[str, int]:
+    tables = {
+        r["relname"]: r
+        for r in await db.fetch(
+            "SELECT relname, seq_scan, coalesce(idx_tup_fetch, 0) AS fetched"
+            " FROM pg_stat_user_tables WHERE relname IN ('actions', 'schedules')"
+        )
+    }
+    by_schedule = await db.fetchval(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes"
+        " WHERE indexrelname = 'actions_in_flight_by_schedule'"
+    )
+    return {
+        "schedules sequential scans": tables["schedules"]["seq_scan"],
+        "actions sequential scans": tables["actions"]["seq_scan"],
+        "actions rows by index": tables["actions"]["fetched"],
+        "actions rows by the index by schedule": by_schedule,
+    }
