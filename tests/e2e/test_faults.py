@@ -66,6 +66,28 @@ async def schedule_burst(
         await conn.close()
 
 
+def daily_creates(prefix: str, count: int) -> list[dict]:
+    """`count` creates of daily schedules named `<prefix>-<i>`."""
+    return [
+        command(
+            "schedule.create",
+            {
+                "name": f"{prefix}-{i}",
+                "action": {"type": "x"},
+                "trigger": {"kind": "daily", "hours": 3},
+            },
+        )
+        for i in range(count)
+    ]
+
+
+async def send_one_by_one(bus: Bus, topic: str, bodies: list[dict], pause: float) -> None:
+    """Commands keep arriving while the faults happen."""
+    for body in bodies:
+        await bus.send(topic, body)
+        await asyncio.sleep(pause)
+
+
 async def acknowledge_every_attempt(bus: Bus, topics: Topics, stop: asyncio.Event) -> None:
     """The team's worker: acknowledge every attempt once (SUCCEEDED), keyed by schedule id."""
     acked: set[str] = set()
@@ -166,24 +188,7 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
     topics = settings.topics
     stop = asyncio.Event()
 
-    commands = [
-        command(
-            "schedule.create",
-            {
-                "name": f"during-chaos-{i}",
-                "action": {"type": "x"},
-                "trigger": {"kind": "daily", "hours": 3},
-            },
-        )
-        for i in range(300)
-    ]
-
-    async def producer() -> None:
-        """Commands keep arriving while services die."""
-        for body in commands:
-            await bus.send(topics.commands, body)
-            await asyncio.sleep(0.05)
-
+    commands = daily_creates("during-chaos", 300)
     calm = asyncio.Event()  # set: no more kills (a restart in progress is finished first)
 
     async def chaos() -> None:
@@ -200,17 +205,14 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
     tasks = [
         asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
         asyncio.create_task(chaos()),
-        asyncio.create_task(producer()),
+        asyncio.create_task(send_one_by_one(bus, topics.commands, commands, 0.05)),
     ]
     try:
         chaos_until = time.monotonic() + 30
         await until(lambda: _done_or(db, total, chaos_until), 300)
         calm.set()  # let the survivors finish
         await asyncio.wait_for(tasks[1], 90)
-        await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
-        await asyncio.wait_for(tasks[2], 60)
-        await answered_and_applied_once(bus, topics, db, commands)
-        ids = await burst_ids_once_succeeded(bus, topics, db, total)
+        ids = await settled(bus, topics, db, total, commands, tasks[2])
     finally:
         stop.set()
         for task in tasks:
@@ -221,6 +223,22 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
     fired_once_each(bus, topics, ids, context)
     assert kills and kills[0] == "scheduler", "the chaos loop killed nothing"
     assert set(codes.values()) == {0}, codes
+
+
+async def settled(
+    bus: Bus,
+    topics: Topics,
+    db: asyncpg.Connection,
+    total: int,
+    commands: list[dict],
+    sending: asyncio.Task[None],
+) -> set[str]:
+    """Once the burst's `total` occurrences have all SUCCEEDED and every command was sent:
+    each command answered and applied once; the burst's ids, each announced SUCCEEDED."""
+    await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
+    await asyncio.wait_for(sending, 60)
+    await answered_and_applied_once(bus, topics, db, commands)
+    return await burst_ids_once_succeeded(bus, topics, db, total)
 
 
 async def answered_and_applied_once(
@@ -299,22 +317,7 @@ async def test_postgres_restarted_again_and_again_under_load(
         times = [start + timedelta(milliseconds=i) for i in range(0, 20_000, 4)]
         await schedule_burst(own.database_url, schedules, total // schedules, times)
         topics = own.topics
-        commands = [
-            command(
-                "schedule.create",
-                {
-                    "name": f"during-restarts-{i}",
-                    "action": {"type": "x"},
-                    "trigger": {"kind": "daily", "hours": 3},
-                },
-            )
-            for i in range(200)
-        ]
-
-        async def producer() -> None:
-            for body in commands:
-                await bus.send(topics.commands, body)
-                await asyncio.sleep(0.1)
+        commands = daily_creates("during-restarts", 200)
 
         async def restarts() -> None:
             for _ in range(6):
@@ -327,17 +330,14 @@ async def test_postgres_restarted_again_and_again_under_load(
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
-            asyncio.create_task(producer()),
+            asyncio.create_task(send_one_by_one(bus, topics.commands, commands, 0.1)),
             asyncio.create_task(restarts()),
         ]
         db: asyncpg.Connection | None = None
         try:
             await asyncio.wait_for(tasks[2], 120)
             db = await connect(own.database_url)
-            await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
-            await asyncio.wait_for(tasks[1], 60)
-            await answered_and_applied_once(bus, topics, db, commands)
-            ids = await burst_ids_once_succeeded(bus, topics, db, total)
+            ids = await settled(bus, topics, db, total, commands, tasks[1])
         finally:
             stop.set()
             for task in tasks:
