@@ -29,6 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 from bench.common import (
@@ -121,25 +122,45 @@ def _ms(value: timedelta | None) -> float | None:
 
 async def watch_churn(url: str, every: float, out: list[dict]) -> None:
     """Every `every` seconds until cancelled: what reading the due occurrences costs (the
-    claim's plan, run read-only) and how the actions table churns (dead rows, vacuums, sizes)."""
+    claim's plan, run read-only), how the actions table churns (dead rows, vacuums, sizes), and
+    within the window, the checkpoints and the data pages written out by each kind of process
+    (on PostgreSQL 17 or later)."""
     conn = await connect(url)
     started = time.monotonic()
+    before = await _writes(conn)
     try:
         while True:
             await asyncio.sleep(every)
             plan = (await conn.fetchval(PROBES.claim_probe, datetime.now(UTC)))[0]
             churn = await conn.fetchrow(PROBES.churn)
-            out.append(
-                {
-                    "at_s": round(time.monotonic() - started),
-                    "claim_read_ms": round(plan["Execution Time"], 2),
-                    "claim_read_buffers": plan["Plan"].get("Shared Hit Blocks", 0)
-                    + plan["Plan"].get("Shared Read Blocks", 0),
-                    **dict(churn),
+            sample = {
+                "at_s": round(time.monotonic() - started),
+                "claim_read_ms": round(plan["Execution Time"], 2),
+                "claim_read_buffers": plan["Plan"].get("Shared Hit Blocks", 0)
+                + plan["Plan"].get("Shared Read Blocks", 0),
+                **dict(churn),
+            }
+            after = await _writes(conn)
+            if before is not None and after is not None:
+                sample["checkpoints"] = after["checkpoints"] - before["checkpoints"]
+                sample["pages_written"] = {
+                    writer: n - before["by_writer"].get(writer, 0)
+                    for writer, n in after["by_writer"].items()
+                    if n != before["by_writer"].get(writer, 0)
                 }
-            )
+            before = after
+            out.append(sample)
     finally:
         await conn.close()
+
+
+async def _writes(conn: asyncpg.Connection) -> dict | None:
+    """Cumulative checkpoints and pages written by writer; None before PostgreSQL 17."""
+    try:
+        row = await conn.fetchrow(PROBES.writes)
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+        return None
+    return {"checkpoints": row["checkpoints"], "by_writer": row["by_writer"] or {}}
 
 
 async def fired_from_database(url: str, start: datetime, window: int) -> dict:
