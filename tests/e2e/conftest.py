@@ -74,6 +74,8 @@ class Bus:
     producer: AIOKafkaProducer
     received: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the consumer stopped receiving, if it did: nothing received after it is waited for.
+    failed: BaseException | None = None
 
     async def send(
         self,
@@ -94,9 +96,11 @@ class Bus:
             if len(found) >= count:
                 return found
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.failed is not None:
+                stopped = f"; the consumer stopped: {self.failed!r}" if self.failed else ""
                 raise AssertionError(
                     f"{len(found)}/{count} matching messages on {topic} within {timeout} s"
+                    + stopped
                 )
             self.changed.clear()
             try:
@@ -106,16 +110,21 @@ class Bus:
 
 
 async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
-    async for record in consumer:
-        try:
-            value = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            value = None
-        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-        bus.received[record.topic].append(
-            Received(value, record.value, headers, record.key, time.time())
-        )
+    try:
+        async for record in consumer:
+            try:
+                value = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                value = None
+            headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+            bus.received[record.topic].append(
+                Received(value, record.value, headers, record.key, time.time())
+            )
+            bus.changed.set()
+    except Exception as exc:
+        bus.failed = exc
         bus.changed.set()
+        raise
 
 
 @pytest.fixture

@@ -88,38 +88,62 @@ async def send_one_by_one(bus: Bus, topic: str, bodies: list[dict], pause: float
         await asyncio.sleep(pause)
 
 
-async def acknowledge_every_attempt(bus: Bus, topics: Topics, stop: asyncio.Event) -> None:
-    """The team's worker: acknowledge every attempt once (SUCCEEDED), keyed by schedule id."""
-    acked: set[str] = set()
-    seen = 0
-    while not stop.is_set():
-        batch = bus.received[topics.actions_due][seen:]
-        seen += len(batch)
-        sends = []
-        for record in batch:
-            data = record.value["data"]
-            if record.value["meta"]["eventId"] in acked:
-                continue
-            acked.add(record.value["meta"]["eventId"])
-            ack = {
-                "type": "action.ack",
-                "meta": {"tenant": "acct-faults"},
-                "data": {
-                    "actionId": data["actionId"],
-                    "attempt": data["attempt"],
-                    "state": "SUCCEEDED",
-                },
-            }
-            sends.append(
-                await bus.producer.send(
-                    topics.actions_acks, orjson.dumps(ack), key=data["scheduleId"].encode()
-                )
-            )
-        if sends:
-            await asyncio.gather(*sends)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(bus.changed.wait(), 0.5)
-        bus.changed.clear()
+class Worker:
+    """The team's worker: acknowledges every attempt once (SUCCEEDED), keyed by schedule id.
+
+    An ack the broker did not take is sent again, as a worker's would be; `failed` keeps why
+    (a worker that stopped acknowledging would leave occurrences in flight and nothing else
+    would say so)."""
+
+    def __init__(self, bus: Bus, topics: Topics, stop: asyncio.Event) -> None:
+        self.bus, self.topics = bus, topics
+        self.failed: list[str] = []
+        self.task = asyncio.create_task(self._run(stop))
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        acked: set[str] = set()
+        unsent: list[tuple[bytes, bytes]] = []
+        seen = 0
+        while not stop.is_set():
+            batch = self.bus.received[self.topics.actions_due][seen:]
+            seen += len(batch)
+            for record in batch:
+                event_id, data = record.value["meta"]["eventId"], record.value["data"]
+                if event_id in acked:
+                    continue
+                acked.add(event_id)
+                ack = {
+                    "type": "action.ack",
+                    "meta": {"tenant": "acct-faults"},
+                    "data": {
+                        "actionId": data["actionId"],
+                        "attempt": data["attempt"],
+                        "state": "SUCCEEDED",
+                    },
+                }
+                unsent.append((orjson.dumps(ack), data["scheduleId"].encode()))
+            results = await asyncio.gather(*map(self._send, unsent), return_exceptions=True)
+            self.failed += [repr(r) for r in results if isinstance(r, Exception)]
+            unsent = [u for u, r in zip(unsent, results, strict=True) if isinstance(r, Exception)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.bus.changed.wait(), 0.5)
+            self.bus.changed.clear()
+
+    async def _send(self, value_key: tuple[bytes, bytes]) -> None:
+        value, key = value_key
+        await (await self.bus.producer.send(self.topics.actions_acks, value, key=key))
+
+    def __str__(self) -> str:
+        if self.task.done() and not self.task.cancelled() and self.task.exception():
+            state = f"ended by {self.task.exception()!r}"
+        else:
+            state = "running" if not self.task.done() else "stopped"
+        first = f" (first: {self.failed[0]})" if self.failed else ""
+        consumer = f"stopped by {self.bus.failed!r}" if self.bus.failed else "receiving"
+        return (
+            f"the worker: {state}, {len(self.failed)} ack sends failed and retried{first}; "
+            f"the test's consumer: {consumer}"
+        )
 
 
 async def until(condition, timeout: float, every: float = 0.5) -> None:
@@ -202,8 +226,9 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
             await asyncio.wait_for(running.start(victim), 60)
 
     db = await connect(settings.database_url)
+    worker = Worker(bus, topics, stop)
     tasks = [
-        asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
+        worker.task,
         asyncio.create_task(chaos()),
         asyncio.create_task(send_one_by_one(bus, topics.commands, commands, 0.05)),
     ]
@@ -212,7 +237,9 @@ async def test_chaos_sigkill_never_loses_or_forks_an_occurrence(
         await until(lambda: _done_or(db, total, chaos_until), 300)
         calm.set()  # let the survivors finish
         await asyncio.wait_for(tasks[1], 90)
-        ids = await settled(bus, topics, db, total, commands, tasks[2])
+        ids = await settled(
+            bus, topics, db, total, commands, tasks[2], worker, f"seed {seed}, kills {kills}"
+        )
     finally:
         stop.set()
         for task in tasks:
@@ -232,10 +259,16 @@ async def settled(
     total: int,
     commands: list[dict],
     sending: asyncio.Task[None],
+    worker: Worker,
+    context: str,
 ) -> set[str]:
     """Once the burst's `total` occurrences have all SUCCEEDED and every command was sent:
     each command answered and applied once; the burst's ids, each announced SUCCEEDED."""
-    await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
+    try:
+        await until(lambda: _all_in(db, "SUCCEEDED", total), 240)
+    except AssertionError as exc:
+        report = await stuck(bus, topics, db)
+        raise AssertionError(f"{exc}; {worker}; {report} ({context})") from None
     await asyncio.wait_for(sending, 60)
     await answered_and_applied_once(bus, topics, db, commands)
     return await burst_ids_once_succeeded(bus, topics, db, total)
@@ -275,6 +308,40 @@ async def burst_ids_once_succeeded(
         timeout=120,
     )
     return ids
+
+
+async def stuck(bus: Bus, topics: Topics, db: asyncpg.Connection) -> str:
+    """What keeps the burst from settling: its occurrences by state, and the first few that
+    have not succeeded, each with its row, its history, its action.due eventIds as received
+    and the events Chime announced about it (ignored acks with their reason)."""
+    states = dict(
+        await db.fetch("SELECT state, count(*) FROM actions WHERE type = 'burst' GROUP BY 1")
+    )
+    rows = await db.fetch(
+        "SELECT id, state, attempt, claimed_by, lease_until, fired_at, ack_deadline, version"
+        " FROM actions WHERE type = 'burst' AND state <> 'SUCCEEDED' ORDER BY fire_at LIMIT 5"
+    )
+    lines = [f"burst by state {states}"]
+    for row in rows:
+        action = str(row["id"])
+        history = await db.fetch(
+            "SELECT attempt, state, at FROM action_history WHERE action_id = $1 ORDER BY at",
+            row["id"],
+        )
+        due = [
+            (r.value["meta"]["eventId"], r.at)
+            for r in bus.received[topics.actions_due]
+            if r.value["data"]["actionId"] == action
+        ]
+        said = [
+            (r.value["type"], r.value["data"].get("state"), r.value["data"].get("reason"))
+            for r in bus.received[topics.actions_events]
+            if r.value["data"].get("actionId") == action
+        ]
+        lines.append(
+            f"{dict(row)}; history {[tuple(h) for h in history]}; due {due}; events {said}"
+        )
+    return "\n".join(lines)
 
 
 def fired_once_each(bus: Bus, topics: Topics, ids: set[str], context: str) -> None:
@@ -328,8 +395,9 @@ async def test_postgres_restarted_again_and_again_under_load(
                 await asyncio.to_thread(pg.start)
 
         stop = asyncio.Event()
+        worker = Worker(bus, topics, stop)
         tasks = [
-            asyncio.create_task(acknowledge_every_attempt(bus, topics, stop)),
+            worker.task,
             asyncio.create_task(send_one_by_one(bus, topics.commands, commands, 0.1)),
             asyncio.create_task(restarts()),
         ]
@@ -337,7 +405,9 @@ async def test_postgres_restarted_again_and_again_under_load(
         try:
             await asyncio.wait_for(tasks[2], 120)
             db = await connect(own.database_url)
-            ids = await settled(bus, topics, db, total, commands, tasks[1])
+            ids = await settled(
+                bus, topics, db, total, commands, tasks[1], worker, f"seed {seed}, down {downs} s"
+            )
         finally:
             stop.set()
             for task in tasks:
