@@ -3,7 +3,9 @@ occurrences through the command code path, running services, reading topics back
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import sys
 import time
 import uuid
@@ -87,6 +89,53 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def listening_pid(bootstrap: str) -> int | None:
+    """The process started with `tcp://<bootstrap>` on its command line (the embedded broker),
+    or None (a broker elsewhere)."""
+    wanted = f"tcp://{bootstrap}".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if wanted in cmdline.read_bytes().split(b"\0"):
+                return int(cmdline.parent.name)
+    return None
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def machine_counters() -> dict[str, float]:
+    """What the machine gives the processes, from /proc (Linux): CPU time stolen by the
+    hypervisor and spent waiting for I/O (seconds), time some task stalled for CPU, I/O or memory
+    (pressure stall information, µs; 0 without it), major faults and KiB read from block
+    devices so far; memory available and in the page cache now (MiB)."""
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    counters = {"iowait_s": int(cpu[5]) / TICKS_PER_S, "steal_s": int(cpu[8]) / TICKS_PER_S}
+    for kind in ("cpu", "io", "memory"):
+        counters[f"stall_{kind}_us"] = 0
+        with contextlib.suppress(OSError):
+            some = Path(f"/proc/pressure/{kind}").read_text().split("\n", 1)[0]
+            counters[f"stall_{kind}_us"] = int(some.rsplit("total=", 1)[1])
+    vmstat = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    counters |= {"major_faults": int(vmstat["pgmajfault"]), "read_kib": int(vmstat["pgpgin"])}
+    lines = Path("/proc/meminfo").read_text().splitlines()
+    meminfo = {name: int(rest.split()[0]) / 1024 for name, rest in (x.split(":", 1) for x in lines)}
+    return counters | {"available_mib": meminfo["MemAvailable"], "cached_mib": meminfo["Cached"]}
+
+
+def machine_window(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What happened between two `machine_counters`: the cumulative counters' differences
+    (stalls in ms), the gauges as they were at the end."""
+    window = {}
+    for name, value in after.items():
+        if name.endswith("_mib"):
+            window[name] = round(value)
+        elif name.endswith("_us"):
+            window[name.removesuffix("_us") + "_ms"] = round((value - before[name]) / 1000)
+        else:
+            window[name] = round(value - before[name], 2)
+    return window
 
 
 async def receive(

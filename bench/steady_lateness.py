@@ -6,9 +6,10 @@
 The occurrences are loaded through schedule.create commands before the first one is due; the
 ticker then fires them as they fall due while a plain consumer reads them. The ticker's part
 (firedAt - dueAt) is also read from the stored rows, and a churn probe samples the claim's read
-cost and the table's dead rows every window. `--seconds 1800 --no-consumer` is the soak: row
-churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`); without the
-consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
+cost, the table's dead rows, PostgreSQL's page reads and writes and what the machine gave
+(stolen CPU, pressure stalls, page cache) every window. `--seconds 1800 --no-consumer` is the
+soak: row churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`);
+without the consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
 `--stored 10000000` first stores that many future schedules (with `chime import`'s code) and
 vacuums and analyzes them, as a database that has held them for a while would be: the scale run,
 to compare with the empty database. With `--keep-stored`, on a PostgreSQL server that outlives
@@ -36,7 +37,10 @@ from bench.common import (
     figures_ms,
     keep_as_template,
     line,
+    listening_pid,
     load_through_commands,
+    machine_counters,
+    machine_window,
     p99_by_window,
     receive,
     rss_mib,
@@ -120,14 +124,15 @@ def _ms(value: timedelta | None) -> float | None:
     return None if value is None else round(value.total_seconds() * MS, 1)
 
 
-async def watch_churn(url: str, every: float, out: list[dict]) -> None:
+async def watch_churn(url: str, every: float, out: list[dict], broker: int | None) -> None:
     """Every `every` seconds until cancelled: what reading the due occurrences costs (the
-    claim's plan, run read-only), how the actions table churns (dead rows, vacuums, sizes), and
-    within the window, the checkpoints and the data pages written out by each kind of process
-    (on PostgreSQL 17 or later)."""
+    claim's plan, run read-only), how the actions table churns (dead rows, vacuums, sizes);
+    within the window, the checkpoints and the data pages written out and read in by each kind
+    of process (on PostgreSQL 17 or later) and what the machine gave (`machine_window`); the
+    broker's RSS when it runs here (`broker`, its pid)."""
     conn = await connect(url)
     started = time.monotonic()
-    before = await _writes(conn)
+    before, machine_before = await _io(conn), machine_counters()
     try:
         while True:
             await asyncio.sleep(every)
@@ -140,27 +145,37 @@ async def watch_churn(url: str, every: float, out: list[dict]) -> None:
                 + plan["Plan"].get("Shared Read Blocks", 0),
                 **dict(churn),
             }
-            after = await _writes(conn)
+            after, machine_after = await _io(conn), machine_counters()
             if before is not None and after is not None:
                 sample["checkpoints"] = after["checkpoints"] - before["checkpoints"]
-                sample["pages_written"] = {
-                    writer: n - before["by_writer"].get(writer, 0)
-                    for writer, n in after["by_writer"].items()
-                    if n != before["by_writer"].get(writer, 0)
-                }
-            before = after
+                for field, by in (("pages_written", "by_writer"), ("pages_read", "by_reader")):
+                    sample[field] = {
+                        kind: n - before[by].get(kind, 0)
+                        for kind, n in after[by].items()
+                        if n != before[by].get(kind, 0)
+                    }
+            sample["machine"] = machine_window(machine_before, machine_after)
+            if broker is not None:
+                with contextlib.suppress(OSError):
+                    sample["broker_rss_mib"] = round(rss_mib(broker))
+            before, machine_before = after, machine_after
             out.append(sample)
     finally:
         await conn.close()
 
 
-async def _writes(conn: asyncpg.Connection) -> dict | None:
-    """Cumulative checkpoints and pages written by writer; None before PostgreSQL 17."""
+async def _io(conn: asyncpg.Connection) -> dict | None:
+    """Cumulative checkpoints, pages written by writer and read by reader; None before
+    PostgreSQL 17."""
     try:
-        row = await conn.fetchrow(PROBES.writes)
+        row = await conn.fetchrow(PROBES.io)
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         return None
-    return {"checkpoints": row["checkpoints"], "by_writer": row["by_writer"] or {}}
+    return {
+        "checkpoints": row["checkpoints"],
+        "by_writer": row["by_writer"] or {},
+        "by_reader": row["by_reader"] or {},
+    }
 
 
 async def fired_from_database(url: str, start: datetime, window: int) -> dict:
@@ -214,7 +229,8 @@ async def scenario(
         )
         assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
         await running.start("ticker")
-        watcher = asyncio.create_task(watch_churn(url, window, churn))
+        broker = listening_pid(settings.kafka_bootstrap_servers)
+        watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
         if consume:
             topic = settings.topics.actions_due
             received = await receive(settings, topic, total, seconds + 120, _event)

@@ -17,14 +17,19 @@ SELECT n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count,
        pg_relation_size('actions_pending_fire') AS due_index_bytes
 FROM pg_stat_user_tables WHERE relname = 'actions';
 
--- name: writes
--- Data pages written out so far, by who wrote them (PostgreSQL 16+: pg_stat_io), and the
--- checkpoints so far (17+: pg_stat_checkpointer). A backend that writes pages out itself (no
--- clean buffer to take) waits for it, and so would a claim or a mark.
+-- name: io
+-- Data pages written out and read in so far, by the kind of process (PostgreSQL 16+:
+-- pg_stat_io), and the checkpoints so far (17+: pg_stat_checkpointer). A backend that writes
+-- pages out itself (no clean buffer to take) waits for it, and so would a claim or a mark; a page
+-- read in came from the OS (its page cache or the disk), not from shared buffers.
 SELECT (SELECT jsonb_object_agg(backend_type, writes) FROM (
             SELECT backend_type, sum(writes)::bigint AS writes FROM pg_stat_io
             WHERE object = 'relation' AND writes IS NOT NULL
             GROUP BY backend_type) AS w) AS by_writer,
+       (SELECT jsonb_object_agg(backend_type, reads) FROM (
+            SELECT backend_type, sum(reads)::bigint AS reads FROM pg_stat_io
+            WHERE object = 'relation' AND reads IS NOT NULL
+            GROUP BY backend_type) AS r) AS by_reader,
        (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints;
 
 -- name: fired_by_window

@@ -11,7 +11,7 @@ import sys
 import asyncpg
 import pytest
 
-from tests.servers import PostgresHandle
+from tests.servers import PostgresHandle, docker_available
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +74,12 @@ async def test_steady_lateness_smoke() -> None:
     # the test servers are PostgreSQL 17 or later: the window's writes are counted
     assert churn["checkpoints"] >= 0
     assert all(isinstance(n, int) and n > 0 for n in churn["pages_written"].values())
+    assert all(isinstance(n, int) and n > 0 for n in churn["pages_read"].values())
+    machine = churn["machine"]  # what the machine gave in the window, from /proc
+    assert machine["steal_s"] >= 0 and machine["stall_cpu_ms"] >= 0 and machine["read_kib"] >= 0
+    assert 0 < machine["available_mib"] and 0 <= machine["cached_mib"]
+    if not os.environ.get("CHIME_KAFKA_BOOTSTRAP_SERVERS") and not docker_available():
+        assert churn["broker_rss_mib"] > 0  # the embedded broker, found by its listener
 
 
 async def test_broker_lateness_smoke() -> None:
