@@ -194,6 +194,7 @@ async def fired_from_database(url: str, start: datetime, window: int) -> dict:
         "early": sum(w["early"] for w in windows),
         "lateness_ms": {k: _ms(overall[k]) for k in ("p50", "p99", "max")},
         "p99_by_window_ms": [_ms(w["p99"]) for w in windows],
+        "max_by_window_ms": [_ms(w["max"]) for w in windows],
     }
 
 
