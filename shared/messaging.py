@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import random
@@ -337,6 +338,11 @@ async def retry_forever(
             failing = True
             if on_state:
                 on_state(False)
+        if not gc.isenabled():
+            # a consumer's run pauses the collector (runtime.collector_paused): what each
+            # failed attempt left in cycles (tracebacks, half-made connections) would pile up
+            # for as long as the dependency stays down
+            gc.collect()
         if stop is None:
             await asyncio.sleep(delay)
         else:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from shared.messaging import Stopping, is_transient, retry_forever
-from shared.runtime import runs_by_size
+from shared.runtime import collector_paused, runs_by_size
 
 
 @pytest.mark.parametrize(
@@ -116,3 +118,36 @@ def test_a_batch_is_cut_into_runs_of_at_most_the_limit_in_order() -> None:
     assert [[r.name for r in run] for run in runs] == [["a", "b", "c"], ["d"], ["e", "f"], ["g"]]
     assert runs_by_size([], 100) == []
     assert len(runs_by_size(records, 10_000)) == 1
+
+
+def test_the_collector_is_paused_inside_and_left_as_it_was_found() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # already paused: stays paused when the inner one ends
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("a run that fails")
+    assert gc.isenabled()
+
+
+class _Cyclic:
+    def __init__(self) -> None:
+        self.itself = self
+
+
+async def test_a_retry_frees_what_the_failed_attempt_left_in_cycles_while_paused() -> None:
+    left: list[weakref.ref[_Cyclic]] = []
+
+    async def down_once() -> str:
+        if not left:
+            left.append(weakref.ref(_Cyclic()))  # garbage only the cycle collector frees
+            raise ConnectionRefusedError("database down")
+        return "done"
+
+    with collector_paused():
+        assert await retry_forever("applying", down_once, first_delay=0.001) == "done"
+        assert left[0]() is None  # freed before the retry, with the collector still paused
+        assert not gc.isenabled()
