@@ -319,8 +319,9 @@ def collector_paused() -> Iterator[None]:
     reference counting frees them when the run ends, so a collection after it walks few
     objects. What a run leaves in cycles waits for that collection, bounded by the run's size;
     a run retrying a dependency that is down collects it at each retry (`retry_forever`).
-    Alternating runs: command ingest +9-22 %, ack ingest +2-8 % (bench/README.md). Leaves the
-    collector as it found it (paused already: stays paused)."""
+    Over 100,000 creates: 8,122 collections (1.0-1.3 s) before, 254 (0.07-0.08 s) after;
+    throughput in alternating runs in bench/README.md ("2026-12-02"). Leaves the collector as
+    it found it (paused already: stays paused)."""
     if not gc.isenabled():
         yield
         return
