@@ -2,9 +2,11 @@
 
 A FAILED ack retries the occurrence while attempts remain (policy.retry), else fails it for
 good with an `action.dead` on the DLQ. A terminal state releases an occurrence buffered
-behind this one (policy.overlap BUFFER_ONE). A duplicate ack re-announces the state it
-already caused (same eventId), so a state change is announced at least once even when an
-acker dies between its commit and its publish.
+behind this one (policy.overlap BUFFER_ONE). A duplicate ack re-announces what it already
+caused (same eventIds): the state change, and for a FAILED ack that ended the attempt, its
+`action.dead` or its FAILED event although the occurrence has since moved on to its next
+attempt. So every state change is announced at least once even when an acker dies between
+its commit and its publish.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body
 from shared.messaging import Outgoing
 from shared.metrics import Metrics
-from shared.persistence.attempts import end_attempt
+from shared.persistence.attempts import dead_letter_event, end_attempt
 from shared.persistence.queries import load_queries
 from shared.settings import Topics
 from shared.states import decide_ack
@@ -133,7 +135,59 @@ async def apply_ack(
         )
     if change is not None:
         await _write(conn, [(ack, change)], now)
+    elif row is not None and ack.data.state == "FAILED":
+        return await _failed_again(conn, ack, row, now, topics) or events
     return events
+
+
+async def _failed_again(
+    conn: asyncpg.Connection, ack: ActionAck, row: Any, now: datetime, topics: Topics
+) -> list[Outgoing] | None:
+    """A FAILED ack for an attempt that already ended FAILED (a copy of an ack whose acker died
+    between its commit and its publish, or a worker repeating itself): what ending it
+    announced, again with the same eventIds, and the ack reported as a duplicate. None when
+    that attempt did not end FAILED (the ack is late or unknown: `_decide` answers it).
+
+    Ending it either retried the occurrence (it is at a later attempt now, so `_decide` sees a
+    stale ack) or failed it for good (FAILED, and its `action.dead` is sent again)."""
+    attempt = ack.data.attempt
+    if attempt > row["attempt"] or (attempt == row["attempt"] and row["state"] != "FAILED"):
+        return None
+    history = await conn.fetch(Q.action_history, row["id"])
+    ended = [h for h in history if h["attempt"] == attempt and h["state"] == "FAILED"]
+    if not ended:  # it timed out (TIMED_OUT) before this ack: stale
+        return None
+    dead = row["state"] == "FAILED" and attempt == row["attempt"]
+    message = ended[-1]["message"]
+    if not dead:
+        message = f"{message or 'FAILED'}; retried as attempt {attempt + 1}"
+    schedule_id = str(row["schedule_id"])
+    events = _announce(
+        "action.state-changed",
+        ack,
+        now,
+        topics,
+        schedule_id.encode(),
+        scheduleId=schedule_id,
+        state="FAILED",
+        previousState=None,
+        reason=message,
+        output=ended[0]["output"] or {},
+    )
+    if dead:
+        events.append(dead_letter_event(row, message, history, format_instant(now), topics))
+    ignored = _announce(
+        "action.ack-ignored",
+        ack,
+        now,
+        topics,
+        schedule_id.encode(),
+        scheduleId=schedule_id,
+        previousState=row["state"],
+        state=row["state"],
+        reason=f"DUPLICATE: attempt {attempt} already FAILED",
+    )
+    return events + ignored
 
 
 async def apply_acks(
@@ -149,8 +203,9 @@ async def apply_acks(
 
     Per tenant, one statement locks every occurrence the acks name, the decisions are made in
     memory, and the RUNNING/SUCCEEDED changes are written with one UPDATE and one history
-    INSERT. An ack that fails its attempt (retry or dead letter), and any later ack of an
-    occurrence already changed in this batch, go through `apply_ack` after that.
+    INSERT. FAILED acks (they retry, fail for good, or repeat what a copy applied before
+    caused), and any later ack of an occurrence already changed or failed in this batch, go
+    through `apply_ack` after that.
     """
     events: dict[int, list[Outgoing]] = {}
     one_by_one: list[int] = []
@@ -167,15 +222,15 @@ async def apply_acks(
         for index in indexes:
             ack = acks[index]
             action_id = action_ids[index]
-            if action_id in touched:
-                one_by_one.append(index)  # sees the change made above
-                continue
-            found, change, failed = _decide(ack, rows.get(action_id), now, topics)
-            if failed or change is not None:
+            if action_id in touched or ack.data.state == "FAILED":
+                # sees the change made above; a FAILED ack needs the retry policy, or the
+                # history if it is a copy of one applied before (`_failed_again`)
                 touched.add(action_id)
-            if failed:
                 one_by_one.append(index)
                 continue
+            found, change, _ = _decide(ack, rows.get(action_id), now, topics)
+            if change is not None:
+                touched.add(action_id)
             events[index] = found
             if change is not None:
                 changes.append((ack, change))

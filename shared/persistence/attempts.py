@@ -21,7 +21,7 @@ from shared.policy import retry_delay
 from shared.settings import Topics
 from shared.specs import compiled
 
-__all__ = ["end_attempt", "occurrence_fields"]
+__all__ = ["dead_letter_event", "end_attempt", "occurrence_fields"]
 
 Q = load_queries()
 log = logging.getLogger("chime.attempts")
@@ -43,16 +43,6 @@ async def end_attempt(
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
 
-    def message_for(topic: str, body: dict[str, Any], **headers: str) -> Outgoing:
-        return Outgoing(
-            topic,
-            orjson.dumps(body),
-            schedule_id.encode(),
-            {**JSON_HEADERS, **headers},
-            correlation_id=action_id,
-            kind=body["type"],
-        )
-
     def announce(state: str, reason: str) -> Outgoing:
         event = action_event_body(
             "action.state-changed",
@@ -67,7 +57,7 @@ async def end_attempt(
             reason=reason,
             output=output or {},
         )
-        return message_for(topics.actions_events, event)
+        return _message(topics.actions_events, event, row)
 
     await conn.execute(Q.insert_history, row["id"], attempt, outcome, now, message, output)
     if attempt < spec.policy.retry.max_attempts:
@@ -93,26 +83,46 @@ async def end_attempt(
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, [row["schedule_id"]], now)
-    history = [
-        {
-            "attempt": h["attempt"],
-            "state": h["state"],
-            "at": format_instant(h["at"]),
-            "message": h["message"],
-        }
-        for h in await conn.fetch(Q.action_history, row["id"])
-    ]
+    history = await conn.fetch(Q.action_history, row["id"])
+    return [announce("FAILED", final), dead_letter_event(row, final, history, stamp, topics)]
+
+
+def dead_letter_event(
+    row: Any, reason: str, history: list[Any], stamp: str, topics: Topics
+) -> Outgoing:
+    """The `action.dead` of an occurrence that failed for good at its attempt `row["attempt"]`
+    (history: its stored rows, in order), on the DLQ with the reason in `chime-reason`."""
+    action_id = str(row["id"])
     dead = {
         "type": "action.dead",
         "meta": event_meta(f"{action_id}:dead", stamp, row["tenant"]),
         "data": {
             **occurrence_fields(row),
-            "attempts": attempt,
-            "reason": final,
-            "history": history,
+            "attempts": row["attempt"],
+            "reason": reason,
+            "history": [
+                {
+                    "attempt": h["attempt"],
+                    "state": h["state"],
+                    "at": format_instant(h["at"]),
+                    "message": h["message"],
+                }
+                for h in history
+            ],
         },
     }
-    return [announce("FAILED", final), message_for(topics.dlq, dead, **{"chime-reason": final})]
+    return _message(topics.dlq, dead, row, **{"chime-reason": reason})
+
+
+def _message(topic: str, body: dict[str, Any], row: Any, **headers: str) -> Outgoing:
+    return Outgoing(
+        topic,
+        orjson.dumps(body),
+        str(row["schedule_id"]).encode(),
+        {**JSON_HEADERS, **headers},
+        correlation_id=str(row["id"]),
+        kind=body["type"],
+    )
 
 
 def occurrence_fields(row: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`apply_acks` (a batch of acks in a few multi-row statements) announces and stores exactly what
-`apply_ack` does one by one: chained and duplicate acks, retries, dead letters, stale and
-unknown acks, another tenant's, and a buffered occurrence released."""
+`apply_ack` does one by one: chained and duplicate acks, retries, dead letters, copies of
+FAILED acks, stale and unknown acks, another tenant's, and a buffered occurrence released."""
 
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ def _acks(ids: dict[str, str]) -> list[ActionAck]:
         ack("A7", "FAILED"),  # last attempt: dead letter
         ack("Z1", "SUCCEEDED"),  # releases Z2
         ack("A5", "RUNNING"),
+        ack("A3", "FAILED"),  # a copy of a retried failure: announced again
+        ack("A7", "FAILED"),  # a copy of the last attempt's: the dead letter again
     ]
 
 

@@ -155,6 +155,72 @@ async def test_failed_ack_retries_then_dead(db, pool) -> None:
     assert await db.fetchval("SELECT state FROM actions") == "FAILED"
 
 
+async def test_a_copy_of_a_failed_ack_announces_again_what_it_caused(db, pool) -> None:
+    """An acker that dies between committing a FAILED ack and publishing its events leaves the
+    ack uncommitted on the broker: the copy redelivered must announce them, although the
+    occurrence has moved on (to its next attempt, or to FAILED for good)."""
+    await create(db, trigger={"kind": "once", "at": iso(at(1))}, policy={"retry": RETRY})
+    clock, sink = SettableClock(at(1)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    action_id = sink.fired[0]["data"]["actionId"]
+    [failed] = await ack(db, clock, action_id, 1, "FAILED")
+    history = await db.fetchval("SELECT count(*) FROM action_history")
+    clock.set(at(5))
+    again, ignored = await ack(db, clock, action_id, 1, "FAILED")
+    assert again["meta"]["eventId"] == failed["meta"]["eventId"] == f"{action_id}:1:FAILED"
+    assert (again["type"], again["data"]["state"], again["data"]["attempt"]) == (
+        "action.state-changed",
+        "FAILED",
+        1,
+    )
+    assert again["data"]["reason"] == "FAILED; retried as attempt 2"
+    assert ignored["type"] == "action.ack-ignored"
+    assert ignored["data"]["reason"] == "DUPLICATE: attempt 1 already FAILED"
+    # nothing changed: attempt 2 still fires at its instant, once
+    assert await db.fetchval("SELECT count(*) FROM action_history") == history
+    assert await ticker.next_wake() == at(11)
+    for attempt, fires_at in ((2, at(11)), (3, at(31))):
+        clock.set(fires_at)
+        await ticker.tick()
+        events = await ack(db, clock, action_id, attempt, "FAILED")
+    state_changed, dead = events
+    clock.set(at(40))
+    copy = await ack(db, clock, action_id, 3, "FAILED")
+    assert [e["type"] for e in copy] == [
+        "action.state-changed",
+        "action.dead",
+        "action.ack-ignored",
+    ]
+    assert copy[0]["meta"]["eventId"] == state_changed["meta"]["eventId"]
+    assert copy[0]["data"]["reason"] == state_changed["data"]["reason"]
+    assert copy[1]["topic"] == TOPICS.dlq
+    assert copy[1]["meta"]["eventId"] == dead["meta"]["eventId"] == f"{action_id}:dead"
+    assert copy[1]["data"] == dead["data"]  # the same history, attempts and reason
+    # a copy of the first attempt's, after the last: still only that attempt's event
+    assert [e["type"] for e in await ack(db, clock, action_id, 1, "FAILED")] == [
+        "action.state-changed",
+        "action.ack-ignored",
+    ]
+    assert await db.fetchval("SELECT state FROM actions") == "FAILED"
+
+
+async def test_a_failed_ack_after_the_attempt_timed_out_is_stale(db, pool) -> None:
+    await create(
+        db,
+        trigger={"kind": "once", "at": iso(at(1))},
+        policy={"ackTimeout": "PT1M", "retry": RETRY},
+    )
+    clock, sink = SettableClock(at(1)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    action_id = sink.fired[0]["data"]["actionId"]
+    clock.set(at(61))
+    await ticker.tick()  # TIMED_OUT, retried
+    [late] = await ack(db, clock, action_id, 1, "FAILED")
+    assert late["type"] == "action.ack-ignored" and late["data"]["reason"].startswith("STALE")
+
+
 async def test_misfire_skip(db, pool) -> None:
     await create(
         db, trigger={"kind": "cron", "expression": "*/10 * * * *"}, policy={"misfire": "SKIP"}
