@@ -229,10 +229,9 @@ async def apply_acks(
                 one_by_one.append(index)
                 continue
             found, change, _ = _decide(ack, rows.get(action_id), now, topics)
-            if change is not None:
-                touched.add(action_id)
             events[index] = found
             if change is not None:
+                touched.add(action_id)
                 changes.append((ack, change))
         await _write(conn, changes, now)
     for index in sorted(one_by_one):
