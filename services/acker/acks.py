@@ -65,15 +65,24 @@ class _Change:
     deadline: datetime | None
 
 
-def _decide(
+def _announcer(
     ack: ActionAck, row: Any, now: datetime, topics: Topics
-) -> tuple[list[Outgoing], _Change | None, bool]:
-    """(events, the change to write or None, whether it ends the attempt as FAILED)."""
+) -> Callable[..., list[Outgoing]]:
+    """Events about the ack's occurrence, keyed by its schedule (by the action id when the
+    occurrence is unknown)."""
     key = (str(row["schedule_id"]) if row else ack.data.action_id).encode()
 
     def announce(kind: str, **data: Any) -> list[Outgoing]:
         return _announce(kind, ack, now, topics, key, **data)
 
+    return announce
+
+
+def _decide(
+    ack: ActionAck, row: Any, now: datetime, topics: Topics
+) -> tuple[list[Outgoing], _Change | None, bool]:
+    """(events, the change to write or None, whether it ends the attempt as FAILED)."""
+    announce = _announcer(ack, row, now, topics)
     if row is None:
         reason = "UNKNOWN_ACTION: no such action for this tenant"
         return announce("action.ack-ignored", reason=reason), None, False
@@ -157,17 +166,14 @@ async def _failed_again(
     ended = [h for h in history if h["attempt"] == attempt and h["state"] == "FAILED"]
     if not ended:  # it timed out (TIMED_OUT) before this ack: stale
         return None
-    dead = row["state"] == "FAILED" and attempt == row["attempt"]
+    dead = attempt == row["attempt"]  # and FAILED (above): it failed for good
     message = ended[-1]["message"]
     if not dead:
         message = f"{message or 'FAILED'}; retried as attempt {attempt + 1}"
+    announce = _announcer(ack, row, now, topics)
     schedule_id = str(row["schedule_id"])
-    events = _announce(
+    events = announce(
         "action.state-changed",
-        ack,
-        now,
-        topics,
-        schedule_id.encode(),
         scheduleId=schedule_id,
         state="FAILED",
         previousState=None,
@@ -176,18 +182,13 @@ async def _failed_again(
     )
     if dead:
         events.append(dead_letter_event(row, message, history, format_instant(now), topics))
-    ignored = _announce(
+    return events + announce(
         "action.ack-ignored",
-        ack,
-        now,
-        topics,
-        schedule_id.encode(),
         scheduleId=schedule_id,
         previousState=row["state"],
         state=row["state"],
         reason=f"DUPLICATE: attempt {attempt} already FAILED",
     )
-    return events + ignored
 
 
 async def apply_acks(
