@@ -13,14 +13,16 @@ from pydantic import ValidationError
 
 from services.scheduler.errors import CommandError
 from services.scheduler.handlers import HANDLERS, RESULT_TYPES, Context
+from services.scheduler.views import View
 from shared.contracts import (
     COMMAND_TYPES,
+    SCHEMA_VERSION,
     CommandEnvelope,
     CommandResult,
     ErrorItem,
     ResultMeta,
-    ScheduleView,
     errors_from_validation,
+    format_instant,
 )
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
@@ -150,19 +152,19 @@ async def _dispatch(
     return success_result(env, await handler(conn, env, now, ctx), now)
 
 
-def success_result(env: CommandEnvelope, view: ScheduleView, now: datetime) -> dict[str, Any]:
-    meta = ResultMeta.model_construct(
-        command_id=env.meta.command_id,
-        correlation_id=env.meta.correlation_id,
-        tenant=env.meta.tenant,
-        timestamp=now,
-    )
-    result = CommandResult.model_construct(
-        type=RESULT_TYPES[env.type], meta=meta, data=view, errors=[]
-    )
-    # The spec is stored JSON already: put back as it is rather than walked by the serializer.
-    wire = result.model_dump(mode="json", by_alias=True, exclude={"data": {"spec"}})
-    data = wire["data"]
-    data["spec"] = view.spec
-    data["recentActions"] = data.pop("recentActions")  # the fields' order, as documented
-    return wire
+def success_result(env: CommandEnvelope, view: View, now: datetime) -> dict[str, Any]:
+    """A `CommandResult` carrying `view` (`schedule_view`'s wire form), written as the model
+    would serialise it (`tests/unit/test_views.py` holds the two equal)."""
+    meta = env.meta
+    return {
+        "type": RESULT_TYPES[env.type],
+        "meta": {
+            "commandId": meta.command_id,
+            "correlationId": meta.correlation_id,
+            "tenant": meta.tenant,
+            "timestamp": format_instant(now),
+            "schemaVersion": SCHEMA_VERSION,
+        },
+        "data": view,
+        "errors": [],
+    }

@@ -13,14 +13,13 @@ import asyncpg
 import orjson
 
 from services.scheduler.errors import CommandError, parse
-from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
+from services.scheduler.views import NEXT_FIRE_COUNT, View, schedule_view
 from shared.contracts import (
     CommandEnvelope,
     ReplaceData,
     ResumeData,
     ScheduleRef,
     ScheduleSpec,
-    ScheduleView,
     TriggerData,
     UpdateData,
 )
@@ -199,9 +198,7 @@ async def _schedule_occurrences(
     await insert_actions(conn, row["tenant"], [(row["id"], *r) for r in rows], now)
 
 
-async def view_of(
-    conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False
-) -> ScheduleView:
+async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False) -> View:
     spec = ScheduleSpec.model_validate(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
     position = await conn.fetchrow(Q.series_position, row["id"])
@@ -268,7 +265,7 @@ Env = CommandEnvelope
 
 async def _insert(
     conn: asyncpg.Connection, schedule_id: uuid.UUID, env: Env, p: Prepared, now: datetime
-) -> ScheduleView:
+) -> View:
     state = "ACTIVE" if p.spec.enabled else "PAUSED"
     try:
         row = await conn.fetchrow(
@@ -291,14 +288,14 @@ async def _insert(
     return await view_of(conn, row, now)
 
 
-async def _create(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _create(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     spec = parse(ScheduleSpec, env.data)
     return await _insert(conn, new_id(now), env, prepare(spec, now, ctx), now)
 
 
 async def _overwrite(
     conn: asyncpg.Connection, row: Any, p: Prepared, state: str, now: datetime, prefix: str
-) -> ScheduleView:
+) -> View:
     """Replace a stored definition; what it had scheduled and not yet fired is redone."""
     try:
         row = await conn.fetchrow(
@@ -317,7 +314,7 @@ async def _overwrite(
     return await view_of(conn, row, now)
 
 
-async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _replace(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(ReplaceData, env.data)
     spec = ScheduleSpec.model_validate(data.model_dump(exclude={"id", "expected_version"}))
     tenant = env.meta.tenant
@@ -357,7 +354,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(UpdateData, env.data)
     row = await _find(conn, env.meta.tenant, data)
     # A trigger is one value: `changes.trigger` replaces it whole instead of merging into it.
@@ -372,7 +369,7 @@ async def _update(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
     return await _overwrite(conn, row, prepared, state, now, "data.changes")
 
 
-async def _pause(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _pause(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
     if row["state"] == "COMPLETED":
         raise CommandError.of(
@@ -384,7 +381,7 @@ async def _pause(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context
     return await view_of(conn, row, now)
 
 
-async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(ResumeData, env.data)
     row = await _find(conn, env.meta.tenant, data)
     if row["state"] == "COMPLETED":
@@ -406,7 +403,7 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
     return await view_of(conn, row, now)
 
 
-async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(TriggerData, env.data)
     row = await _find(conn, env.meta.tenant, data)
     spec = ScheduleSpec.model_validate(row["spec"])
@@ -428,19 +425,19 @@ async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Conte
     return await view_of(conn, row, now, recent=True)
 
 
-async def _delete(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _delete(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
     await conn.execute(Q.cancel_pending_actions, row["id"], now, "schedule deleted")
     row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "DELETED", now)
     return await view_of(conn, row, now)
 
 
-async def _get(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> ScheduleView:
+async def _get(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     row = await _find(conn, env.meta.tenant, parse(ScheduleRef, env.data))
     return await view_of(conn, row, now, recent=True)
 
 
-Handler = Callable[[asyncpg.Connection, Env, datetime, Context], Awaitable[ScheduleView]]
+Handler = Callable[[asyncpg.Connection, Env, datetime, Context], Awaitable[View]]
 HANDLERS: dict[str, Handler] = {
     "schedule.create": _create,
     "schedule.replace": _replace,
