@@ -49,9 +49,13 @@ T = TypeVar("T")
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outgoing:
-    """One message to publish after the transaction that produced it has committed."""
+    """One message to publish after the transaction that produced it has committed.
+
+    Not frozen (nothing changes one once made): one is made for every message, and a frozen
+    dataclass sets each field through `object.__setattr__` (2.1 us a message against 0.8;
+    3.9 % of the ticker's samples and 3.3 % of the acker's went there)."""
 
     topic: str
     value: bytes
