@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         4,
         ge=1,
         description="Connections per service process. The scheduler applies the runs of creates "
-        "of up to this many tenants minus one at once, each on a connection of its own.",
+        "of up to this many tenants minus one at once, and the acker a batch's acks in up to "
+        "this many minus one parts (by occurrence), each on a connection of its own.",
     )
     ticker_batch_size: int = Field(1000, ge=1, description="Occurrences claimed per round.")
     ticker_lease_seconds: float = Field(

@@ -11,7 +11,9 @@ its commit and its publish.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +32,12 @@ from shared.persistence.queries import load_queries
 from shared.settings import Topics
 from shared.states import decide_ack
 
-__all__ = ["apply_ack", "apply_acks", "refuse_ack"]
+__all__ = ["MIN_PART", "apply_ack", "apply_acks", "apply_acks_in_parts", "parts_of", "refuse_ack"]
 
 Q = load_queries()
+MIN_PART = 250
+"""Fewest acks in a part of a batch applied at once (`apply_acks_in_parts`): a part costs a few
+round trips whatever its size."""
 
 
 def _event(kind: str, ack: ActionAck, now: datetime, **data: Any) -> dict[str, Any]:
@@ -238,6 +243,55 @@ async def apply_acks(
     for index in sorted(one_by_one):
         events[index] = await apply_ack(conn, acks[index], now, topics, rand, metrics)
     return [events[index] for index in range(len(acks))]
+
+
+def parts_of(acks: list[ActionAck], most: int, min_part: int = MIN_PART) -> list[list[int]]:
+    """The batch's indexes in up to `most` parts of at least `min_part` acks, by occurrence:
+    every ack of one occurrence in the same part, in the batch's order."""
+    count = max(1, min(most, len(acks) // max(1, min_part)))
+    if count == 1:
+        return [list(range(len(acks)))]
+    parts: list[list[int]] = [[] for _ in range(count)]
+    for index, ack in enumerate(acks):
+        parts[zlib.crc32(ack.data.action_id.encode()) % count].append(index)
+    return [part for part in parts if part]
+
+
+async def apply_acks_in_parts(
+    pool: asyncpg.Pool,
+    acks: list[ActionAck],
+    parts: list[list[int]],
+    now: datetime,
+    topics: Topics,
+    rand: Callable[[], float],
+    metrics: Metrics | None = None,
+) -> list[list[Outgoing]]:
+    """`apply_acks` over parts of the batch at once (indexes of `acks`, as `parts_of` splits
+    them: no occurrence in two parts), each in a transaction of its own on a connection of its
+    own: PostgreSQL runs one part's statements while the next
+    part's decisions are made here. Returns each ack's events, in the batch's order.
+
+    Parts share no occurrence, so they lock no row of each other's, except the occurrence that
+    a SUCCEEDED or failed one releases (BUFFER_ONE), locked by whichever part comes first. A
+    part that fails fails the whole call with its error (the others are cancelled, or have
+    committed): the batch is applied again, and what committed answers as replays do,
+    announcing again what it caused under the same eventIds."""
+
+    async def apply_part(indexes: list[int]) -> list[list[Outgoing]]:
+        async with pool.acquire() as conn, conn.transaction():
+            part = [acks[i] for i in indexes]
+            return await apply_acks(conn, part, now, topics, rand, metrics)
+
+    try:
+        async with asyncio.TaskGroup() as group:  # the first failure cancels the others
+            applied = [group.create_task(apply_part(part)) for part in parts]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # as one transaction raises it: transient retried
+    events: list[list[Outgoing]] = [[] for _ in acks]
+    for part, task in zip(parts, applied, strict=True):
+        for index, found in zip(part, task.result(), strict=True):
+            events[index] = found
+    return events
 
 
 async def _write(

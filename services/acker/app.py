@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord
 from faststream import FastStream
 from pydantic import ValidationError
 
-from services.acker.acks import apply_acks, refuse_ack
+from services.acker.acks import apply_acks_in_parts, parts_of, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
@@ -35,6 +35,9 @@ class AckConsumer:
         self.rand = random.random  # retry jitter
         self.auth = Authenticator.from_settings(settings)
         self.max_bytes = settings.max_message_bytes
+        # parts of a batch applied at once, each on a connection of its own (one is left for
+        # the readiness check)
+        self.parts = max(1, settings.database_pool_size - 1)
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -80,10 +83,15 @@ class AckConsumer:
         return out
 
     async def _apply(self, acks: list[ActionAck]) -> list[Outgoing]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            per_ack = await apply_acks(
-                conn, acks, self.clock.now(), self.topics, self.rand, self.runtime.metrics
-            )
+        per_ack = await apply_acks_in_parts(
+            self.pool,
+            acks,
+            parts_of(acks, self.parts),
+            self.clock.now(),
+            self.topics,
+            self.rand,
+            self.runtime.metrics,
+        )
         out: list[Outgoing] = []
         for ack, events in zip(acks, per_ack, strict=True):
             self.runtime.metrics.acks.labels(ack.data.state, events[0].kind).inc()

@@ -1,6 +1,8 @@
-"""`apply_acks` (a batch of acks in a few multi-row statements) announces and stores exactly what
-`apply_ack` does one by one: chained and duplicate acks, retries, dead letters, copies of
-FAILED acks, stale and unknown acks, another tenant's, and a buffered occurrence released."""
+"""`apply_acks` (a batch of acks in a few multi-row statements), and `apply_acks_in_parts` (the
+batch split by occurrence, the parts applied at once on connections of their own), announce
+and store exactly what `apply_ack` does one by one: chained and duplicate acks, retries, dead
+letters, copies of FAILED acks, stale and unknown acks, another tenant's, and a buffered
+occurrence released."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 
-from services.acker.acks import apply_ack, apply_acks
+from services.acker.acks import apply_ack, apply_acks, apply_acks_in_parts
 from services.scheduler.commands import Context, apply_command
 from shared.contracts import ActionAck, format_instant
-from shared.persistence.database import connect
+from shared.persistence.database import connect, create_pool
 from shared.settings import Topics
 from tests.integration.helpers import command, schedule
 
@@ -119,22 +122,41 @@ async def _stored(conn: asyncpg.Connection) -> Any:
     )
 
 
-async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: str) -> None:
+async def _applied(conn: asyncpg.Connection, url: str, how: str) -> Any:
+    ids = await _world(conn)
+    acks = _acks(ids)
+    if how == "parts":
+        # three parts by occurrence (an occurrence's acks together, in order): the chains of A1,
+        # A2 and A3 in different parts, Z1 (releasing Z2) among others, unknown ids in the last
+        part_of = {"A1": 0, "A2": 1, "A3": 2, "A4": 0, "A5": 1, "A6": 2, "A7": 0, "Z1": 1}
+        label = {v: k for k, v in ids.items()}
+        parts: list[list[int]] = [[], [], []]
+        for index, ack in enumerate(acks):
+            parts[part_of.get(label.get(ack.data.action_id, ""), 2)].append(index)
+        pool = await create_pool(url, 4)
+        try:
+            per_ack = await apply_acks_in_parts(pool, acks, parts, NOW, TOPICS, lambda: 0.0)
+        finally:
+            await pool.close()
+    else:
+        async with conn.transaction():
+            if how == "bulk":
+                per_ack = await apply_acks(conn, acks, NOW, TOPICS, lambda: 0.0)
+            else:
+                per_ack = [await apply_ack(conn, a, NOW, TOPICS, lambda: 0.0) for a in acks]
+    events = [[(o.topic, o.key is not None, orjson.loads(o.value)) for o in out] for out in per_ack]
+    return events, await _stored(conn)
+
+
+@pytest.mark.parametrize("how", ["bulk", "parts"])
+async def test_bulk_and_one_by_one_agree(
+    database_url: str, twin_database_url: str, how: str
+) -> None:
     outcomes = []
-    for url, bulk in ((database_url, True), (twin_database_url, False)):
+    for url, way in ((database_url, how), (twin_database_url, "one by one")):
         conn = await connect(url, tenant=None)
         try:
-            acks = _acks(await _world(conn))
-            async with conn.transaction():
-                if bulk:
-                    per_ack = await apply_acks(conn, acks, NOW, TOPICS, lambda: 0.0)
-                else:
-                    per_ack = [await apply_ack(conn, a, NOW, TOPICS, lambda: 0.0) for a in acks]
-            events = [
-                [(o.topic, o.key is not None, orjson.loads(o.value)) for o in out]
-                for out in per_ack
-            ]
-            outcomes.append((events, await _stored(conn)))
+            outcomes.append(await _applied(conn, url, way))
         finally:
             await conn.close()
     (bulk_events, bulk_rows), (single_events, single_rows) = outcomes
@@ -148,3 +170,46 @@ async def test_bulk_and_one_by_one_agree(database_url: str, twin_database_url: s
     assert bulk_rows == single_rows
     released = [a for a in single_rows[0] if a["type"] == "Z2"]
     assert released and released[0]["held"] is False
+
+
+async def test_a_part_losing_its_connection_fails_the_batch_as_a_retryable_error(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts applied at once: when one loses the database, apply_acks_in_parts raises that
+    error (which the acker retries, the batch rewound), not a group of errors it would not
+    recognise as transient. Applied again, the batch announces every state change, whether
+    the other part had committed before the failure or not."""
+    from services.acker import acks as module
+
+    apply_acks = module.apply_acks
+    failures = [asyncpg.exceptions.ConnectionDoesNotExistError("connection lost")]
+
+    async def losing_a2_once(conn, part, now, topics, rand, metrics=None):  # type: ignore[no-untyped-def]
+        if failures and part[0].data.action_id == ids["A2"]:
+            raise failures.pop()
+        return await apply_acks(conn, part, now, topics, rand, metrics)
+
+    conn = await connect(database_url, tenant=None)
+    pool = await create_pool(database_url, 4)
+    try:
+        ids = await _world(conn)
+        acks = [a for a in _acks(ids) if a.data.action_id in (ids["A1"], ids["A2"])]
+        parts = [
+            [i for i, a in enumerate(acks) if a.data.action_id == ids[t]] for t in ("A1", "A2")
+        ]
+        monkeypatch.setattr(module, "apply_acks", losing_a2_once)
+        with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
+            await apply_acks_in_parts(pool, acks, parts, NOW, TOPICS, lambda: 0.0)
+        again = await apply_acks_in_parts(pool, acks, parts, NOW, TOPICS, lambda: 0.0)
+        rows = await conn.fetch("SELECT type, state FROM actions WHERE type IN ('A1', 'A2')")
+    finally:
+        await pool.close()
+        await conn.close()
+    assert {r["type"]: r["state"] for r in rows} == {"A1": "SUCCEEDED", "A2": "SUCCEEDED"}
+    bodies = [orjson.loads(o.value) for out in again for o in out]
+    announced = {
+        (b["data"]["actionId"], b["data"]["state"])
+        for b in bodies
+        if b["type"] == "action.state-changed"
+    }
+    assert {(ids["A1"], "SUCCEEDED"), (ids["A2"], "SUCCEEDED")} <= announced
