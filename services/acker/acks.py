@@ -268,8 +268,8 @@ async def apply_acks_in_parts(
 ) -> list[list[Outgoing]]:
     """`apply_acks` over parts of the batch at once (indexes of `acks`, as `parts_of` splits
     them: no occurrence in two parts), each in a transaction of its own on a connection of its
-    own: PostgreSQL runs one part's statements while the next
-    part's decisions are made here. Returns each ack's events, in the batch's order.
+    own: PostgreSQL runs one part's statements while the next part's decisions are made here.
+    Returns each ack's events, in the batch's order.
 
     Parts share no occurrence, so they lock no row of each other's, except the occurrence that
     a SUCCEEDED or failed one releases (BUFFER_ONE), locked by whichever part comes first. A
