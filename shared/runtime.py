@@ -227,9 +227,10 @@ def consumer_app(
     """A FastStream app with one batch subscriber, in the consumer group `<prefix><name>`.
 
     The handler applies a run of the batch (`runs_by_size`) and returns what to publish: in
-    one transaction, or in several at once (the scheduler's tenants, the acker's parts). The batch is committed (NACK_ON_ERROR) only after every run was applied
-    and the broker acknowledged every message; if one raises, the whole batch is rewound, and
-    the runs already applied are applied again as replays (commands and acks are idempotent).
+    one transaction, or in several at once (the scheduler's tenants, the acker's parts). The
+    batch is committed (NACK_ON_ERROR) only after every run was applied and the broker
+    acknowledged every message; if one raises, the whole batch is rewound, and what was
+    already applied is applied again as replays (commands and acks are idempotent).
     """
     clock = clock or SystemClock()
     runtime = ServiceRuntime(name, settings)
