@@ -272,10 +272,11 @@ async def apply_acks_in_parts(
     Returns each ack's events, in the batch's order.
 
     Parts share no occurrence, so they lock no row of each other's, except the occurrence that
-    a SUCCEEDED or failed one releases (BUFFER_ONE), locked by whichever part comes first. A
-    part that fails fails the whole call with its error (the others are cancelled, or have
-    committed): the batch is applied again, and what committed answers as replays do,
-    announcing again what it caused under the same eventIds."""
+    a SUCCEEDED or failed one releases (BUFFER_ONE), locked by whichever part comes first (two
+    parts releasing two of those in opposite orders could deadlock, as two ackers could:
+    PostgreSQL ends one). A part that fails fails the whole call with its error (the others
+    are cancelled, or have committed): the batch is applied again, and what committed answers
+    as replays do, announcing again what it caused under the same eventIds."""
 
     async def apply_part(indexes: list[int]) -> list[list[Outgoing]]:
         async with pool.acquire() as conn, conn.transaction():
