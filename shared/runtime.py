@@ -8,10 +8,10 @@ import dataclasses
 import gc
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -47,9 +47,12 @@ __all__ = [
     "raw_records",
     "run_service",
     "service_app",
+    "together",
     "tolerant_headers",
 ]
 
+
+_T = TypeVar("_T")
 
 LOG_FIELDS = (
     "service",
@@ -331,6 +334,19 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+async def together(work: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Runs `work` at once and returns the results in its order. The first that fails cancels
+    the others and its error is raised as itself, not in an ExceptionGroup: as running them
+    one after another would raise it, so a caller's "is this transient, retry" still sees it.
+    What the others had done (committed) stays done."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(each) for each in work]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def runs_by_size(records: list[Any], limit: int) -> list[list[Any]]:

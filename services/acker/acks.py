@@ -11,7 +11,6 @@ its commit and its publish.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 import zlib
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from shared.messaging import Outgoing
 from shared.metrics import Metrics
 from shared.persistence.attempts import dead_letter_event, end_attempt
 from shared.persistence.queries import load_queries
+from shared.runtime import together
 from shared.settings import Topics
 from shared.states import decide_ack
 
@@ -283,14 +283,10 @@ async def apply_acks_in_parts(
             part = [acks[i] for i in indexes]
             return await apply_acks(conn, part, now, topics, rand, metrics)
 
-    try:
-        async with asyncio.TaskGroup() as group:  # the first failure cancels the others
-            applied = [group.create_task(apply_part(part)) for part in parts]
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None  # as one transaction raises it: transient retried
+    applied = await together([apply_part(part) for part in parts])
     events: list[list[Outgoing]] = [[] for _ in acks]
-    for part, task in zip(parts, applied, strict=True):
-        for index, found in zip(part, task.result(), strict=True):
+    for part, found_in_part in zip(parts, applied, strict=True):
+        for index, found in zip(part, found_in_part, strict=True):
             events[index] = found
     return events
 

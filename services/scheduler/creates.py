@@ -31,6 +31,7 @@ from shared.contracts import CommandEnvelope, ErrorItem, ScheduleSpec, errors_fr
 from shared.ids import new_ids
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
+from shared.runtime import together
 
 __all__ = ["apply_creates"]
 
@@ -117,13 +118,8 @@ async def apply_creates(
             async with slots, pool.acquire() as own:
                 await tenant_run(tenant, items, own)
 
-        try:
-            async with asyncio.TaskGroup() as group:  # the first failure cancels the others
-                for tenant, items in by_tenant.items():
-                    group.create_task(on_its_own(tenant, items))
-        except ExceptionGroup as failed:
-            # the error itself, as the sequential path raises it: a transient one is retried
-            raise failed.exceptions[0] from None
+        # the first failure cancels the others and is raised as the sequential path raises it
+        await together([on_its_own(tenant, items) for tenant, items in by_tenant.items()])
     for index in sorted(one_by_one):
         results[index] = await apply_command(conn, bodies[index], now, ctx)
     return [r for r in results if r is not None]

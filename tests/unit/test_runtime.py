@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from shared.messaging import build_broker
-from shared.runtime import ServiceApp, keep_running, service_app
+from shared.runtime import ServiceApp, keep_running, service_app, together
 from shared.settings import Settings
 
 
@@ -70,3 +70,28 @@ async def test_a_loop_that_ends_on_stop_is_a_normal_shutdown() -> None:
         await task
     await asyncio.sleep(0)
     assert app.failed is None
+
+
+async def test_together_returns_results_in_order_and_raises_the_first_failure_itself() -> None:
+    async def after(delay: float, value: int) -> int:
+        await asyncio.sleep(delay)
+        return value
+
+    assert await together([after(0.02, 1), after(0, 2), after(0.01, 3)]) == [1, 2, 3]
+
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0
+
+    async def broken() -> int:
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError, match="gone"):  # itself, not an ExceptionGroup
+        await together([slow(), broken()])
+    assert cancelled.is_set()
