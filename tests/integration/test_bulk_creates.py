@@ -69,6 +69,8 @@ def _batch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             "meta": {"tenant": "acct-1"},
             "data": schedule("z", trigger=DAILY),
         },
+        {"type": "schedule.create", "meta": {"tenant": 5}, "data": schedule("y", trigger=DAILY)},
+        {"type": "schedule.create", "data": schedule("x", trigger=DAILY)},  # no meta
         again,  # same commandId as `first`: its result again
         command("schedule.create", schedule("a", trigger=DAILY)),  # name taken in this run
         command("schedule.create", schedule("taken", trigger=DAILY)),  # name taken before
