@@ -73,17 +73,28 @@ async def test_a_loop_that_ends_on_stop_is_a_normal_shutdown() -> None:
 
 
 async def test_together_returns_results_in_order_and_raises_the_first_failure_itself() -> None:
-    async def after(delay: float, value: int) -> int:
-        await asyncio.sleep(delay)
-        return value
+    first_done, second_done = asyncio.Event(), asyncio.Event()
 
-    assert await together([after(0.02, 1), after(0, 2), after(0.01, 3)]) == [1, 2, 3]
+    async def first() -> int:  # finishes last
+        await second_done.wait()
+        return 1
 
-    cancelled = asyncio.Event()
+    async def second() -> int:  # finishes in between
+        await first_done.wait()
+        second_done.set()
+        return 2
 
-    async def slow() -> int:
+    async def third() -> int:  # finishes first
+        first_done.set()
+        return 3
+
+    assert await together([first(), second(), third()]) == [1, 2, 3]
+
+    cancelled, never = asyncio.Event(), asyncio.Event()
+
+    async def waiting() -> int:
         try:
-            await asyncio.sleep(10)
+            await never.wait()
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -93,5 +104,5 @@ async def test_together_returns_results_in_order_and_raises_the_first_failure_it
         raise ConnectionResetError("gone")
 
     with pytest.raises(ConnectionResetError, match="gone"):  # itself, not an ExceptionGroup
-        await together([slow(), broken()])
+        await together([waiting(), broken()])
     assert cancelled.is_set()
