@@ -91,16 +91,26 @@ INSERT INTO action_history (action_id, attempt, state, at, message)
 SELECT id, attempt, 'CANCELLED', $2, $3 FROM cancelled;
 
 -- name: series_position
-SELECT max(seq) AS seq, max(due_at) FILTER (WHERE origin = 'SERIES') AS due_at
-FROM actions WHERE schedule_id = $1 AND origin = 'SERIES';
+-- Series occurrences are the ones with a position (`seq IS NOT NULL` lets actions_series_position
+-- find them).
+SELECT max(seq) AS seq, max(due_at) AS due_at
+FROM actions WHERE schedule_id = $1 AND origin = 'SERIES' AND seq IS NOT NULL;
 
 -- name: pending_due_times
 SELECT fire_at AS due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING'
 ORDER BY fire_at LIMIT $2;
 
 -- name: recent_actions
-SELECT id, type, due_at, state, attempt, fired_at, updated_at
-FROM actions WHERE schedule_id = $1
+-- A schedule's newest occurrences: those at rest (actions_by_schedule, newest first) and those
+-- in flight (actions_in_flight_by_schedule), which that index leaves out (migration 0011).
+SELECT * FROM (
+    (SELECT id, type, due_at, state, attempt, fired_at, updated_at
+     FROM actions WHERE schedule_id = $1 AND state NOT IN ('DISPATCHED', 'RUNNING')
+     ORDER BY due_at DESC LIMIT $2)
+    UNION ALL
+    (SELECT id, type, due_at, state, attempt, fired_at, updated_at
+     FROM actions WHERE schedule_id = $1 AND state IN ('DISPATCHED', 'RUNNING'))
+) recent
 ORDER BY due_at DESC LIMIT $2;
 
 -- name: notify_due
