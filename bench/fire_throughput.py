@@ -3,12 +3,15 @@ back with a plain consumer; and, in the same run, the raw reference: a plain asy
 publishing with aiokafka on the same database and broker, read back by the same consumer.
 
     python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B] [--no-raw]
+                                    [--raw-claimers K]
 
 Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
 chime.commands (answered by the scheduler), action.due read back from the broker. Both
 scenarios are measured alike, as received by a consumer running beside them: messages per
 second from the first received to the last, and the last one's delay. `fraction_of_raw`
-compares those. Each also reports its own pace before the broker's delivery: the raw loop's
+compares those. The raw loop runs as many claimers as Chime runs tickers (or
+`--raw-claimers`), each a process of its own, as a ticker is; this process only reads. Each
+also reports its own pace before the broker's delivery: the raw loop's
 publishing (acknowledged by the broker), Chime's releases (firedAt of the stored rows), so
 that a slow delivery by the broker shows as such.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,35 +95,87 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
     }
 
 
-async def raw_reference(total: int, batch: int = 5000) -> dict:
-    """The plain claim loop: one statement claims a batch, aiokafka publishes it, one marks it."""
+async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dict:
+    """The plain claim loop: one statement claims a batch, aiokafka publishes it, one marks it;
+    `claimers` of them at once, each a process of its own (as Chime's tickers are), while
+    this process only reads the events back."""
     async with servers("raw") as settings:
         conn = await asyncpg.connect(settings.database_url)
-        await conn.execute(
-            "CREATE TABLE raw_jobs (id bigserial PRIMARY KEY, due_at timestamptz NOT NULL, "
-            "state text NOT NULL DEFAULT 'PENDING', payload jsonb NOT NULL DEFAULT '{}')"
-        )
-        await conn.execute("CREATE INDEX raw_jobs_due ON raw_jobs (due_at) WHERE state = 'PENDING'")
-        now = datetime.now(UTC)
-        await conn.copy_records_to_table("raw_jobs", records=[(now,)] * total, columns=["due_at"])
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=1
-        )
-        await producer.start()
+        try:
+            await conn.execute(
+                "CREATE TABLE raw_jobs (id bigserial PRIMARY KEY, due_at timestamptz NOT NULL, "
+                "state text NOT NULL DEFAULT 'PENDING', payload jsonb NOT NULL DEFAULT '{}')"
+            )
+            await conn.execute(
+                "CREATE INDEX raw_jobs_due ON raw_jobs (due_at) WHERE state = 'PENDING'"
+            )
+            now = datetime.now(UTC)
+            await conn.copy_records_to_table(
+                "raw_jobs", records=[(now,)] * total, columns=["due_at"]
+            )
+        finally:
+            await conn.close()
         topic = settings.topics.actions_due
         reading = asyncio.create_task(receive(settings, topic, total, 600))
-        await asyncio.sleep(1.0)  # started, it reads beside the loop (from the topic's start)
-        start = time.time()
-        started = time.monotonic()
-        sent = 0
-        while sent < total:
-            rows = await conn.fetch(
-                "UPDATE raw_jobs SET state = 'CLAIMED' WHERE id IN (SELECT id FROM raw_jobs "
-                "WHERE state = 'PENDING' AND due_at <= $1 ORDER BY due_at LIMIT $2 "
-                "FOR UPDATE SKIP LOCKED) RETURNING id, due_at",
-                datetime.now(UTC),
-                batch,
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.fire_throughput",
+                "--raw-claimer",
+                settings.database_url,
+                settings.kafka_bootstrap_servers,
+                topic,
+                str(batch),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
+            for _ in range(claimers)
+        ]
+        for proc in procs:  # each says "ready" once connected, and starts on "go"
+            assert proc.stdout and await proc.stdout.readline() == b"ready\n", "a claimer failed"
+        await asyncio.sleep(1.0)  # the reader is running too (from the topic's start)
+        start = time.time()
+        for proc in procs:
+            assert proc.stdin
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        outputs = [await proc.communicate() for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs), "a claimer failed"
+        # each claimer's count and seconds from "go" to its last mark
+        sent, seconds = zip(*(out.split()[-2:] for out, _ in outputs), strict=True)
+        elapsed = max(float(s) for s in seconds)
+        received = await reading
+    return {
+        "scenario": "raw_reference_claim_loop",
+        "total": total,
+        "claimers": claimers,
+        "batch": batch,
+        "received": len(received),
+        "published_by_each": [int(n) for n in sent],
+        **_received(received, start),
+        "published": {"rate_per_s": round(total / elapsed), "all_within_s": round(elapsed, 3)},
+    }
+
+
+async def raw_claimer(url: str, bootstrap: str, topic: str, batch: int) -> tuple[int, float]:
+    """One raw claimer (a process of its own): claim, publish, mark, until nothing is left;
+    returns how many it published, and in how many seconds."""
+    conn = await asyncpg.connect(url)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await producer.start()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    started = time.monotonic()
+    sent = 0
+    try:
+        while rows := await conn.fetch(
+            "UPDATE raw_jobs SET state = 'CLAIMED' WHERE id IN (SELECT id FROM raw_jobs "
+            "WHERE state = 'PENDING' AND due_at <= $1 ORDER BY due_at LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED) RETURNING id, due_at",
+            datetime.now(UTC),
+            batch,
+        ):
             futures = [
                 await producer.send(
                     topic, orjson.dumps({"id": r["id"], "dueAt": r["due_at"].isoformat()})
@@ -132,18 +188,10 @@ async def raw_reference(total: int, batch: int = 5000) -> dict:
                 [r["id"] for r in rows],
             )
             sent += len(rows)
-        elapsed = time.monotonic() - started
-        received = await reading
+        return sent, time.monotonic() - started
+    finally:
         await producer.stop()
         await conn.close()
-    return {
-        "scenario": "raw_reference_claim_loop",
-        "total": total,
-        "batch": batch,
-        "received": len(received),
-        **_received(received, start),
-        "published": {"rate_per_s": round(total / elapsed), "all_within_s": round(elapsed, 3)},
-    }
 
 
 async def main() -> None:
@@ -152,8 +200,18 @@ async def main() -> None:
     parser.add_argument("--tickers", type=int, default=1)
     parser.add_argument("--batch", type=int, help="CHIME_TICKER_BATCH_SIZE (default: settings)")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw reference")
+    parser.add_argument(
+        "--raw-claimers", type=int, help="the raw reference's claimers (default: --tickers)"
+    )
+    parser.add_argument("--raw-claimer", nargs=4, help=argparse.SUPPRESS)  # one, as a process
     args = parser.parse_args()
-    raw = {"rate_per_s": None} if args.no_raw else await raw_reference(args.total)
+    if args.raw_claimer:
+        url, bootstrap, topic, batch = args.raw_claimer
+        sent, seconds = await raw_claimer(url, bootstrap, topic, int(batch))
+        print(sent, seconds, flush=True)
+        return
+    claimers = args.raw_claimers or args.tickers
+    raw = {"rate_per_s": None} if args.no_raw else await raw_reference(args.total, claimers)
     if not args.no_raw:
         line(**raw)
     chime = await chime_scenario(args.total, args.tickers, args.batch)

@@ -33,9 +33,11 @@ async def run(script: str, *args: str, env: dict[str, str] | None = None) -> lis
 
 
 async def test_fire_throughput_smoke() -> None:
-    raw, chime = await run("fire_throughput", "--total", "300")
+    raw, chime = await run("fire_throughput", "--total", "300", "--raw-claimers", "2")
     assert raw["scenario"] == "raw_reference_claim_loop" and raw["received"] == 300
     assert raw["published"]["rate_per_s"] > 0 and raw["all_within_s"] > 0
+    assert raw["claimers"] == 2 and len(raw["published_by_each"]) == 2
+    assert sum(raw["published_by_each"]) == 300  # what each claimer published, together
     assert chime["scenario"] == "fire_throughput"
     assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
     assert chime["first_late_s"] >= 0  # never early
