@@ -25,35 +25,34 @@ from tests.processes import Services
 
 async def scenario(total: int, ackers: int) -> dict:
     async with servers("acks") as settings:
-        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
-        await running.start("scheduler")
-        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-        await load_through_commands(settings, total, due)
-        await running.start("ticker")
-        fired = await receive(settings, settings.topics.actions_due, total, 600)
-        acks = [
-            orjson.dumps(
-                {
-                    "type": "action.ack",
-                    "meta": {"tenant": "bench"},
-                    "data": {
-                        "actionId": due_event["data"]["actionId"],
-                        "attempt": due_event["data"]["attempt"],
-                        "state": "SUCCEEDED",
-                        "output": {"ok": True},
-                    },
-                }
-            )
-            for _, due_event in fired
-        ]
-        # keyed by schedule, as README asks of workers: the acks spread over the partitions
-        keys = [due_event["data"]["scheduleId"].encode() for _, due_event in fired]
-        publish_s = await publish(settings, settings.topics.actions_acks, acks, keys)
-        await asyncio.gather(*(running.start(f"acker-{i}") for i in range(ackers)))
-        ready = time.time()
-        events = await receive(settings, settings.topics.actions_events, len(acks), 900)
-        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-        await running.stop_all()
+        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+            await running.start("scheduler")
+            due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+            await load_through_commands(settings, total, due)
+            await running.start("ticker")
+            fired = await receive(settings, settings.topics.actions_due, total, 600)
+            acks = [
+                orjson.dumps(
+                    {
+                        "type": "action.ack",
+                        "meta": {"tenant": "bench"},
+                        "data": {
+                            "actionId": due_event["data"]["actionId"],
+                            "attempt": due_event["data"]["attempt"],
+                            "state": "SUCCEEDED",
+                            "output": {"ok": True},
+                        },
+                    }
+                )
+                for _, due_event in fired
+            ]
+            # keyed by schedule, as README asks of workers: the acks spread over the partitions
+            keys = [due_event["data"]["scheduleId"].encode() for _, due_event in fired]
+            publish_s = await publish(settings, settings.topics.actions_acks, acks, keys)
+            await asyncio.gather(*(running.start(f"acker-{i}") for i in range(ackers)))
+            ready = time.time()
+            events = await receive(settings, settings.topics.actions_events, len(acks), 900)
+            rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
     states = [v["data"].get("state") for _, v in events if v["type"] == "action.state-changed"]
     return {
         "scenario": "ack_ingest",

@@ -71,12 +71,11 @@ async def scenario(total: int, schedulers: int) -> dict:
     async with servers("ingest") as settings:
         bodies = [create_command(i) for i in range(total)]
         publish_s = await publish(settings, settings.topics.commands, bodies)
-        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
-        await asyncio.gather(*(running.start(f"scheduler-{i}") for i in range(schedulers)))
-        ready = time.time()
-        results = await receive(settings, settings.topics.command_results, total, 900)
-        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-        await running.stop_all()
+        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+            await asyncio.gather(*(running.start(f"scheduler-{i}") for i in range(schedulers)))
+            ready = time.time()
+            results = await receive(settings, settings.topics.command_results, total, 900)
+            rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
     kinds: dict[str, int] = {}
     for _, value in results:
         kinds[value["type"]] = kinds.get(value["type"], 0) + 1

@@ -68,16 +68,16 @@ async def _fired(url: str, due: datetime) -> dict:
 async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> dict:
     async with servers("fire") as settings:
         tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
-        running = Services(settings, CHIME_LOG_LEVEL="WARNING", **tuning)
-        await running.start("scheduler")
-        due = (datetime.now(UTC) + timedelta(seconds=max(20, total / 2000))).replace(microsecond=0)
-        load_seconds = await load_through_commands(settings, total, due)
-        for i in range(tickers):
-            await running.start(f"ticker-{i}")
-        assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead time"
-        received = await receive(settings, settings.topics.actions_due, total, 600)
-        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-        await running.stop_all()
+        async with Services(settings, CHIME_LOG_LEVEL="WARNING", **tuning) as running:
+            await running.start("scheduler")
+            lead = timedelta(seconds=max(20, total / 2000))
+            due = (datetime.now(UTC) + lead).replace(microsecond=0)
+            load_seconds = await load_through_commands(settings, total, due)
+            for i in range(tickers):
+                await running.start(f"ticker-{i}")
+            assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead"
+            received = await receive(settings, settings.topics.actions_due, total, 600)
+            rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         fired = await _fired(settings.database_url, due)
     ids = [v["data"]["actionId"] for _, v in received]
     return {

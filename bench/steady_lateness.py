@@ -218,31 +218,30 @@ async def scenario(
     async with servers("steady", template) as settings:
         url = settings.database_url
         backlog = await stored_backlog(settings, stored, template) if stored else {}
-        running = Services(settings, CHIME_LOG_LEVEL="WARNING")
-        await running.start("scheduler")
-        start = datetime.now(UTC) + timedelta(seconds=15 + total / 10_000)
-        step = timedelta(seconds=1 / rate)
-        # No worker acknowledges: the ack timeout outlasts the run, or every occurrence would
-        # time out and be retried after five minutes (a different load, and firedAt moves on).
-        ack_timeout = f"PT{seconds + 3600}S"
-        load_s = await load_through_commands(
-            settings, total, lambda i: start + i * step, per_schedule, ack_timeout
-        )
-        assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
-        await running.start("ticker")
-        broker = listening_pid(settings.kafka_bootstrap_servers)
-        watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
-        if consume:
-            topic = settings.topics.actions_due
-            received = await receive(settings, topic, total, seconds + 120, _event)
-        else:
-            await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + seconds + 5)
-            received = []
-        rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await running.stop_all()
+        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+            await running.start("scheduler")
+            start = datetime.now(UTC) + timedelta(seconds=15 + total / 10_000)
+            step = timedelta(seconds=1 / rate)
+            # No worker acknowledges: the ack timeout outlasts the run, or every occurrence would
+            # time out and be retried after five minutes (a different load, and firedAt moves on).
+            ack_timeout = f"PT{seconds + 3600}S"
+            load_s = await load_through_commands(
+                settings, total, lambda i: start + i * step, per_schedule, ack_timeout
+            )
+            assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
+            await running.start("ticker")
+            broker = listening_pid(settings.kafka_bootstrap_servers)
+            watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
+            if consume:
+                topic = settings.topics.actions_due
+                received = await receive(settings, topic, total, seconds + 120, _event)
+            else:
+                await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + seconds + 5)
+                received = []
+            rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",

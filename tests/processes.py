@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import sys
@@ -14,6 +15,9 @@ from shared.settings import Settings
 
 __all__ = ["Services"]
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
 
 class Services:
     """Chime services as OS processes; tests may run replicas, kill and restart any of them.
@@ -22,6 +26,11 @@ class Services:
     to a file in `logdir` (`logs[label]`), its health URL to `urls[label]`. Every instance is
     listed in `created`: a failing end-to-end test reports the tail of each log, a passing one
     removes them (tests/e2e/conftest.py).
+
+    As a context manager (`async with Services(...) as running`), whatever still runs at the
+    end of the block is stopped, however the block ends. On Linux each service also gets
+    SIGTERM when the process that started it dies: a benchmark killed mid-run (or failing
+    outside such a block) leaves no service behind, running on and taking CPU from the next.
     """
 
     created: ClassVar[list[Services]] = []
@@ -34,6 +43,13 @@ class Services:
         self.logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
         self._drains: list[asyncio.Task[None]] = []
         Services.created.append(self)
+
+    async def __aenter__(self) -> Services:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if any(proc.returncode is None for proc in self.procs.values()):
+            await self.stop_all()
 
     async def start(self, label: str) -> None:
         service = label.split("-")[0]
@@ -48,6 +64,7 @@ class Services:
                 env={**self.env, "CHIME_TICKER_ID": label},
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
+                preexec_fn=_die_with_parent,
             )
         self.procs[label] = proc
         assert proc.stdout is not None
@@ -74,6 +91,13 @@ class Services:
         for task in self._drains:
             task.cancel()
         return codes
+
+
+def _die_with_parent() -> None:
+    """In the forked child, before exec: SIGTERM when the parent dies (Linux; elsewhere none).
+    Only a call of a function looked up beforehand: no lock is taken between fork and exec."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _drain(proc: asyncio.subprocess.Process) -> None:
