@@ -11,9 +11,9 @@ scenarios are measured alike, as received by a consumer running beside them: mes
 second from the first received to the last, and the last one's delay. `fraction_of_raw`
 compares those. The raw loop runs as many claimers as Chime runs tickers (or
 `--raw-claimers`), each a process of its own, as a ticker is; this process only reads. Each
-also reports its own pace before the broker's delivery: the raw loop's
-publishing (acknowledged by the broker), Chime's releases (firedAt of the stored rows), so
-that a slow delivery by the broker shows as such.
+also reports its own pace before the broker's delivery: the raw loop's publishing
+(acknowledged by the broker), Chime's releases (firedAt of the stored rows), so that a slow
+delivery by the broker shows as such.
 """
 
 from __future__ import annotations
