@@ -35,3 +35,12 @@ def test_configuration_reference_names_every_setting() -> None:
     text = (ROOT / "docs/configuration.md").read_text()
     for name in Settings.model_fields:
         assert f"`CHIME_{name.upper()}`" in text
+
+
+def test_readme_quick_start_counts_every_migration() -> None:
+    """The quick start shows what a first `chime dev` prints: every migration applied."""
+    from shared.persistence.migrate import migrations
+
+    text = (ROOT / "README.md").read_text()
+    count = len(list(migrations()))
+    assert f"chime dev: database ready ({count} migration(s) applied)" in text
