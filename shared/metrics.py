@@ -2,19 +2,64 @@
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["Metrics"]
+__all__ = ["BulkHistogram", "Metrics", "count_each"]
 
 log = logging.getLogger("chime.metrics")
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+def count_each(counter: Counter, labels: Iterable[tuple[str, ...]]) -> None:
+    """Add one to `counter` for each tuple of label values, with one `labels()` call per
+    distinct tuple: `labels(...).inc()` costs ~2.4 µs, a few per cent of a consumer's CPU
+    when paid per message."""
+    for values, count in Tally(labels).items():
+        counter.labels(*values).inc(count)
+
+
+class BulkHistogram:
+    """A histogram without labels that takes a round's values at once (`observe_many`), exposed
+    as prometheus_client's `Histogram` is (`_bucket`, `_count`, `_sum`). Its `observe` costs
+    ~1.5 µs a value, ~4 % of the ticker's CPU per fire; a value here costs a bisection.
+    Observed and collected on the event loop's thread only."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = sorted(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # per bucket; the last above every bound
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts, total = self.bounds, self.counts, 0.0
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1  # a bound holds what equals it
+            total += value
+        self.sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self.bounds, math.inf], self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))
+        family.add_metric([], buckets, self.sum)
+        yield family
 
 
 class Metrics:
@@ -34,11 +79,11 @@ class Metrics:
             "Occurrences SKIPPED (condition, misfire, overlap).",
             registry=r,
         )
-        self.firing_lateness = Histogram(
+        self.firing_lateness = BulkHistogram(
             "chime_firing_lateness_seconds",
             "firedAt - fire time of each published attempt.",
-            buckets=LATENESS_BUCKETS,
-            registry=r,
+            LATENESS_BUCKETS,
+            r,
         )
         self.claim_batch = Histogram(
             "chime_claim_batch_size",

@@ -16,6 +16,7 @@ from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
 from shared.messaging import Outgoing, dead_letter, retry_forever, too_large
+from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
@@ -92,11 +93,11 @@ class AckConsumer:
             self.rand,
             self.runtime.metrics,
         )
-        out: list[Outgoing] = []
-        for ack, events in zip(acks, per_ack, strict=True):
-            self.runtime.metrics.acks.labels(ack.data.state, events[0].kind).inc()
-            out.extend(events)
-        return out
+        count_each(
+            self.runtime.metrics.acks,
+            ((ack.data.state, events[0].kind) for ack, events in zip(acks, per_ack, strict=True)),
+        )
+        return [event for events in per_ack for event in events]
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:

@@ -16,6 +16,7 @@ from shared.auth import Authenticator, Denied, command_scope
 from shared.clock import Clock
 from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever, too_large
+from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
 
@@ -109,12 +110,12 @@ class CommandConsumer:
 
     async def _apply(self, bodies: list[tuple[dict[str, Any], Denied | None]]) -> list[Outgoing]:
         out = []
+        outcomes = []
         async with self.pool.acquire() as conn, conn.transaction():
             for (body, _), result in zip(bodies, await self._results(conn, bodies), strict=True):
                 data = result.get("data") or {}
                 key = data.get("id") or (result["meta"].get("correlationId"))
-                kind = str(body.get("type"))[:64]
-                self.runtime.metrics.commands.labels(kind, result["type"]).inc()
+                outcomes.append((str(body.get("type"))[:64], result["type"]))
                 correlation = result["meta"].get("correlationId")
                 if result["type"] == "command.rejected":
                     first = result["errors"][0]
@@ -130,6 +131,7 @@ class CommandConsumer:
                         },
                     )
                 out.append(json_message(self.topics.command_results, result, key, correlation))
+        count_each(self.runtime.metrics.commands, outcomes)  # once the batch has committed
         return out
 
 

@@ -237,8 +237,10 @@ class Ticker:
         self.metrics.actions_fired.inc(len(decided.fired))
         self.metrics.actions_skipped.inc(len(decided.skipped))
         due = {r["id"]: r["fire_at"] for r in rows}
-        for action_id, fired_at in zip(decided.fired, decided.fired_at, strict=True):
-            self.metrics.firing_lateness.observe((fired_at - due[action_id]).total_seconds())
+        self.metrics.firing_lateness.observe_many(
+            (fired_at - due[action_id]).total_seconds()
+            for action_id, fired_at in zip(decided.fired, decided.fired_at, strict=True)
+        )
 
     async def _advance_series(
         self,

@@ -1,10 +1,13 @@
-"""A service's garbage-collection metrics."""
+"""A service's metrics: garbage collections, and the counts and histograms taken in bulk."""
 
 import gc
 
-from prometheus_client import generate_latest
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from shared.metrics import Metrics
+from shared.metrics import LATENESS_BUCKETS, BulkHistogram, Metrics, count_each
 from shared.runtime import FULL_COLLECTION_EVERY, _freeze_startup_heap
 
 
@@ -57,3 +60,51 @@ async def test_a_started_service_freezes_its_heap_and_collects_fully_less_often(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _exposed(registry: CollectorRegistry) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.floats(min_value=0, max_value=100, allow_nan=False),
+                st.sampled_from(LATENESS_BUCKETS),  # a value on a bound counts in its bucket
+            ),
+            max_size=20,
+        ),
+        max_size=5,
+    )
+)
+def test_a_bulk_histogram_exposes_what_a_histogram_observing_one_by_one_does(
+    rounds: list[list[float]],
+) -> None:
+    ones, bulk = CollectorRegistry(), CollectorRegistry()
+    one_by_one = Histogram("lateness_seconds", "doc", buckets=LATENESS_BUCKETS, registry=ones)
+    at_once = BulkHistogram("lateness_seconds", "doc", LATENESS_BUCKETS, bulk)
+    for values in rounds:
+        for value in values:
+            one_by_one.observe(value)
+        at_once.observe_many(values)
+    want, got = _exposed(ones), _exposed(bulk)
+    sums = [i for i, line in enumerate(want) if line.startswith("lateness_seconds_sum")]
+    assert [x for i, x in enumerate(got) if i not in sums] == [
+        x for i, x in enumerate(want) if i not in sums
+    ]
+    total = sum(v for values in rounds for v in values)
+    assert bulk.get_sample_value("lateness_seconds_sum") == pytest.approx(total)
+
+
+def test_count_each_adds_one_per_tuple_of_labels() -> None:
+    registry = CollectorRegistry()
+    acks = Counter("acks", "doc", ["state", "outcome"], registry=registry)
+    count_each(acks, [("SUCCEEDED", "changed"), ("RUNNING", "changed"), ("SUCCEEDED", "changed")])
+    count_each(acks, [])
+    count_each(acks, [("SUCCEEDED", "changed")])
+    assert (
+        registry.get_sample_value("acks_total", {"state": "SUCCEEDED", "outcome": "changed"}) == 3
+    )
+    assert registry.get_sample_value("acks_total", {"state": "RUNNING", "outcome": "changed"}) == 1
