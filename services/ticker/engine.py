@@ -71,6 +71,7 @@ class Round:
     fired_at: list[datetime] = field(default_factory=list)
     deadlines: list[datetime] = field(default_factory=list)
     misfired: list[bool] = field(default_factory=list)
+    lateness: list[float] = field(default_factory=list)  # seconds each fired after its fire_at
     skipped: list[uuid.UUID] = field(default_factory=list)
     skipped_at: list[datetime] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
@@ -236,11 +237,7 @@ class Ticker:
         self.metrics.claim_batch.observe(len(rows))
         self.metrics.actions_fired.inc(len(decided.fired))
         self.metrics.actions_skipped.inc(len(decided.skipped))
-        due = {r["id"]: r["fire_at"] for r in rows}
-        self.metrics.firing_lateness.observe_many(
-            (fired_at - due[action_id]).total_seconds()
-            for action_id, fired_at in zip(decided.fired, decided.fired_at, strict=True)
-        )
+        self.metrics.firing_lateness.observe_many(decided.lateness)
 
     async def _advance_series(
         self,
@@ -346,6 +343,7 @@ class Ticker:
             out.fired_at.append(now)
             out.deadlines.append(deadline)
             out.misfired.append(bool(misfire and misfire.misfired))
+            out.lateness.append((now - row["fire_at"]).total_seconds())
             if policy.overlap != "ALLOW":
                 busy.add(schedule)
         out.messages += messages

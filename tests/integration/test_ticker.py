@@ -259,6 +259,11 @@ async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None
     await ticker.tick()
     assert [e["data"]["dueAt"] for e in sink.events] == ["2026-10-24T12:10:00Z"]
     assert await ticker.next_wake() == START + timedelta(minutes=40)
+    sample = ticker.metrics.registry.get_sample_value
+    name = "chime_firing_lateness_seconds"
+    assert sample(f"{name}_count") == 1
+    assert sample(f"{name}_sum") == 25 * 60  # fired at 12:35 for 12:10
+    assert sample(f"{name}_bucket", {"le": "60.0"}) == 0
 
 
 async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:
