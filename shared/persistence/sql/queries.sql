@@ -153,8 +153,7 @@ SET claimed_by = $3, lease_until = $4
 FROM due, schedules s
 WHERE a.id = due.id AND s.id = a.schedule_id
 RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload, a.due_at, a.fire_at,
-          a.attempt, s.name, s.namespace, s.version AS schedule_version,
-          s.state AS schedule_state, s.ack_timeout_ms;
+          a.attempt, s.name, s.namespace, s.version AS schedule_version, s.ack_timeout_ms;
 
 -- name: schedule_definitions
 SELECT id, version, created_at, spec FROM schedules WHERE id = ANY($1::uuid[]);
