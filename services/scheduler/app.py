@@ -110,7 +110,7 @@ class CommandConsumer:
 
     async def _apply(self, bodies: list[tuple[dict[str, Any], Denied | None]]) -> list[Outgoing]:
         out = []
-        outcomes = []
+        outcomes: list[tuple[str, str]] = []  # (command type, result type) of each
         async with self.pool.acquire() as conn, conn.transaction():
             for (body, _), result in zip(bodies, await self._results(conn, bodies), strict=True):
                 data = result.get("data") or {}
