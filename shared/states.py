@@ -7,6 +7,10 @@ An ack may go straight from DISPATCHED to SUCCEEDED or FAILED; RUNNING is option
 renews the deadline. An ack can arrive before the ticker has marked its publish (the row is
 still PENDING but claimed): it is applied. Duplicate, stale and unknown acks change nothing
 and are reported with a reason, never raised.
+
+The acker applies the commonest acks (RUNNING or SUCCEEDED of the attempt in flight) in SQL
+without calling `decide_ack` (queries.sql, `apply_in_flight_acks`); tests/unit/test_states.py
+holds this module to the rule that statement follows.
 """
 
 from __future__ import annotations

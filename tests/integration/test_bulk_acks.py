@@ -6,6 +6,7 @@ occurrence released."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +42,7 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             "schedule.create",
             schedule(
                 "x",
-                actions=_explicit(["A1", "A2", "A3", "A4", "A5", "A6"]),
+                actions=_explicit(["A1", "A2", "A3", "A4", "A5", "A6", "A8", "A9"]),
                 policy={"retry": {"maxAttempts": 2, "initialBackoff": "PT1M"}},
             ),
         ),
@@ -60,29 +61,41 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             assert result["type"] == "schedule.created", result
         await conn.execute(
             "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, claimed_by = 't', "
-            "ack_deadline = $2 WHERE type <> 'A6' AND type <> 'Z2'",
+            "ack_deadline = $2 WHERE type NOT IN ('A6', 'A9', 'Z2')",
             NOW - timedelta(minutes=1),
             NOW + timedelta(minutes=5),
         )
+        await conn.execute(
+            "UPDATE actions SET state = 'RUNNING', ack_deadline = $1 WHERE type = 'A8'",
+            NOW + timedelta(seconds=30),
+        )
+        # claimed and published, not marked yet
+        await conn.execute("UPDATE actions SET claimed_by = 't' WHERE type = 'A9'")
         await conn.execute("UPDATE actions SET held = true WHERE type = 'Z2'")
     return {r["type"]: str(r["id"]) for r in await conn.fetch("SELECT id, type FROM actions")}
 
 
+def _ack(
+    ids: dict[str, str], action: str, state: str, attempt: int = 1, tenant: str = "acct-1"
+) -> ActionAck:
+    return ActionAck.model_validate(
+        {
+            "type": "action.ack",
+            "meta": {"tenant": tenant},
+            "data": {
+                "actionId": ids.get(action, action),
+                "attempt": attempt,
+                "state": state,
+                "message": f"{action} {state}",
+                "output": {"n": attempt},
+            },
+        }
+    )
+
+
 def _acks(ids: dict[str, str]) -> list[ActionAck]:
     def ack(action: str, state: str, attempt: int = 1, tenant: str = "acct-1") -> ActionAck:
-        return ActionAck.model_validate(
-            {
-                "type": "action.ack",
-                "meta": {"tenant": tenant},
-                "data": {
-                    "actionId": ids.get(action, action),
-                    "attempt": attempt,
-                    "state": state,
-                    "message": f"{action} {state}",
-                    "output": {"n": attempt},
-                },
-            }
-        )
+        return _ack(ids, action, state, attempt, tenant)
 
     return [
         ack("A1", "RUNNING"),
@@ -99,6 +112,8 @@ def _acks(ids: dict[str, str]) -> list[ActionAck]:
         ack("A5", "RUNNING"),
         ack("A3", "FAILED"),  # a copy of a retried failure: announced again
         ack("A7", "FAILED"),  # a copy of the last attempt's: the dead letter again
+        ack("A8", "RUNNING"),  # already RUNNING: renews the deadline
+        ack("A9", "SUCCEEDED"),  # before the ticker marked it DISPATCHED
     ]
 
 
@@ -213,3 +228,44 @@ async def test_a_part_losing_its_connection_fails_the_batch_as_a_retryable_error
         if b["type"] == "action.state-changed"
     }
     assert {(ids["A1"], "SUCCEEDED"), (ids["A2"], "SUCCEEDED")} <= announced
+
+
+async def test_an_ack_that_waited_for_another_reports_the_state_that_one_left(
+    database_url: str,
+) -> None:
+    """Two ackers at once with acks of one occurrence: RUNNING commits while SUCCEEDED waits
+    for the row. SUCCEEDED is applied to the row as RUNNING left it, and says so
+    (previousState RUNNING, not the DISPATCHED its statement read before it waited)."""
+    conn = await connect(database_url, tenant=None)
+    first = await connect(database_url, tenant=None)
+    second = await connect(database_url, tenant=None)
+    try:
+        ids = await _world(conn)
+        waiting = await second.fetchval("SELECT pg_backend_pid()")
+
+        async def succeeded() -> list[list[Any]]:
+            async with second.transaction():
+                return await apply_acks(
+                    second, [_ack(ids, "A1", "SUCCEEDED")], NOW, TOPICS, lambda: 0.0
+                )
+
+        async with first.transaction():
+            await apply_acks(first, [_ack(ids, "A1", "RUNNING")], NOW, TOPICS, lambda: 0.0)
+            later = asyncio.create_task(succeeded())
+            async with asyncio.timeout(10):
+                # until it waits for the row `first` changed (a server's state: polled)
+                while not await conn.fetchval("SELECT pg_blocking_pids($1)", waiting):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        (events,) = await later
+        row = await conn.fetchrow("SELECT state, version FROM actions WHERE type = 'A1'")
+        history = await conn.fetch(
+            "SELECT state FROM action_history WHERE action_id = $1 ORDER BY id", ids["A1"]
+        )
+    finally:
+        for c in (conn, first, second):
+            await c.close()
+    (event,) = [orjson.loads(o.value) for o in events]
+    assert event["type"] == "action.state-changed"
+    assert (event["data"]["previousState"], event["data"]["state"]) == ("RUNNING", "SUCCEEDED")
+    assert (row["state"], row["version"]) == ("SUCCEEDED", 3)
+    assert [h["state"] for h in history] == ["RUNNING", "SUCCEEDED"]

@@ -35,3 +35,14 @@ def test_ack_transitions(
     if reason:
         assert decision.reason is not None and decision.reason.startswith(reason)
     assert decision.renew_deadline is (applies and ack == "RUNNING")
+
+
+@pytest.mark.parametrize("state", ["DISPATCHED", "RUNNING"])
+@pytest.mark.parametrize("ack", ["RUNNING", "SUCCEEDED"])
+@pytest.mark.parametrize("in_flight", [True, False])
+def test_what_the_acker_applies_without_reading_the_row(state, ack, in_flight) -> None:
+    """queries.sql `apply_in_flight_acks` applies these acks in SQL, without asking
+    `decide_ack`: an ack of the attempt in flight (DISPATCHED or RUNNING) moves it to the ack's
+    state, a RUNNING one renewing the deadline. If this changes, change that statement too."""
+    decision = decide_ack(state, 3, in_flight, ack, 3)
+    assert decision == (True, ack, None, ack == "RUNNING")

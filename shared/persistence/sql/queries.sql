@@ -293,6 +293,38 @@ WHERE a.id = ANY($1::uuid[]) AND a.tenant = $2
 ORDER BY a.id
 FOR UPDATE OF a;
 
+-- name: apply_in_flight_acks
+-- RUNNING and SUCCEEDED acks of the attempt in flight (DISPATCHED or RUNNING), one per
+-- occurrence, applied in one statement with their history rows: what `decide_ack` does with
+-- them, without reading the rows first. Returns the occurrences it changed, with the state
+-- each had (`was`: the event's previousState); the acker decides the others after reading
+-- them (lock_actions). A row changed by another transaction while this one waited for it is
+-- checked again as changed (EvalPlanQual), but `was` keeps the version read before: the
+-- states then differ and the row is left to the other path, which reads it as it is now.
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
+        WITH ORDINALITY AS u(id, attempt, state, message, output, n)
+), changed AS (
+    UPDATE actions a
+    SET state = u.state,
+        ack_deadline = CASE WHEN u.state = 'RUNNING'
+            THEN $6::timestamptz
+                 + (SELECT s.ack_timeout_ms FROM schedules s WHERE s.id = a.schedule_id)
+                   * interval '1 millisecond'
+            ELSE a.ack_deadline END,
+        version = a.version + 1, updated_at = $6
+    FROM u JOIN actions was ON was.id = u.id
+    WHERE a.id = u.id AND a.tenant = $7 AND a.attempt = u.attempt
+      AND a.state IN ('DISPATCHED', 'RUNNING') AND a.state = was.state
+      AND u.state IN ('RUNNING', 'SUCCEEDED')
+    RETURNING a.id, a.schedule_id, was.state AS previous_state, u.attempt, u.state, u.message,
+              u.output, u.n
+), history AS (
+    INSERT INTO action_history (action_id, attempt, state, at, message, output)
+    SELECT id, attempt, state, $6, message, output FROM changed ORDER BY n
+)
+SELECT id, schedule_id, previous_state FROM changed;
+
 -- name: update_action_states
 -- Ack changes, one per occurrence (each locked, at the version it was read).
 UPDATE actions a
