@@ -275,7 +275,12 @@ async def _apply_in_flight(
 ) -> list[int]:
     """Apply the acks at `indexes` (one per occurrence, none FAILED) whose attempt is in flight,
     putting their events in `events`; returns the indexes of the others, in order."""
-    direct = [i for i in indexes if action_ids[i] is not None]
+    # in the order of their ids, as lock_actions locks: two ackers given acks of the same
+    # occurrences (sent on different partitions) lock them in one order, without a deadlock
+    direct = sorted(
+        (i for i in indexes if action_ids[i] is not None),
+        key=lambda i: action_ids[i].int,  # type: ignore[union-attr]
+    )
     if not direct:
         return indexes
     rows = await conn.fetch(

@@ -20,7 +20,7 @@ from services.scheduler.commands import Context, apply_command
 from shared.contracts import ActionAck, format_instant
 from shared.persistence.database import connect, create_pool
 from shared.settings import Topics
-from tests.integration.helpers import command, schedule
+from tests.integration.helpers import add_schedule, command, schedule
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 TOPICS = Topics("chime.")
@@ -269,3 +269,72 @@ async def test_an_ack_that_waited_for_another_reports_the_state_that_one_left(
     assert (event["data"]["previousState"], event["data"]["state"]) == ("RUNNING", "SUCCEEDED")
     assert (row["state"], row["version"]) == ("SUCCEEDED", 3)
     assert [h["state"] for h in history] == ["RUNNING", "SUCCEEDED"]
+
+
+async def test_two_ackers_given_the_same_acks_in_opposite_orders_do_not_deadlock(
+    database_url: str,
+) -> None:
+    """Acks of one occurrence sent on two partitions reach two ackers. Two batches naming the
+    same occurrences in opposite orders, applied at once, both held up by a row in the middle:
+    each occurrence is applied by one and answered DUPLICATE by the other, and neither waits for
+    the other in a cycle (PostgreSQL would end one with a deadlock error). Rows locked in the
+    order given would deadlock: each batch would hold its half when the middle row is let go."""
+    conn = await connect(database_url, tenant=None)
+    holder, *ackers = [await connect(database_url, tenant=None) for _ in range(3)]
+    try:
+        at = [format_instant(NOW - timedelta(minutes=30, seconds=i)) for i in range(100)]
+        body = schedule("many", actions=[{"type": "M", "at": t} for t in at])
+        async with conn.transaction():
+            result = await apply_command(
+                conn, command("schedule.create", body), NOW - timedelta(hours=1), Context()
+            )
+            assert result["type"] == "schedule.created", result
+            await conn.execute(
+                "UPDATE actions SET state = 'DISPATCHED', fired_at = $1", NOW - timedelta(minutes=1)
+            )
+            # finished occurrences of another schedule: a table large enough for the plan a
+            # production table gets (each row found by key, in the order given)
+            filler = await add_schedule(conn, NOW)
+            await conn.execute(
+                "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at,"
+                " state, created_at, updated_at)"
+                " SELECT gen_random_uuid(), $1, 't', 'EXPLICIT', 'x', $2, $2, 'SUCCEEDED', $2, $2"
+                " FROM generate_series(1, 20000)",
+                filler,
+                NOW - timedelta(days=1),
+            )
+        await conn.execute("ANALYZE actions")
+        ids = [str(r["id"]) for r in await conn.fetch("SELECT id FROM actions WHERE type = 'M'")]
+        acks = [_ack({}, action, "SUCCEEDED") for action in ids]
+        pids = [await a.fetchval("SELECT pg_backend_pid()") for a in ackers]
+
+        async def apply(acker: asyncpg.Connection, batch: list[ActionAck]) -> list[list[Any]]:
+            async with acker.transaction():
+                return await apply_acks(acker, batch, NOW, TOPICS, lambda: 0.0)
+
+        async with asyncio.timeout(30):
+            hold = holder.transaction()
+            await hold.start()
+            await holder.execute("SELECT 1 FROM actions WHERE id = $1 FOR UPDATE", ids[50])
+            both = asyncio.gather(
+                apply(ackers[0], acks), apply(ackers[1], acks[::-1]), return_exceptions=True
+            )
+            for pid in pids:  # until each batch waits for a row (a server's state: polled)
+                while not await conn.fetchval("SELECT pg_blocking_pids($1)", pid):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            await hold.rollback()
+            results = await both
+        states = await conn.fetch("SELECT DISTINCT state FROM actions WHERE type = 'M'")
+    finally:
+        for c in (conn, holder, *ackers):
+            await c.close()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors
+    kinds: dict[str, int] = {}
+    for per_ack in results:
+        for events in per_ack:  # type: ignore[union-attr]
+            kind = orjson.loads(events[-1].value)["type"]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    # each occurrence: applied by one, a duplicate for the other (which announces it again)
+    assert kinds == {"action.state-changed": 100, "action.ack-ignored": 100}, kinds
+    assert [r["state"] for r in states] == ["SUCCEEDED"]

@@ -301,6 +301,7 @@ FOR UPDATE OF a;
 -- them (lock_actions). A row changed by another transaction while this one waited for it is
 -- checked again as changed (EvalPlanQual), but `was` keeps the version read before: the
 -- states then differ and the row is left to the other path, which reads it as it is now.
+-- Rows are locked in the order of $1 (the acker sorts it by id).
 WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
         WITH ORDINALITY AS u(id, attempt, state, message, output, n)
