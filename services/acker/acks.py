@@ -293,8 +293,6 @@ async def _apply_in_flight(
         now,
         tenant,
     )
-    if not rows:
-        return indexes
     changed = {r["id"]: r for r in rows}
     rest: list[int] = []
     succeeded: set[uuid.UUID] = set()
@@ -308,8 +306,7 @@ async def _apply_in_flight(
         events[index] = _state_changed(ack, schedule_id, row["previous_state"], now, topics)
         if ack.data.state == "SUCCEEDED":
             succeeded.add(row["schedule_id"])
-    if succeeded:
-        await conn.execute(Q.release_held, list(succeeded), now)
+    await _release_held(conn, succeeded, now)
     return rest
 
 
@@ -383,6 +380,13 @@ async def _write(
         [a.data.message for a, _ in changes],
         [a.data.output for a, _ in changes],
     )
-    succeeded = list({c.row["schedule_id"] for _, c in changes if c.state == "SUCCEEDED"})
-    if succeeded:
-        await conn.execute(Q.release_held, succeeded, now)
+    await _release_held(
+        conn, {c.row["schedule_id"] for _, c in changes if c.state == "SUCCEEDED"}, now
+    )
+
+
+async def _release_held(conn: asyncpg.Connection, schedules: set[uuid.UUID], now: datetime) -> None:
+    """These schedules' running occurrence SUCCEEDED: the one buffered behind it fires now
+    (policy.overlap BUFFER_ONE)."""
+    if schedules:
+        await conn.execute(Q.release_held, list(schedules), now)

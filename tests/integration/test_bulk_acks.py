@@ -7,6 +7,7 @@ occurrence released."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,9 +95,7 @@ def _ack(
 
 
 def _acks(ids: dict[str, str]) -> list[ActionAck]:
-    def ack(action: str, state: str, attempt: int = 1, tenant: str = "acct-1") -> ActionAck:
-        return _ack(ids, action, state, attempt, tenant)
-
+    ack = functools.partial(_ack, ids)
     return [
         ack("A1", "RUNNING"),
         ack("A2", "SUCCEEDED"),
