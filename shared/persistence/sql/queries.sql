@@ -139,8 +139,16 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- Claim what is due by $1 (now plus the ticker's lookahead; and claims whose lease ran out by
 -- $5, now) in one statement, oldest first. Paused schedules hold their occurrences, except
 -- manual triggers; held ones wait (overlap).
+-- The rows the CTE locked are updated through their ctid, and their schedule's columns are
+-- the ones the CTE read: a row locked here cannot move before this statement updates it, so
+-- neither a second look-up of each row by key nor a second join with schedules is needed
+-- (~20 % of the claim's time: bench/README.md, profile notes). A row another transaction
+-- changed after this statement's snapshot and before the lock (its newest version, locked
+-- here, is not visible to the update) is left unclaimed for the next round.
 WITH due AS (
-    SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
+    SELECT a.ctid AS tid, a.id, s.name, s.namespace, s.version AS schedule_version,
+           s.ack_timeout_ms
+    FROM actions a JOIN schedules s ON s.id = a.schedule_id
     WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
       AND (a.lease_until IS NULL OR a.lease_until < $5)
       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
@@ -150,10 +158,10 @@ WITH due AS (
 )
 UPDATE actions a
 SET claimed_by = $3, lease_until = $4
-FROM due, schedules s
-WHERE a.id = due.id AND s.id = a.schedule_id
+FROM due
+WHERE a.ctid = due.tid AND a.id = due.id
 RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload, a.due_at, a.fire_at,
-          a.attempt, s.name, s.namespace, s.version AS schedule_version, s.ack_timeout_ms;
+          a.attempt, due.name, due.namespace, due.schedule_version, due.ack_timeout_ms;
 
 -- name: schedule_definitions
 SELECT id, version, created_at, spec FROM schedules WHERE id = ANY($1::uuid[]);
