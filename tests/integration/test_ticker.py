@@ -540,6 +540,64 @@ async def test_a_claim_updates_its_rows_in_place(db) -> None:
 CLAIMER = "chime-ticker-7d9f8c6b5-x2x9z:12345"  # hostname:pid, as a pod names it
 
 
+async def test_a_claim_leases_what_may_fire_and_names_each_row_s_own_schedule(db) -> None:
+    """The claim's statement locks the due rows, updates those very rows (by where they lie)
+    and returns each with the columns of its own schedule, as read while locking: rows of two
+    schedules interleaved, one of them paused (only its manual trigger fires), a row leased by
+    another ticker (left alone until its lease ends) and one whose lease ended (taken over)."""
+    first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    await db.executemany(
+        "INSERT INTO schedules (id, tenant, namespace, name, state, version, spec,"
+        " ack_timeout_ms, created_at, updated_at) VALUES ($1, 't', $2, $3, $4, $5, '{}', $6,"
+        " $7, $7)",
+        [
+            (a, "billing", "nightly", "ACTIVE", 3, 60_000, first),
+            (b, "reports", "weekly", "PAUSED", 7, 900_000, first),
+        ],
+    )
+    rows = {  # name: (schedule, origin, lease_until)
+        "a1": (a, "EXPLICIT", None),
+        "b1": (b, "EXPLICIT", None),
+        "a2": (a, "EXPLICIT", first + timedelta(seconds=5)),  # another ticker's, still leased
+        "b2": (b, "MANUAL", None),
+        "a3": (a, "EXPLICIT", first - timedelta(seconds=1)),  # its lease ran out
+        "a4": (a, "EXPLICIT", None),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    await db.executemany(
+        "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
+        " lease_until, claimed_by, created_at, updated_at)"
+        " VALUES ($1, $2, 't', $3, $4, $5, $5, 'PENDING', $6, $7, $5, $5)",
+        [
+            (ids[n], sid, origin, n, first - timedelta(seconds=i), lease, lease and "another")
+            for i, (n, (sid, origin, lease)) in enumerate(rows.items())
+        ],
+    )
+    lease = first + timedelta(seconds=30)
+    claimed = await db.fetch(Q.claim_due, first, 1000, CLAIMER, lease, first)
+
+    assert sorted(r["type"] for r in claimed) == ["a1", "a3", "a4", "b2"]
+    own = {a: ("billing", "nightly", 3, 60_000), b: ("reports", "weekly", 7, 900_000)}
+    for r in claimed:
+        assert r["id"] == ids[r["type"]]
+        assert (r["namespace"], r["name"], r["schedule_version"], r["ack_timeout_ms"]) == own[
+            r["schedule_id"]
+        ], r["type"]
+    stored = {
+        r["type"]: (r["claimed_by"], r["lease_until"])
+        for r in await db.fetch("SELECT type, claimed_by, lease_until FROM actions")
+    }
+    assert stored == {
+        "a1": (CLAIMER, lease),
+        "a3": (CLAIMER, lease),
+        "a4": (CLAIMER, lease),
+        "b2": (CLAIMER, lease),
+        "b1": (None, None),
+        "a2": ("another", first + timedelta(seconds=5)),
+    }
+
+
 async def test_a_retaken_claim_stores_its_successor_once(db, pool) -> None:
     """The claim stores a series occurrence's successor; a claim retaken after its ticker died
     stores it again, and the unique series position turns that into nothing."""
