@@ -540,7 +540,7 @@ async def test_a_claim_updates_its_rows_in_place(db) -> None:
 CLAIMER = "chime-ticker-7d9f8c6b5-x2x9z:12345"  # hostname:pid, as a pod names it
 
 
-async def test_a_claim_leases_what_may_fire_and_names_each_row_s_own_schedule(db) -> None:
+async def test_a_claim_leases_what_may_fire_and_returns_the_schedule_of_each_row(db) -> None:
     """The claim's statement locks the due rows, updates those very rows (by where they lie)
     and returns each with the columns of its own schedule, as read while locking: rows of two
     schedules interleaved, one of them paused (only its manual trigger fires), a row leased by

@@ -142,7 +142,7 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- The rows the CTE locked are updated through their ctid, and their schedule's columns are
 -- the ones the CTE read: a row locked here cannot move before this statement updates it, so
 -- neither a second look-up of each row by key nor a second join with schedules is needed
--- (~20 % of the claim's time: bench/README.md, profile notes). A row another transaction
+-- (~15 % of the claim's time: bench/README.md, profile notes). A row another transaction
 -- changed after this statement's snapshot and before the lock (its newest version, locked
 -- here, is not visible to the update) is left unclaimed for the next round.
 WITH due AS (
