@@ -556,7 +556,7 @@ async def test_a_claim_leases_what_may_fire_and_returns_the_schedule_of_each_row
             (b, "reports", "weekly", "PAUSED", 7, 900_000, first),
         ],
     )
-    rows = {  # name: (schedule, origin, lease_until)
+    rows = {  # label, stored as the type: (schedule, origin, lease_until)
         "a1": (a, "EXPLICIT", None),
         "b1": (b, "EXPLICIT", None),
         "a2": (a, "EXPLICIT", first + timedelta(seconds=5)),  # another ticker's, still leased
