@@ -20,6 +20,7 @@ from faststream import AckPolicy, FastStream
 
 from shared.clock import Clock, SystemClock
 from shared.health import HealthServer
+from shared.memory import HeapTrimmer
 from shared.messaging import (
     Outgoing,
     Publisher,
@@ -139,7 +140,9 @@ class ServiceRuntime:
         self.stopping = asyncio.Event()
         self.reachable = {"postgresql": True, "kafka": True}  # what the probe last saw
         self.http = HealthServer(settings.http_host, settings.http_port, self.ready, self.metrics)
+        self.heap = HeapTrimmer()  # a consumer marks its batches; trimmed by `trim_heap`
         self._probe: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
         self._unwatch_gc: Callable[[], None] | None = None
 
     def ready(self) -> bool:
@@ -185,9 +188,14 @@ class ServiceRuntime:
 
         self._probe = asyncio.create_task(loop())
 
+    def trim_heap(self) -> None:
+        """Hand freed heap back to the OS every few seconds after work (`shared.memory`)."""
+        self._trimming = asyncio.create_task(self.heap.run())
+
     async def stop(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._trimming):
+            if task is not None:
+                task.cancel()
         if self._unwatch_gc is not None:
             self._unwatch_gc()
             self._unwatch_gc = None
@@ -255,6 +263,7 @@ def consumer_app(
         await publisher.start()
         await runtime.start_http()
         runtime.watch(pool)
+        runtime.trim_heap()
         try:
             yield
         finally:
@@ -272,6 +281,7 @@ def consumer_app(
                     runtime.set_dependencies_ok,
                     stop=runtime.stopping,
                 )
+        runtime.heap.worked()
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
     subscriber = broker.subscriber(
