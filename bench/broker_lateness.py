@@ -4,7 +4,7 @@
                                     [--no-consumer]
 
 Records the size of an `action.due` event go to the `actions.due` topic at a constant rate,
-each carrying the instant it was due, sent as the ticker sends: every `RELEASE_STEP` (5 ms)
+each carrying the instant it was due, sent as the ticker sends: every `RELEASE_STEP` (3 ms)
 what fell due since the last release goes out through the ticker's `BatchSender` (a record
 batch per partition), without waiting for the previous release's acknowledgement, up to
 ROUNDS_IN_FLIGHT (3) unacknowledged (what falls due meanwhile goes out with the next release).
