@@ -33,7 +33,7 @@ def test_the_heap_is_trimmed_once_after_work_and_not_while_idle() -> None:
     assert trims.calls == [0, 0]  # all free space, the top's included
 
 
-def test_without_malloc_trim_nothing_is_trimmed_and_the_loop_ends() -> None:
+def test_without_malloc_trim_nothing_is_trimmed() -> None:
     heap = HeapTrimmer(None)
     heap.worked()
     assert heap.trim_if_worked() is False
