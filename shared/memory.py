@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 __all__ = ["TRIM_EVERY", "HeapTrimmer", "malloc_trim"]
@@ -41,8 +42,13 @@ class HeapTrimmer:
     """Trims the heap once after work: `worked()` when a batch was applied, `trim_if_worked()`
     on a timer (`run`)."""
 
-    def __init__(self, trim: Callable[[int], int] | None = malloc_trim) -> None:
+    def __init__(
+        self,
+        trim: Callable[[int], int] | None = malloc_trim,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         self._trim = trim
+        self._observe = observe  # given each trim's seconds (the event loop stands still)
         self._worked = False
 
     def worked(self) -> None:
@@ -53,7 +59,10 @@ class HeapTrimmer:
         if not self._worked or self._trim is None:
             return False
         self._worked = False
+        started = time.perf_counter()
         self._trim(0)  # 0: keep no free space at the top (what is free inside goes back too)
+        if self._observe is not None:
+            self._observe(time.perf_counter() - started)
         return True
 
     async def run(

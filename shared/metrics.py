@@ -122,6 +122,12 @@ class Metrics:
         )
         for generation in ("0", "1", "2"):
             self.gc_pause.labels(generation)  # present (at zero) before the first pause
+        self.heap_trim = Histogram(
+            "chime_heap_trim_seconds",
+            "Freed heap handed back to the OS after a consumer's batches (shared/memory.py).",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
         self.gc_frozen = Gauge(
             "chime_gc_frozen_objects",
             "Objects kept out of collections (everything built at startup; see run_service).",

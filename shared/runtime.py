@@ -140,7 +140,8 @@ class ServiceRuntime:
         self.stopping = asyncio.Event()
         self.reachable = {"postgresql": True, "kafka": True}  # what the probe last saw
         self.http = HealthServer(settings.http_host, settings.http_port, self.ready, self.metrics)
-        self.heap = HeapTrimmer()  # a consumer marks its batches; trimmed by `trim_heap`
+        # a consumer marks its batches; trimmed by `trim_heap`
+        self.heap = HeapTrimmer(observe=self.metrics.heap_trim.observe)
         self._probe: asyncio.Task[None] | None = None
         self._trimming: asyncio.Task[None] | None = None
         self._unwatch_gc: Callable[[], None] | None = None

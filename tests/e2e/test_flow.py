@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.contracts import ActionDue, CommandResult, format_instant
+from shared.memory import malloc_trim
 from shared.persistence.database import connect
 from tests.cli import run_chime
 from tests.e2e.conftest import Bus, Received
@@ -386,4 +387,14 @@ async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> Non
     )
     acker = get(f"{services.urls['acker']}/metrics")[1]
     assert 'chime_acks_total{outcome="action.state-changed",state="SUCCEEDED"} 1.0' in acker
+
+    if malloc_trim is not None:  # each trims within a period (5 s) of the batch it applied
+        for label in ("scheduler", "acker"):
+            for _ in range(75):
+                metrics = get(f"{services.urls[label]}/metrics")[1]
+                if "chime_heap_trim_seconds_count 0.0" not in metrics:
+                    break
+                await asyncio.sleep(0.2)
+            [trims] = re.findall(r"^chime_heap_trim_seconds_count (\S+)$", metrics, re.M)
+            assert float(trims) >= 1, label
     assert f'chime_consumer_lag{{topic="{settings.topics.commands}"}}' in scheduler

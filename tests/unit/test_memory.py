@@ -21,8 +21,8 @@ class Trims:
 
 
 def test_the_heap_is_trimmed_once_after_work_and_not_while_idle() -> None:
-    trims = Trims()
-    heap = HeapTrimmer(trims)
+    trims, seconds = Trims(), []
+    heap = HeapTrimmer(trims, seconds.append)
     assert heap.trim_if_worked() is False  # nothing applied yet
     heap.worked()
     heap.worked()
@@ -31,6 +31,7 @@ def test_the_heap_is_trimmed_once_after_work_and_not_while_idle() -> None:
     heap.worked()
     assert heap.trim_if_worked() is True
     assert trims.calls == [0, 0]  # all free space, the top's included
+    assert len(seconds) == 2 and all(s >= 0 for s in seconds)  # each trim timed
 
 
 def test_without_malloc_trim_nothing_is_trimmed() -> None:
