@@ -458,8 +458,15 @@ def service_app(broker: Any, lifespan: Any, **hooks: Any) -> ServiceApp:
 # at the default, the scheduler walked all of them in a full collection 38 times while
 # applying 60,000 creates (1.36 s of 15.8 s of CPU). At 100: 5 times (0.17 s), 13 % less CPU
 # per command (bench/README.md, profile notes). A consumer collects none of them while it
-# applies a run (`collector_paused`); the ticker collects young objects as often as before.
+# applies a run (`collector_paused`).
 FULL_COLLECTION_EVERY = 100
+# A young collection after this many more objects allocated than freed (Python's default: 700).
+# A ticker's round keeps its rows, events and messages (some 4.5 tracked objects a fire) until it
+# is marked, tens of milliseconds; at 700 each young collection found most of them alive and
+# moved them on, and the middle collections walked them again: 0.15-0.22 s of pauses per
+# 100,000 fires (`chime_gc_pause_seconds`), ~9 % of the ticker's CPU. At 10,000 most are freed
+# before a collection comes: 0.04 s (bench/README.md, profile notes).
+YOUNG_COLLECTION_AFTER = 10_000
 
 
 async def _freeze_startup_heap() -> None:
@@ -467,12 +474,12 @@ async def _freeze_startup_heap() -> None:
     70,000 objects that live as long as the process) out of every later collection. A full
     collection walks every object it tracks with the event loop stopped; these would be walked
     each time for nothing (bench/README.md, profile notes, "many schedules"). Garbage made
-    while starting is collected first, so none of it is kept. Full collections are then made
-    rarer (`FULL_COLLECTION_EVERY`)."""
+    while starting is collected first, so none of it is kept. Young and full collections are
+    then made rarer (`YOUNG_COLLECTION_AFTER`, `FULL_COLLECTION_EVERY`)."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, middle, FULL_COLLECTION_EVERY)
 
 
 def run_service(app: FastStream) -> int:
