@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger("chime.messaging")
 T = TypeVar("T")
 JSON_HEADERS = {"content-type": "application/json"}
+_JSON_HEADERS_ENCODED = [(k, v.encode()) for k, v in JSON_HEADERS.items()]
 
 
 @dataclass(slots=True)
@@ -269,10 +270,13 @@ class BatchSender:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
+    async def _partitions_of(self, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:
             count = self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    def _partition(self, count: int, key: bytes | None) -> int:
         if key is None:
             return random.randrange(count)
         hashed = self._by_key.get(key)
@@ -286,9 +290,16 @@ class BatchSender:
         """Send every message; return when the broker has acknowledged all of them."""
         futures = []
         batches: dict[tuple[str, int], Any] = {}
+        counts: dict[str, int] = {}
         for m in messages:
-            where = (m.topic, await self._partition(m.topic, m.key))
-            headers = [(k, v.encode()) for k, v in m.headers.items()]
+            count = counts.get(m.topic)
+            if count is None:
+                count = counts[m.topic] = await self._partitions_of(m.topic)
+            where = (m.topic, self._partition(count, m.key))
+            if m.headers == JSON_HEADERS:  # nearly every message: encoded once
+                headers = list(_JSON_HEADERS_ENCODED)
+            else:
+                headers = [(k, v.encode()) for k, v in m.headers.items()]
             if m.correlation_id is not None:
                 headers.append(("correlation_id", m.correlation_id.encode()))
             batch = batches.get(where)

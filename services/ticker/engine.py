@@ -69,8 +69,9 @@ class Round:
 
     messages: list[Outgoing] = field(default_factory=list)
     fired: list[uuid.UUID] = field(default_factory=list)
-    fired_at: list[datetime] = field(default_factory=list)
-    deadlines: list[datetime] = field(default_factory=list)
+    released: list[datetime] = field(default_factory=list)  # the instant of each part released
+    part: list[int] = field(default_factory=list)  # each fired one's, 1-based into `released`
+    ack_timeouts: list[int] = field(default_factory=list)  # ms: its ack deadline follows
     misfired: list[bool] = field(default_factory=list)
     lateness: list[float] = field(default_factory=list)  # seconds each fired after its fire_at
     skipped: list[uuid.UUID] = field(default_factory=list)
@@ -96,18 +97,20 @@ class Claimed:
 
 
 class _Instants:
-    """The instants of one round, formatted once: when it fired, and its ack deadlines."""
+    """The instants of one release, formatted once: when it fired, and its ack deadlines."""
 
     def __init__(self, fired_at: datetime) -> None:
         self.fired_at = fired_at
         self.fired = format_instant(fired_at)
-        self._deadlines: dict[int, tuple[datetime, str]] = {}
+        self._deadlines: dict[int, str] = {}
 
-    def deadline(self, ack_timeout_ms: int) -> tuple[datetime, str]:
+    def deadline(self, ack_timeout_ms: int) -> str:
+        """The ack deadline of what fired here with this ack timeout (as `mark_dispatched`
+        stores it: the instant plus the timeout)."""
         found = self._deadlines.get(ack_timeout_ms)
         if found is None:
             at = self.fired_at + timedelta(milliseconds=ack_timeout_ms)
-            found = self._deadlines[ack_timeout_ms] = (at, format_instant(at))
+            found = self._deadlines[ack_timeout_ms] = format_instant(at)
         return found
 
 
@@ -210,9 +213,10 @@ class Ticker:
                     await conn.execute(
                         Q.mark_dispatched,
                         decided.fired,
-                        decided.fired_at,
+                        decided.part,
                         self.claimer,
-                        decided.deadlines,
+                        decided.released,
+                        decided.ack_timeouts,
                         decided.misfired,
                     )
                 if decided.skipped:
@@ -310,6 +314,8 @@ class Ticker:
         out, busy, buffered = claimed.decided, claimed.busy, claimed.buffered
         messages: list[Outgoing] = []
         instants = _Instants(now)
+        out.released.append(now)
+        part = len(out.released)
         for row in rows:
             spec, _ = claimed.definitions[key_of(row)]
             policy, schedule = spec.policy, row["schedule_id"]
@@ -328,7 +334,7 @@ class Ticker:
                         self._holding[schedule] += 1  # rounds claimed meanwhile see it held
                         out.held.append(row["id"])
                         continue
-            if reason is None:
+            if reason is None and spec.condition is not None:
                 reason = self._condition_says_no(row, spec)
             if reason is not None:
                 messages.append(self._skip_event(row, reason, now))
@@ -336,14 +342,12 @@ class Ticker:
                 out.skipped_at.append(now)
                 out.reasons.append(reason)
                 continue
-            message, deadline = self._due_event(
-                row, spec, instants, bool(misfire and misfire.misfired)
-            )
-            messages.append(message)
+            misfired = misfire is not None and misfire.misfired
+            messages.append(self._due_event(row, spec, instants, misfired))
             out.fired.append(row["id"])
-            out.fired_at.append(now)
-            out.deadlines.append(deadline)
-            out.misfired.append(bool(misfire and misfire.misfired))
+            out.part.append(part)
+            out.ack_timeouts.append(row["ack_timeout_ms"])
+            out.misfired.append(misfired)
             out.lateness.append((now - row["fire_at"]).total_seconds())
             if policy.overlap != "ALLOW":
                 busy.add(schedule)
@@ -391,30 +395,25 @@ class Ticker:
 
     def _due_event(
         self, row: Any, spec: ScheduleSpec, instants: _Instants, misfired: bool
-    ) -> tuple[Outgoing, datetime]:
-        deadline, deadline_text = instants.deadline(row["ack_timeout_ms"])
-        fields = occurrence_fields(row)
-        action_id, schedule_id = fields["actionId"], fields["scheduleId"]
+    ) -> Outgoing:
+        data = occurrence_fields(row)  # filled in place: no copy of it per event
+        action_id, schedule_id, attempt = data["actionId"], data["scheduleId"], row["attempt"]
+        data["firedAt"] = instants.fired
+        data["attempt"] = attempt
+        data["ackDeadline"] = instants.deadline(row["ack_timeout_ms"])
+        data["idempotencyKey"] = f"{schedule_id}/{data['dueAt']}"
+        payload = row["payload"]
+        data["payload"] = payload if payload is not None else spec.action.payload
+        data["labels"] = spec.labels
+        data["externalRef"] = spec.external_ref
+        data["misfired"] = misfired
         body = {
             "type": "action.due",
-            "meta": event_meta(f"{action_id}:{row['attempt']}", instants.fired, row["tenant"]),
-            "data": {
-                **fields,
-                "firedAt": instants.fired,
-                "attempt": row["attempt"],
-                "ackDeadline": deadline_text,
-                "idempotencyKey": f"{schedule_id}/{fields['dueAt']}",
-                "payload": row["payload"] if row["payload"] is not None else spec.action.payload,
-                "labels": spec.labels,
-                "externalRef": spec.external_ref,
-                "misfired": misfired,
-            },
+            "meta": event_meta(f"{action_id}:{attempt}", instants.fired, row["tenant"]),
+            "data": data,
         }
         topic = spec.action.topic or self.topics.actions_due
-        message = Outgoing(
-            topic, orjson.dumps(body), schedule_id.encode(), correlation_id=action_id
-        )
-        return message, deadline
+        return Outgoing(topic, orjson.dumps(body), schedule_id.encode(), correlation_id=action_id)
 
     async def _publish_renewing(
         self, ids: list[uuid.UUID], sends: list[asyncio.Future[None]]

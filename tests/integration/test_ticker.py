@@ -204,7 +204,7 @@ async def test_a_round_larger_than_the_definition_cache_fires_each_schedule_as_d
 async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db, pool) -> None:
     """The claim takes what falls due within the lookahead, so its round trip is done by the
     due instant; each occurrence is then published at its own instant, never before it, and
-    stored with its own firing time."""
+    stored with its own firing time and the ack deadline that follows from it."""
     clock = SettableClock(START - timedelta(minutes=1))
     offsets_ms = [10, 30, 45, 80]
     data = schedule(
@@ -213,6 +213,7 @@ async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db,
             {"type": "RUN", "at": format_instant(START + timedelta(milliseconds=ms))}
             for ms in offsets_ms
         ],
+        policy={"ackTimeout": "PT1M30S"},
     )
     await run(db, command("schedule.create", data), clock.now())
     clock.set(START)
@@ -236,12 +237,15 @@ async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db,
     for event in sink.fired:
         assert event["data"]["firedAt"] == event["data"]["dueAt"]
     rows = await db.fetch(
-        """SELECT a.fire_at, a.fired_at, h.at FROM actions a
+        """SELECT a.fire_at, a.fired_at, a.ack_deadline, h.at FROM actions a
            JOIN action_history h ON h.action_id = a.id AND h.state = 'DISPATCHED'
            ORDER BY a.fire_at"""
     )
     assert [(r["fired_at"], r["at"]) for r in rows] == [(r["fire_at"], r["fire_at"]) for r in rows]
     assert len(rows) == 3
+    assert [r["ack_deadline"] for r in rows] == [r["fire_at"] + timedelta(seconds=90) for r in rows]
+    announced = sorted(e["data"]["ackDeadline"] for e in sink.fired)
+    assert announced == [format_instant(r["ack_deadline"]) for r in rows]
 
 
 async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:
@@ -634,9 +638,10 @@ async def test_a_mark_looks_its_rows_up_by_key_when_statistics_predate_the_claim
         "mark_dispatched": (
             Q.mark_dispatched,
             batch,
-            [first] * n,
+            [1] * n,
             CLAIMER,
-            [lease] * n,
+            [first],
+            [30_000] * n,
             [False] * n,
         ),
         "mark_skipped": (Q.mark_skipped, batch, [first] * n, CLAIMER, ["condition is false"] * n),

@@ -206,21 +206,29 @@ WHERE s.id = ANY($1::uuid[]) AND s.state = 'ACTIVE'
 
 -- name: mark_dispatched
 -- After publishing: PENDING -> DISPATCHED, unless an ack already moved the row on. Each row
--- has its own firing instant ($2): a round is released as its occurrences fall due.
+-- has its own firing instant: a round is released as its occurrences fall due, so its rows
+-- name the instant of their part ($2, 1-based, into $4: the round's release instants), and
+-- their ack deadline is that instant plus their schedule's ack timeout in ms ($5). Two
+-- instants a row made asyncpg build and encode two timestamps a row, ~1.1 us of the
+-- ticker's CPU a fire; two integers cost ~0.3 (bench/README.md, profile notes).
 -- The claimer is compared as a column of `d` (a join clause), not as `a.claimed_by = $3` (a
 -- filter on actions): the planner estimates such a filter from statistics taken while nearly
 -- nothing was claimed, so it expected one row, read actions sequentially and compared each
 -- claimed row with every id of the batch (4,000 x 1,000 comparisons, 0.8-1.3 s per mark of
 -- 1,000 at 50,000-100,000 stored; bench/README.md). Without that filter the batch's ids are
 -- looked up by key (or, in a small table, hashed).
-WITH marked AS (
+WITH d AS (
+    SELECT u.id, ($4::timestamptz[])[u.part] AS fired_at, u.ack_ms, u.misfired, u.claimer
+    FROM unnest($1::uuid[], $2::int4[], $5::int4[], $6::boolean[],
+                array_fill($3::text, ARRAY[cardinality($1::uuid[])]))
+        AS u(id, part, ack_ms, misfired, claimer)
+), marked AS (
     UPDATE actions a
     SET state = CASE WHEN a.state = 'PENDING' THEN 'DISPATCHED' ELSE a.state END,
-        fired_at = d.fired_at, ack_deadline = d.deadline, claimed_by = NULL, lease_until = NULL,
-        misfired = d.misfired, version = a.version + 1, updated_at = d.fired_at
-    FROM unnest($1::uuid[], $2::timestamptz[], $4::timestamptz[], $5::boolean[],
-                array_fill($3::text, ARRAY[cardinality($1::uuid[])]))
-        AS d(id, fired_at, deadline, misfired, claimer)
+        fired_at = d.fired_at, ack_deadline = d.fired_at + d.ack_ms * interval '1 millisecond',
+        claimed_by = NULL, lease_until = NULL, misfired = d.misfired, version = a.version + 1,
+        updated_at = d.fired_at
+    FROM d
     WHERE a.id = d.id AND a.claimed_by = d.claimer
     RETURNING a.id, a.attempt, d.fired_at
 )
