@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         "of up to this many tenants minus one at once, and the acker a batch's acks in up to "
         "this many minus one parts (by occurrence), each on a connection of its own.",
     )
-    ticker_batch_size: int = Field(1000, ge=1, description="Occurrences claimed per round.")
+    ticker_batch_size: int = Field(2000, ge=1, description="Occurrences claimed per round.")
     ticker_lease_seconds: float = Field(
         30.0, gt=0, description="How long a claim is held before another ticker may take it."
     )
