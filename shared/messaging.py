@@ -271,9 +271,7 @@ class BatchSender:
         await self.producer.stop()
 
     async def _partitions_of(self, topic: str) -> int:
-        count = self._partitions.get(topic)
-        if count is None:
-            count = self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        count = self._partitions[topic] = len(await self.producer.partitions_for(topic))
         return count
 
     def _partition(self, count: int, key: bytes | None) -> int:
@@ -290,11 +288,10 @@ class BatchSender:
         """Send every message; return when the broker has acknowledged all of them."""
         futures = []
         batches: dict[tuple[str, int], Any] = {}
-        counts: dict[str, int] = {}
         for m in messages:
-            count = counts.get(m.topic)
-            if count is None:
-                count = counts[m.topic] = await self._partitions_of(m.topic)
+            count = self._partitions.get(m.topic)
+            if count is None:  # once per topic: no coroutine awaited per message
+                count = await self._partitions_of(m.topic)
             where = (m.topic, self._partition(count, m.key))
             if m.headers == JSON_HEADERS:  # nearly every message: encoded once
                 headers = list(_JSON_HEADERS_ENCODED)

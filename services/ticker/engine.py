@@ -334,7 +334,7 @@ class Ticker:
                         self._holding[schedule] += 1  # rounds claimed meanwhile see it held
                         out.held.append(row["id"])
                         continue
-            if reason is None and spec.condition is not None:
+            if reason is None:
                 reason = self._condition_says_no(row, spec)
             if reason is not None:
                 messages.append(self._skip_event(row, reason, now))
