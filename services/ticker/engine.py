@@ -85,6 +85,7 @@ class Claimed:
     """A claimed batch (by `fire_at`), released part by part as its occurrences fall due."""
 
     rows: list[Any]
+    fire_at: list[datetime]  # each row's instant (the claim returns it only where not due_at)
     busy: set[uuid.UUID]  # schedules with an occurrence in flight (grows as rows fire)
     buffered: set[uuid.UUID]  # schedules holding an occurrence back (BUFFER_ONE)
     guarded: set[uuid.UUID]  # its schedules that have an overlap policy
@@ -176,8 +177,10 @@ class Ticker:
         # Rounds still being dispatched are in flight too, though not yet marked.
         busy.update(self._dispatching)
         buffered.update(self._holding)
-        rows.sort(key=lambda r: r["fire_at"])
-        return Claimed(rows, busy, buffered, _guarded(rows, definitions), definitions)
+        fire_at = [r["fire_at"] or r["due_at"] for r in rows]
+        order = sorted(range(len(rows)), key=fire_at.__getitem__)
+        rows, fire_at = [rows[i] for i in order], [fire_at[i] for i in order]
+        return Claimed(rows, fire_at, busy, buffered, _guarded(rows, definitions), definitions)
 
     async def _dispatch(self, claimed: Claimed) -> None:
         """Release a claimed round as its occurrences fall due (decide, start publishing), wait
@@ -185,7 +188,7 @@ class Ticker:
 
         A retry (the broker or the database failed) publishes what was already decided again,
         as it was decided, with the same event ids; it does not decide it a second time."""
-        rows, decided = claimed.rows, claimed.decided
+        rows, fire_at, decided = claimed.rows, claimed.fire_at, claimed.decided
         self._dispatching.update(claimed.guarded)
         self._holding.update(claimed.holding)
         sends: list[asyncio.Future[None]] = []
@@ -196,13 +199,12 @@ class Ticker:
                 pause = RELEASE_STEP - (time.monotonic() - self._released_at)
                 if pause > 0:
                     await asyncio.sleep(pause)
-                await self.clock.sleep_until(rows[claimed.released]["fire_at"])
+                await self.clock.sleep_until(fire_at[claimed.released])
                 self._released_at = time.monotonic()
                 now = self.clock.now()
-                end = bisect.bisect_right(
-                    rows, now, lo=claimed.released, key=lambda r: r["fire_at"]
-                )
-                part = self._decide(rows[claimed.released : end], now, claimed)
+                start = claimed.released
+                end = bisect.bisect_right(fire_at, now, lo=start)
+                part = self._decide(rows[start:end], fire_at[start:end], now, claimed)
                 claimed.released = end
                 if part:
                     sends.append(asyncio.ensure_future(self.publish(part)))
@@ -308,15 +310,17 @@ class Ticker:
         held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, guarded)}
         return busy, held
 
-    def _decide(self, rows: list[Any], now: datetime, claimed: Claimed) -> list[Outgoing]:
-        """Decide rows of a round that are due at `now` (in `fire_at` order) into its `decided`
-        round; returns their messages."""
+    def _decide(
+        self, rows: list[Any], fire_at: list[datetime], now: datetime, claimed: Claimed
+    ) -> list[Outgoing]:
+        """Decide rows of a round that are due at `now` (in `fire_at` order, their instants)
+        into its `decided` round; returns their messages."""
         out, busy, buffered = claimed.decided, claimed.busy, claimed.buffered
         messages: list[Outgoing] = []
         instants = _Instants(now)
         out.released.append(now)
         part = len(out.released)
-        for row in rows:
+        for row, instant in zip(rows, fire_at, strict=True):
             spec, _ = claimed.definitions[key_of(row)]
             policy, schedule = spec.policy, row["schedule_id"]
             first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
@@ -348,7 +352,7 @@ class Ticker:
             out.part.append(part)
             out.ack_timeouts.append(row["ack_timeout_ms"])
             out.misfired.append(misfired)
-            out.lateness.append((now - row["fire_at"]).total_seconds())
+            out.lateness.append((now - instant).total_seconds())
             if policy.overlap != "ALLOW":
                 busy.add(schedule)
         out.messages += messages
@@ -359,7 +363,8 @@ class Ticker:
         """Why a due occurrence must not fire (its condition), or None to fire it."""
         if spec.condition is None:
             return None
-        payload = row["payload"] if row["payload"] is not None else spec.action.payload
+        text = row["payload_json"]
+        payload = orjson.loads(text) if text is not None else spec.action.payload
         try:
             ok = evaluate_condition(
                 spec.condition,
@@ -402,8 +407,8 @@ class Ticker:
         data["attempt"] = attempt
         data["ackDeadline"] = instants.deadline(row["ack_timeout_ms"])
         data["idempotencyKey"] = f"{schedule_id}/{data['dueAt']}"
-        payload = row["payload"]
-        data["payload"] = payload if payload is not None else spec.action.payload
+        text = row["payload_json"]  # the stored document's text, put in as it is
+        data["payload"] = orjson.Fragment(text) if text is not None else spec.action.payload
         data["labels"] = spec.labels
         data["externalRef"] = spec.external_ref
         data["misfired"] = misfired

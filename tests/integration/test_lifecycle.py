@@ -352,6 +352,29 @@ async def test_condition_at_fire_time(db, pool, condition, parameters, fires, re
         assert skipped[0]["data"]["state"] == "SKIPPED"
 
 
+async def test_condition_reads_an_explicit_actions_own_payload(db, pool) -> None:
+    """An explicit action's payload (stored on its occurrence, not the schedule's) is what the
+    condition sees and what its action.due carries."""
+    clock, sink = SettableClock(NOW), Collector()
+    at = "2026-03-10T12:00:01Z"
+    await create(
+        db,
+        clock.now(),
+        actions=[
+            {"type": "charge", "at": at, "payload": {"amount": 2000, "note": "big"}},
+            {"type": "charge", "at": at, "payload": {"amount": 5}},
+        ],
+        condition="payload.amount > 1000",
+        action={"type": "charge", "payload": {"amount": 0}},
+    )
+    clock.advance(timedelta(seconds=1))
+    await make_ticker(pool, clock, sink).tick()
+    [due] = [e for e in sink.events if e["type"] == "action.due"]
+    [skipped] = [e for e in sink.events if e["type"] == "action.state-changed"]
+    assert due["data"]["payload"] == {"amount": 2000, "note": "big"}
+    assert skipped["data"]["reason"] == "condition is false: payload.amount > 1000"
+
+
 async def test_condition_syntax_is_checked_on_create(db: asyncpg.Connection) -> None:
     result = await run(
         db, command("schedule.create", schedule(trigger=DAILY, condition="a ==== b")), NOW

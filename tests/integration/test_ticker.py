@@ -248,6 +248,45 @@ async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db,
     assert announced == [format_instant(r["ack_deadline"]) for r in rows]
 
 
+async def test_a_retry_claimed_ahead_fires_at_its_own_instant_not_its_due_time(db, pool) -> None:
+    """An attempt waiting for its backoff has a fire_at after its due_at (the claim returns
+    fire_at only where the two differ): claimed ahead, it is released at fire_at, after an
+    occurrence that falls due between the two, and its lateness is counted from fire_at."""
+    clock = SettableClock(START - timedelta(minutes=1))
+    data = schedule(
+        "mixed",
+        actions=[
+            {"type": "RETRY", "at": format_instant(START + timedelta(milliseconds=10))},
+            {"type": "FIRST", "at": format_instant(START + timedelta(milliseconds=30))},
+        ],
+    )
+    await run(db, command("schedule.create", data), clock.now())
+    await db.execute(
+        "UPDATE actions SET attempt = 2, fire_at = $1 WHERE type = 'RETRY'",
+        START + timedelta(milliseconds=40),
+    )
+    clock.set(START)
+    calls: list[tuple[datetime, list[str]]] = []
+    sink = Collector()
+
+    async def recording(messages: Sequence[Outgoing]) -> None:
+        calls.append((clock.now(), [orjson.loads(m.value)["data"]["type"] for m in messages]))
+        await sink(messages)
+
+    ticker = make_ticker(pool, clock, sink, ticker_lookahead_ms=50)
+    ticker.publish = recording
+    assert await ticker.fire_due() == 2
+    assert calls == [
+        (START + timedelta(milliseconds=30), ["FIRST"]),
+        (START + timedelta(milliseconds=40), ["RETRY"]),
+    ]
+    [first, retry] = sink.of_type("action.due")
+    assert (first["data"]["attempt"], retry["data"]["attempt"]) == (1, 2)
+    assert retry["data"]["dueAt"] == format_instant(START + timedelta(milliseconds=10))
+    assert retry["data"]["firedAt"] == format_instant(START + timedelta(milliseconds=40))
+    assert ticker.metrics.firing_lateness.sum == 0.0  # each published at its own fire_at
+
+
 async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:
     clock = SettableClock(START)
     await run(
