@@ -6,10 +6,11 @@
 The occurrences are loaded through schedule.create commands before the first one is due; the
 ticker then fires them as they fall due while a plain consumer reads them. The ticker's part
 (firedAt - dueAt) is also read from the stored rows, and a churn probe samples the claim's read
-cost, the table's dead rows, PostgreSQL's page reads and writes and what the machine gave
-(stolen CPU, pressure stalls, page cache) every window. `--seconds 1800 --no-consumer` is the
-soak: row churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`);
-without the consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
+cost, the table's dead rows, PostgreSQL's page reads and writes, what its sessions waited on
+(sampled every second) and what the machine gave (stolen CPU, pressure stalls, page cache)
+every window. `--seconds 1800 --no-consumer` is the soak: row churn must not slow the claim over
+time (see `fired.p99_by_window_ms` and `churn`); without the consumer the broker's own delivery
+cost stays out of it (see `broker_lateness`).
 `--stored 10000000` first stores that many future schedules (with `chime import`'s code) and
 vacuums and analyzes them, as a database that has held them for a while would be: the scale run,
 to compare with the empty database. With `--keep-stored`, on a PostgreSQL server that outlives
@@ -27,6 +28,7 @@ import io
 import os
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,18 +126,26 @@ def _ms(value: timedelta | None) -> float | None:
     return None if value is None else round(value.total_seconds() * MS, 1)
 
 
-async def watch_churn(url: str, every: float, out: list[dict], broker: int | None) -> None:
+async def watch_churn(url: str, every: int, out: list[dict], broker: int | None) -> None:
     """Every `every` seconds until cancelled: what reading the due occurrences costs (the
     claim's plan, run read-only), how the actions table churns (dead rows, vacuums, sizes);
     within the window, the checkpoints and the data pages written out and read in by each kind
-    of process (on PostgreSQL 17 or later) and what the machine gave (`machine_window`); the
-    broker's RSS when it runs here (`broker`, its pid)."""
+    of process (on PostgreSQL 17 or later), what the client sessions running a statement were
+    doing, sampled every second (`session_waits`: samples per wait event, "CPU" for none; the
+    longest-running statement seen), what the machine gave (`machine_window`); the broker's
+    RSS when it runs here (`broker`, its pid)."""
     conn = await connect(url)
     started = time.monotonic()
     before, machine_before = await _io(conn), machine_counters()
     try:
         while True:
-            await asyncio.sleep(every)
+            waits: Counter[str] = Counter()
+            longest = 0.0
+            for _ in range(every):
+                await asyncio.sleep(1)
+                for session in await conn.fetch(PROBES.session_waits):
+                    waits[session["wait"]] += 1
+                    longest = max(longest, float(session["running_s"] or 0))
             plan = (await conn.fetchval(PROBES.claim_probe, datetime.now(UTC)))[0]
             churn = await conn.fetchrow(PROBES.churn)
             sample = {
@@ -154,6 +164,9 @@ async def watch_churn(url: str, every: float, out: list[dict], broker: int | Non
                         for kind, n in after[by].items()
                         if n != before[by].get(kind, 0)
                     }
+            sample["session_samples"] = every
+            sample["session_waits"] = dict(waits.most_common())
+            sample["longest_statement_ms"] = round(longest * MS, 1)
             sample["machine"] = machine_window(machine_before, machine_after)
             if broker is not None:
                 with contextlib.suppress(OSError):

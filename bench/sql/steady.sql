@@ -17,6 +17,16 @@ SELECT n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count,
        pg_relation_size('actions_pending_fire') AS due_index_bytes
 FROM pg_stat_user_tables WHERE relname = 'actions';
 
+-- name: session_waits
+-- What each client session running a statement is doing at this instant: waiting (the wait
+-- event) or not (on a core, or waiting for one: NULL), and how long its statement has run.
+-- Sampled every second, so that a window in which the ticker fired late says whether its
+-- statements were stuck in PostgreSQL, and on what.
+SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait,
+       extract(epoch FROM clock_timestamp() - query_start) AS running_s
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid();
+
 -- name: io
 -- Data pages written out and read in so far, by the kind of process (PostgreSQL 16+:
 -- pg_stat_io), and the checkpoints so far (17+: pg_stat_checkpointer). A backend that writes

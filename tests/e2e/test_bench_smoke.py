@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 
 import asyncpg
@@ -78,6 +79,12 @@ async def test_steady_lateness_smoke() -> None:
     assert churn["checkpoints"] >= 0
     assert all(isinstance(n, int) and n > 0 for n in churn["pages_written"].values())
     assert all(isinstance(n, int) and n > 0 for n in churn["pages_read"].values())
+    # the client sessions sampled every second of the 10-second window: samples per wait
+    # event ("CPU": running a statement, not waiting) and the longest statement seen
+    assert churn["session_samples"] == 10 and churn["longest_statement_ms"] >= 0
+    waits = churn["session_waits"]
+    assert all(w == "CPU" or re.fullmatch(r"\w+:\w+", w) for w in waits), waits
+    assert all(isinstance(n, int) and n > 0 for n in waits.values()), waits
     machine = churn["machine"]  # what the machine gave in the window, from /proc
     assert machine["steal_s"] >= 0 and machine["stall_cpu_ms"] >= 0 and machine["read_kib"] >= 0
     assert 0 < machine["available_mib"] and 0 <= machine["cached_mib"]
