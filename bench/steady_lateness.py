@@ -164,7 +164,6 @@ async def watch_churn(url: str, every: int, out: list[dict], broker: int | None)
                         for kind, n in after[by].items()
                         if n != before[by].get(kind, 0)
                     }
-            sample["session_samples"] = every
             sample["session_waits"] = dict(waits.most_common())
             sample["longest_statement_ms"] = round(longest * MS, 1)
             sample["machine"] = machine_window(machine_before, machine_after)

@@ -79,9 +79,9 @@ async def test_steady_lateness_smoke() -> None:
     assert churn["checkpoints"] >= 0
     assert all(isinstance(n, int) and n > 0 for n in churn["pages_written"].values())
     assert all(isinstance(n, int) and n > 0 for n in churn["pages_read"].values())
-    # the client sessions sampled every second of the 10-second window: samples per wait
-    # event ("CPU": running a statement, not waiting) and the longest statement seen
-    assert churn["session_samples"] == 10 and churn["longest_statement_ms"] >= 0
+    # the client sessions sampled every second of the window: samples per wait event ("CPU":
+    # running a statement, not waiting) and the longest statement seen
+    assert churn["longest_statement_ms"] >= 0
     waits = churn["session_waits"]
     assert all(w == "CPU" or re.fullmatch(r"\w+:\w+", w) for w in waits), waits
     assert all(isinstance(n, int) and n > 0 for n in waits.values()), waits
