@@ -1,5 +1,6 @@
-"""`schedule.create` in bulk: a run of consecutive creates applied with a few multi-row
-statements per tenant, instead of some fifteen statements each.
+"""`schedule.create` in bulk: a run of consecutive creates applied with two multi-row
+statements per tenant (one reads what was seen before, one writes), instead of some fifteen
+statements each.
 
 Results and stored rows are the ones `apply_command` gives (tests compare both paths). What the
 multi-row statements cannot decide alone goes through `apply_command`, one by one, after the
@@ -25,7 +26,7 @@ from services.scheduler.commands import (
     success_result,
 )
 from services.scheduler.errors import CommandError, parse
-from services.scheduler.handlers import Context, Prepared, insert_actions, prepare
+from services.scheduler.handlers import Context, Prepared, prepare
 from services.scheduler.views import NEXT_FIRE_COUNT, schedule_view
 from shared.contracts import CommandEnvelope, ErrorItem, ScheduleSpec, errors_from_validation
 from shared.ids import new_ids
@@ -61,38 +62,65 @@ async def apply_creates(
     Without a pool, every tenant's run is a savepoint of the caller's transaction on `conn`.
     With one, the tenants' runs are transactions of their own on the pool's connections, up
     to `concurrency` at once: one tenant's statements run in PostgreSQL while the next
-    tenant's rows are built here. Tenants share no rows, and a command of one tenant is
-    applied in order with the others of that tenant. A run committed before a failure
-    elsewhere in the batch is applied again as replays when the batch is (processed commands
-    answer with their first result)."""
+    tenant's commands are validated and prepared, and its rows built, here. Tenants share no
+    rows, and a command of one tenant is applied in order with the others of that tenant. A
+    run committed before a failure elsewhere in the batch is applied again as replays when the
+    batch is (processed commands answer with their first result)."""
     results: list[dict[str, Any] | None] = [None] * len(bodies)
     one_by_one: list[int] = []
-    by_tenant: dict[str, list[_Item]] = {}
-    seen: set[tuple[str, str]] = set()
+    by_tenant: dict[str, list[int]] = {}
     for index, raw in enumerate(bodies):
-        try:
-            env = CommandEnvelope.model_validate(raw)
+        meta = raw.get("meta")
+        tenant = meta.get("tenant") if isinstance(meta, dict) else None
+        if isinstance(tenant, str):
+            by_tenant.setdefault(tenant, []).append(index)
+            continue
+        try:  # no tenant to run it with: rejected, whatever else is wrong with it
+            CommandEnvelope.model_validate(raw)
         except ValidationError as exc:
             results[index] = rejected_result(raw, errors_from_validation(exc), now)
             continue
-        meta = env.meta
-        marks = [(meta.tenant, "id:" + meta.command_id)]
-        if meta.idempotency_key is not None:
-            marks.append((meta.tenant, "key:" + meta.idempotency_key))
-        item = _Item(index, raw, env)
-        try:
-            spec = parse(ScheduleSpec, env.data)
-            item.prepared = prepare(spec, now, ctx)
-            marks.append((meta.tenant, f"name:{spec.namespace}/{spec.name}"))
-        except CommandError as err:
-            item.errors = err.items
-        if env.type != "schedule.create" or any(m in seen for m in marks):
-            one_by_one.append(index)  # repeated in this run: after it, it sees the first
-            continue
-        seen.update(marks)
-        by_tenant.setdefault(meta.tenant, []).append(item)
+        one_by_one.append(index)
 
-    async def tenant_run(tenant: str, items: list[_Item], own: asyncpg.Connection) -> None:
+    def admit(tenant: str, indexes: list[int]) -> list[_Item]:
+        """A tenant's creates validated and prepared; what the run cannot decide goes one by
+        one. Done in the tenant's run, so that the next tenant is validated while the
+        database applies this one's statements."""
+        items: list[_Item] = []
+        seen: set[str] = set()
+        for index in indexes:
+            raw = bodies[index]
+            try:
+                env = CommandEnvelope.model_validate(raw)
+            except ValidationError as exc:
+                results[index] = rejected_result(raw, errors_from_validation(exc), now)
+                continue
+            meta = env.meta
+            marks = ["id:" + meta.command_id]
+            if meta.idempotency_key is not None:
+                marks.append("key:" + meta.idempotency_key)
+            item = _Item(index, raw, env)
+            try:
+                spec = parse(ScheduleSpec, env.data)
+                item.prepared = prepare(spec, now, ctx)
+                marks.append(f"name:{spec.namespace}/{spec.name}")
+            except CommandError as err:
+                item.errors = err.items
+            if (
+                env.type != "schedule.create"
+                or meta.tenant != tenant
+                or any(m in seen for m in marks)
+            ):
+                one_by_one.append(index)  # repeated in this run: after it, it sees the first
+                continue
+            seen.update(marks)
+            items.append(item)
+        return items
+
+    async def tenant_run(tenant: str, indexes: list[int], own: asyncpg.Connection) -> None:
+        items = admit(tenant, indexes)
+        if not items:
+            return
         try:
             async with own.transaction():
                 await own.execute(Q.set_tenant, tenant)
@@ -109,17 +137,17 @@ async def apply_creates(
         one_by_one.extend(later)
 
     if pool is None or concurrency < 2 or len(by_tenant) < 2:
-        for tenant, items in by_tenant.items():
-            await tenant_run(tenant, items, conn)
+        for tenant, indexes in by_tenant.items():
+            await tenant_run(tenant, indexes, conn)
     else:
         slots = asyncio.Semaphore(concurrency)
 
-        async def on_its_own(tenant: str, items: list[_Item]) -> None:
+        async def on_its_own(tenant: str, indexes: list[int]) -> None:
             async with slots, pool.acquire() as own:
-                await tenant_run(tenant, items, own)
+                await tenant_run(tenant, indexes, own)
 
         # the first failure cancels the others and is raised as the sequential path raises it
-        await together([on_its_own(tenant, items) for tenant, items in by_tenant.items()])
+        await together([on_its_own(tenant, indexes) for tenant, indexes in by_tenant.items()])
     for index in sorted(one_by_one):
         results[index] = await apply_command(conn, bodies[index], now, ctx)
     return [r for r in results if r is not None]
@@ -129,30 +157,24 @@ async def _apply_tenant(
     conn: asyncpg.Connection, tenant: str, items: list[_Item], now: datetime
 ) -> tuple[dict[int, dict[str, Any]], list[int]]:
     """One tenant's creates: ({index: result} applied here, [indexes] left to apply_command)."""
-    applied = await conn.fetch(
-        Q.processed_among,
+    prepared = [i.prepared for i in items if i.prepared is not None]
+    seen = await conn.fetch(
+        Q.seen_before,
         tenant,
         [i.env.meta.command_id for i in items],
         [i.env.meta.idempotency_key for i in items if i.env.meta.idempotency_key],
+        [p.spec.namespace for p in prepared],
+        [p.spec.name for p in prepared],
     )
-    ids = {r["command_id"] for r in applied}
-    keys = {r["idempotency_key"] for r in applied} - {None}
-    later = [
-        i.index for i in items if i.env.meta.command_id in ids or i.env.meta.idempotency_key in keys
-    ]
-    valid = [i for i in items if i.prepared is not None and i.index not in later]
-    taken = {
-        (r["namespace"], r["name"])
-        for r in await conn.fetch(
-            Q.names_taken,
-            tenant,
-            [i.prepared.spec.namespace for i in valid if i.prepared],
-            [i.prepared.spec.name for i in valid if i.prepared],
-        )
-    }
-    for item in valid:
-        spec = item.prepared.spec  # type: ignore[union-attr]  (valid: prepared)
-        if (spec.namespace, spec.name) in taken:
+    applied = {r["first"] for r in seen if r["kind"] == "command"}
+    keys = {r["second"] for r in seen if r["kind"] == "command"} - {None}
+    taken = {(r["first"], r["second"]) for r in seen if r["kind"] == "name"}
+    later: list[int] = []
+    for item in items:
+        meta, p = item.env.meta, item.prepared
+        if meta.command_id in applied or meta.idempotency_key in keys:
+            later.append(item.index)  # a replay, or a key reused: answered there
+        elif p is not None and (p.spec.namespace, p.spec.name) in taken:
             later.append(item.index)  # answered CONFLICT there, with the usual message
     deferred = set(later)
     items = [i for i in items if i.index not in deferred]
@@ -192,30 +214,32 @@ async def _apply_tenant(
         view = schedule_view(row, p.series, pending, position, now)
         done[item.index] = success_result(item.env, view, now)
 
-    if schedules:
+    if done:
+        by_index = {i.index: i for i in items}
+        envs = [by_index[index].env for index in done]
+        new_actions = new_ids(len(actions), now)
         await conn.execute(
-            Q.insert_schedules,
-            [s[0] for s in schedules],
+            Q.insert_creates,
             tenant,
+            now,
+            [s[0] for s in schedules],
             [s[1] for s in schedules],
             [s[2] for s in schedules],
             [s[3] for s in schedules],
             [s[4] for s in schedules],
             [s[5] for s in schedules],
-            now,
             [s[6] for s in schedules],
-        )
-    await insert_actions(conn, tenant, actions, now)
-    if done:
-        by_index = {i.index: i for i in items}
-        envs = [by_index[index].env for index in done]
-        await conn.execute(
-            Q.insert_processed_commands,
-            tenant,
+            new_actions,
+            [a[0] for a in actions],
+            [a[1] for a in actions],
+            [a[2] for a in actions],
+            [a[3] for a in actions],
+            [a[4] for a in actions],
+            [a[5] for a in actions],
+            [a[6] for a in actions],
             [e.meta.command_id for e in envs],
             [e.meta.idempotency_key for e in envs],
             [body_hash(e) for e in envs],
             list(done.values()),
-            now,
         )
     return done, later

@@ -456,33 +456,48 @@ FROM activity_minutes
 WHERE minute > $1::timestamptz - make_interval(mins => $2) AND minute <= $1
 GROUP BY 1 ORDER BY 1;
 
--- name: insert_schedules
--- Many new schedules of one tenant at once (schedule.create in bulk).
-INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
-                       ack_timeout_ms, created_at, updated_at)
-SELECT s.id, $2, s.namespace, s.name, s.state, 1, s.spec, s.cron_expression, s.ack_timeout_ms,
-       $8, $8
-FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::json[], $7::text[],
-            $9::bigint[])
-     AS s(id, namespace, name, state, spec, cron_expression, ack_timeout_ms);
-
--- name: processed_among
--- Which of these command ids / idempotency keys of one tenant were applied already.
-SELECT command_id, idempotency_key FROM processed_commands
-WHERE tenant = $1 AND (command_id = ANY($2::text[]) OR idempotency_key = ANY($3::text[]));
-
--- name: names_taken
--- Which of these (namespace, name) pairs of one tenant belong to a live schedule.
-SELECT s.namespace, s.name FROM schedules s
-JOIN unnest($2::text[], $3::text[]) AS n(namespace, name)
+-- name: seen_before
+-- schedule.create in bulk, one tenant's run: which of its command ids and idempotency keys were
+-- applied already, and which of its names a live schedule holds; one round trip for both.
+SELECT 'command' AS kind, command_id AS first, idempotency_key AS second
+FROM processed_commands
+WHERE tenant = $1 AND (command_id = ANY($2::text[]) OR idempotency_key = ANY($3::text[]))
+UNION ALL
+SELECT 'name', s.namespace, s.name FROM schedules s
+JOIN unnest($4::text[], $5::text[]) AS n(namespace, name)
   ON s.namespace = n.namespace AND s.name = n.name
 WHERE s.tenant = $1 AND s.state <> 'DELETED';
 
--- name: insert_processed_commands
-INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result, processed_at)
-SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $6
-FROM unnest($2::text[], $3::text[], $4::text[], $5::json[])
-     AS c(command_id, idempotency_key, body_hash, result);
+-- name: insert_creates
+-- schedule.create in bulk, one tenant's run: the new schedules, their occurrences and the
+-- commands' results (rejections too), in one statement and one round trip instead of four
+-- (the occurrences' foreign key is checked at the statement's end, when its schedules are
+-- there); the tickers are woken if an occurrence was stored.
+WITH s AS (
+    INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
+                           ack_timeout_ms, created_at, updated_at)
+    SELECT s.id, $1, s.namespace, s.name, s.state, 1, s.spec, s.cron_expression,
+           s.ack_timeout_ms, $2, $2
+    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::json[], $8::text[],
+                $9::bigint[])
+         AS s(id, namespace, name, state, spec, cron_expression, ack_timeout_ms)
+), a AS (
+    INSERT INTO actions (id, schedule_id, tenant, seq, origin, client_id, type, payload, due_at,
+                         fire_at, state, created_at, updated_at)
+    SELECT a.id, a.schedule_id, $1, a.seq, a.origin, a.client_id, a.type, a.payload, a.due_at,
+           a.due_at, 'PENDING', $2, $2
+    FROM unnest($10::uuid[], $11::uuid[], $12::int[], $13::text[], $14::text[], $15::text[],
+                $16::timestamptz[], $17::jsonb[])
+         AS a(id, schedule_id, seq, origin, client_id, type, due_at, payload)
+    RETURNING 1
+), c AS (
+    INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result,
+                                    processed_at)
+    SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $2
+    FROM unnest($18::text[], $19::text[], $20::text[], $21::json[])
+         AS c(command_id, idempotency_key, body_hash, result)
+)
+SELECT pg_notify('chime_due', '') WHERE EXISTS (SELECT FROM a);
 
 -- name: prune_finished
 -- Retention: finished occurrences due before $1, oldest first, at most $2, with their history.
