@@ -212,3 +212,34 @@ async def test_tenants_wait_for_nothing_the_batch_holds(database_url: str) -> No
         await pool.close()
     kinds = [orjson.loads(m.value)["type"] for m in out]
     assert kinds[0] == "schedule.paused" and kinds[2] == "schedule.created", kinds
+
+
+async def test_tickers_are_woken_when_occurrences_were_stored(database_url: str) -> None:
+    """The bulk insert notifies `chime_due` (a sleeping ticker claims at once) when it stored
+    an occurrence, and stays quiet when nothing was stored to fire: paused schedules and
+    rejections only."""
+    listener = await connect(database_url, tenant=None)
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("chime_due", lambda *args: woken.put_nowait(args[2]))
+    conn = await connect(database_url, tenant=None)
+    try:
+        quiet = [
+            command("schedule.create", schedule("paused", trigger=DAILY, enabled=False)),
+            command("schedule.create", schedule("bad", trigger={"kind": "daily", "hours": 24})),
+        ]
+        async with conn.transaction():
+            results = await apply_creates(conn, quiet, NOW, CTX)
+        assert [r["type"] for r in results] == ["schedule.created", "command.rejected"]
+        # A session delivers what was notified before it answers a query.
+        await listener.execute("SELECT 1")
+        await asyncio.sleep(0)  # the listener's callbacks run
+        assert woken.empty()
+        async with conn.transaction():
+            results = await apply_creates(
+                conn, [command("schedule.create", schedule("due", trigger=DAILY))], NOW, CTX
+            )
+        assert results[0]["type"] == "schedule.created"
+        assert await asyncio.wait_for(woken.get(), 10) == "chime_due"
+    finally:
+        await conn.close()
+        await listener.close()
