@@ -217,29 +217,24 @@ async def _apply_tenant(
     if done:
         by_index = {i.index: i for i in items}
         envs = [by_index[index].env for index in done]
-        new_actions = new_ids(len(actions), now)
         await conn.execute(
             Q.insert_creates,
             tenant,
             now,
-            [s[0] for s in schedules],
-            [s[1] for s in schedules],
-            [s[2] for s in schedules],
-            [s[3] for s in schedules],
-            [s[4] for s in schedules],
-            [s[5] for s in schedules],
-            [s[6] for s in schedules],
-            new_actions,
-            [a[0] for a in actions],
-            [a[1] for a in actions],
-            [a[2] for a in actions],
-            [a[3] for a in actions],
-            [a[4] for a in actions],
-            [a[5] for a in actions],
-            [a[6] for a in actions],
+            *_columns(schedules, 7),
+            new_ids(len(actions), now),
+            *_columns(actions, 7),
             [e.meta.command_id for e in envs],
             [e.meta.idempotency_key for e in envs],
             [body_hash(e) for e in envs],
             list(done.values()),
         )
     return done, later
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as `width` columns: the array arguments of a multi-row
+    statement."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
