@@ -243,3 +243,44 @@ async def test_tickers_are_woken_when_occurrences_were_stored(database_url: str)
     finally:
         await conn.close()
         await listener.close()
+
+
+async def test_a_name_another_replica_takes_meanwhile_sends_the_run_one_by_one(
+    database_url: str,
+) -> None:
+    """Another replica creates the same name while this run's statements are in flight: the
+    run's insert waits for that writer, fails on the name once it commits, and the run's
+    commands are answered one by one (CONFLICT for that one, the others created), in the
+    batch's transaction, still usable."""
+    other = await connect(database_url, tenant=None)
+    conn = await connect(database_url, tenant=None)
+    try:
+        theirs = other.transaction()
+        await theirs.start()
+        first = await apply_command(
+            other, command("schedule.create", schedule("race", trigger=DAILY)), NOW, CTX
+        )
+        assert first["type"] == "schedule.created"
+        mine = [
+            command("schedule.create", schedule("race", trigger=DAILY)),
+            command("schedule.create", schedule("calm", trigger=DAILY)),
+        ]
+        async with conn.transaction():
+            run = asyncio.create_task(apply_creates(conn, mine, NOW, CTX))
+            for _ in range(2000):  # until the run's insert waits for the other writer
+                if run.done() or await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ):
+                    break
+                await asyncio.sleep(0.005)
+            assert not run.done(), "the run did not wait for the other writer"
+            await theirs.commit()
+            results = await asyncio.wait_for(run, 20)
+        names = await conn.fetch("SELECT name FROM schedules ORDER BY name")
+    finally:
+        await conn.close()
+        await other.close()
+    assert [r["type"] for r in results] == ["command.rejected", "schedule.created"]
+    assert results[0]["errors"][0]["code"] == "CONFLICT", results[0]
+    assert [r["name"] for r in names] == ["calm", "race"]
