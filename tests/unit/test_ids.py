@@ -36,3 +36,14 @@ def test_ids_follow_the_clock_and_do_not_collide_within_a_millisecond() -> None:
 def test_the_random_part_differs_between_calls() -> None:
     first, second = new_id(NOW), new_id(NOW)
     assert first != second and millis(first) == millis(second)
+
+
+def test_an_id_is_the_uuid_type_asyncpg_returns_and_behaves_as_a_uuid() -> None:
+    """Made as asyncpg's own UUID (what a uuid column reads back as), which stands in for a
+    `uuid.UUID` everywhere: equal to one of the same value, same hash, same text."""
+    made = new_id(NOW)
+    plain = uuid.UUID(int=made.int)
+    assert type(made) is not uuid.UUID and isinstance(made, uuid.UUID)
+    assert made == plain and plain == made and hash(made) == hash(plain)
+    assert str(made) == str(plain) and made.bytes == plain.bytes
+    assert {plain: "found"}[made] == "found"
