@@ -26,6 +26,7 @@ import orjson
 from shared.contracts import ActionAck
 from shared.contracts.common import format_instant
 from shared.contracts.events import action_event_body
+from shared.ids import parse_id
 from shared.messaging import Outgoing
 from shared.metrics import Metrics
 from shared.persistence.attempts import dead_letter_event, end_attempt
@@ -139,7 +140,7 @@ def _state_changed(
 
 def _action_id(ack: ActionAck) -> uuid.UUID | None:
     try:
-        return uuid.UUID(ack.data.action_id)
+        return parse_id(ack.data.action_id)
     except ValueError:
         return None
 

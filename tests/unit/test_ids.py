@@ -6,7 +6,9 @@ import calendar
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from shared.ids import new_id, new_ids
+import pytest
+
+from shared.ids import new_id, new_ids, parse_id
 
 NOW = datetime(2026, 3, 29, 0, 59, 59, 999_000, tzinfo=UTC)
 NOW_MS = calendar.timegm(NOW.utctimetuple()) * 1000 + 999
@@ -47,3 +49,32 @@ def test_an_id_is_the_uuid_type_asyncpg_returns_and_behaves_as_a_uuid() -> None:
     assert made == plain and plain == made and hash(made) == hash(plain)
     assert str(made) == str(plain) and made.bytes == plain.bytes
     assert {plain: "found"}[made] == "found"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0195f2a4-8f00-7abc-8def-0123456789ab",
+        "0195F2A4-8F00-7ABC-8DEF-0123456789AB",
+        "0195f2a48f007abc8def0123456789ab",
+        "{0195f2a4-8f00-7abc-8def-0123456789ab}",
+        "urn:uuid:0195f2a4-8f00-7abc-8def-0123456789ab",
+        "0195f2a4--8f00-7abc-8def-0123456789ab",
+    ],
+)
+def test_an_id_is_read_from_every_form_uuid_reads(text: str) -> None:
+    """The usual forms through asyncpg's parser, the rest through `uuid.UUID`: the same value,
+    as the type the database returns."""
+    read = parse_id(text)
+    assert type(read) is type(new_id(NOW)) and read == uuid.UUID(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not-a-uuid", "0195f2a4-8f00-7abc-8def-0123456789a", " 0195f2a48f007abc8def0123456789ab"],
+)
+def test_a_text_that_is_no_uuid_is_refused_as_uuid_refuses_it(text: str) -> None:
+    with pytest.raises(ValueError):
+        uuid.UUID(text)
+    with pytest.raises(ValueError):
+        parse_id(text)
