@@ -23,7 +23,7 @@ from shared.contracts import (
     TriggerData,
     UpdateData,
 )
-from shared.ids import new_id, new_ids
+from shared.ids import new_id, new_ids, parse_id
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
@@ -216,7 +216,7 @@ async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: boo
 
 def _uuid(text: str, field: str = "data.id") -> uuid.UUID:
     try:
-        return uuid.UUID(text)
+        return parse_id(text)
     except ValueError:
         raise CommandError.of("VALIDATION", f"id {text!r} is not a UUID", field) from None
 
@@ -236,7 +236,7 @@ async def _find(conn: asyncpg.Connection, tenant: str, ref: ScheduleRef) -> Any:
     """The tenant's schedule, locked for this transaction. Another tenant's id is NOT_FOUND."""
     if ref.id is not None:
         try:
-            row = await conn.fetchrow(Q.get_schedule_by_id, tenant, uuid.UUID(ref.id))
+            row = await conn.fetchrow(Q.get_schedule_by_id, tenant, parse_id(ref.id))
         except ValueError:
             row = None
         where, field = f"id {ref.id!r}", "data.id"
