@@ -62,5 +62,5 @@ def parse_id(text: str) -> uuid.UUID:
     notes)."""
     try:
         return UUID(text)
-    except (ValueError, TypeError):
+    except ValueError:  # what asyncpg's parser refuses in a text (it raises nothing else)
         return UUID(uuid.UUID(text).bytes)
