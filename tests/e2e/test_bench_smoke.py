@@ -11,7 +11,11 @@ import sys
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from bench import common
+from shared.messaging import ensure_topics
+from shared.settings import Settings
 from tests.servers import PostgresHandle, docker_available
 
 pytestmark = pytest.mark.e2e
@@ -132,3 +136,26 @@ async def test_soak_without_consumer_smoke(postgres: PostgresHandle) -> None:
 
 
 KEPT = "bench_stored_300"
+
+
+async def test_receive_decodes_the_same_whether_it_defers_or_not(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrument holds the values undecoded until the last one, or past its limit decodes
+    what it holds on the way: either way each message is kept once, in the order received."""
+    await ensure_topics(settings)
+    topic = settings.topics.actions_due
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for i in range(120):
+            await producer.send(topic, json.dumps({"n": i}).encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    deferred = await common.receive(settings, topic, 120, 60, lambda v: v["n"])
+    monkeypatch.setattr(common, "UNDECODED_LIMIT", 0)
+    on_the_way = await common.receive(settings, topic, 120, 60, lambda v: v["n"])
+    assert [n for _, n in deferred] == [n for _, n in on_the_way] == list(range(120))
+    assert all(at > 0 for at, _ in deferred + on_the_way)
