@@ -7,11 +7,13 @@ from __future__ import annotations
 import ctypes
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.messaging import murmur2
+from shared.messaging import BatchSender, murmur2
+from shared.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -32,3 +34,12 @@ def test_murmur2_is_the_java_clients(key: bytes, expected: int) -> None:
 @given(st.binary(max_size=200))
 def test_murmur2_equals_aiokafkas_for_any_key(key: bytes) -> None:
     assert murmur2(key) == aiokafka_murmur2(key)
+
+
+@given(st.binary(min_size=0, max_size=80), st.integers(min_value=1, max_value=64))
+def test_batch_sender_places_a_key_where_the_default_partitioner_does(
+    key: bytes, count: int
+) -> None:
+    partitions = list(range(count))
+    expected = DefaultPartitioner()(key, partitions, partitions)
+    assert BatchSender(Settings())._partition(count, key) == expected
