@@ -203,7 +203,7 @@ async def publish_all(broker: KafkaBroker, messages: Sequence[Outgoing]) -> None
     await asyncio.gather(*(f for f in futures if inspect.isawaitable(f)))
 
 
-MURMUR2_SEED = 0x9747B28C  # the Java client's
+_MURMUR2_SEED = 0x9747B28C  # the Java client's
 
 
 def murmur2(data: bytes) -> int:
@@ -212,7 +212,7 @@ def murmur2(data: bytes) -> int:
     the `murmurhash2` extension: 0.16 us for a 36-byte key, where the fastest pure Python of it
     took 2.7 and aiokafka's 10, and every result the scheduler publishes has a key of its own
     (bench/README.md, profile notes)."""
-    return murmurhash2(data, MURMUR2_SEED)
+    return murmurhash2(data, _MURMUR2_SEED)
 
 
 class BatchSender:
@@ -262,7 +262,7 @@ class BatchSender:
     def _partition(self, count: int, key: bytes | None) -> int:
         if key is None:
             return random.randrange(count)
-        return (murmurhash2(key, MURMUR2_SEED) & 0x7FFFFFFF) % count
+        return (murmur2(key) & 0x7FFFFFFF) % count
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
         """Send every message; return when the broker has acknowledged all of them."""
