@@ -19,8 +19,18 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from bench.command_ingest import publish
-from bench.common import ingest_rates, line, load_through_commands, receive, rss_mib, servers
+from bench.common import (
+    CpuMeter,
+    ingest_rates,
+    line,
+    load_through_commands,
+    receive,
+    rss_mib,
+    servers,
+)
 from tests.processes import Services
+
+TARGET_PER_S = 30_000  # issue #8's ack target: what `cpu.cores_for_target` is reckoned at
 
 
 async def scenario(total: int, ackers: int) -> dict:
@@ -50,8 +60,12 @@ async def scenario(total: int, ackers: int) -> dict:
             keys = [due_event["data"]["scheduleId"].encode() for _, due_event in fired]
             publish_s = await publish(settings, settings.topics.actions_acks, acks, keys)
             await asyncio.gather(*(running.start(f"acker-{i}") for i in range(ackers)))
+            meter = await CpuMeter.of(settings, running.procs)
+            meter.start()
             ready = time.time()
-            events = await receive(settings, settings.topics.actions_events, len(acks), 900)
+            events = await receive(
+                settings, settings.topics.actions_events, len(acks), 900, at_last=meter.stop
+            )
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
     states = [v["data"].get("state") for _, v in events if v["type"] == "action.state-changed"]
     return {
@@ -63,6 +77,7 @@ async def scenario(total: int, ackers: int) -> dict:
         **ingest_rates(events, ready),
         "publish_s": round(publish_s, 2),
         "rss_mib": rss,
+        "cpu": meter.per_operation(len(events), TARGET_PER_S),
     }
 
 

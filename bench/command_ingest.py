@@ -19,8 +19,10 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import ingest_rates, line, receive, rss_mib, servers
+from bench.common import CpuMeter, ingest_rates, line, receive, rss_mib, servers
 from tests.processes import Services
+
+TARGET_PER_S = 30_000  # issue #8's command target: what `cpu.cores_for_target` is reckoned at
 
 
 def create_command(i: int) -> bytes:
@@ -73,8 +75,12 @@ async def scenario(total: int, schedulers: int) -> dict:
         publish_s = await publish(settings, settings.topics.commands, bodies)
         async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
             await asyncio.gather(*(running.start(f"scheduler-{i}") for i in range(schedulers)))
+            meter = await CpuMeter.of(settings, running.procs)
+            meter.start()
             ready = time.time()
-            results = await receive(settings, settings.topics.command_results, total, 900)
+            results = await receive(
+                settings, settings.topics.command_results, total, 900, at_last=meter.stop
+            )
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
     kinds: dict[str, int] = {}
     for _, value in results:
@@ -88,6 +94,7 @@ async def scenario(total: int, schedulers: int) -> dict:
         **ingest_rates(results, ready),
         "publish_s": round(publish_s, 2),
         "rss_mib": rss,
+        "cpu": meter.per_operation(len(results), TARGET_PER_S),
     }
 
 

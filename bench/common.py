@@ -3,6 +3,7 @@ occurrences through the command code path, running services, reading topics back
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -138,6 +139,120 @@ def machine_window(before: dict[str, float], after: dict[str, float]) -> dict[st
     return window
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (the first is field 3, the state)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_s(pid: int, reaped: bool = False) -> float:
+    """CPU seconds (user and system) a process has used so far; with `reaped`, its ended
+    children's too (a postmaster's backends that have exited). 0 once it is gone."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICKS_PER_S
+
+
+def child_pids(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine and is seen in its
+    /proc (the embedded server; not one in a container or elsewhere); else None."""
+    conn = await asyncpg.connect(url)
+    try:  # while the backend is there
+        return _postgres_parent(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+
+
+def _postgres_parent(backend: int) -> int | None:
+    """The parent of this backend, when both are `postgres` processes in this /proc."""
+    try:
+        parent = int(_stat(backend)[1])
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in (backend, parent)}
+    except OSError:
+        return None
+    return parent if names == {"postgres"} else None
+
+
+class CpuMeter:
+    """CPU time each part of a run uses between two readings (from /proc: Linux), per operation.
+
+    The parts: the whole machine (all cores' busy time), PostgreSQL (its main process, its
+    live processes and the ended ones it has reaped), the embedded broker, each service
+    process, and this process (the load generator and the plain consumer reading back). Part
+    of the machine's time is none of theirs: the kernel's interrupt work and anything else
+    running. Idle time costs nothing, so the figure per operation does not depend on how much
+    of the window was spent waiting (a consumer group joining, the wait for a due instant).
+    """
+
+    def __init__(
+        self, services: dict[str, int], postmaster: int | None, broker: int | None
+    ) -> None:
+        self.services, self.postmaster, self.broker = services, postmaster, broker
+        self.before: dict[str, float] = {}
+        self.after: dict[str, float] = {}
+
+    @classmethod
+    async def of(
+        cls, settings: Settings, services: dict[str, asyncio.subprocess.Process]
+    ) -> CpuMeter:
+        return cls(
+            {label: proc.pid for label, proc in services.items()},
+            await postmaster_pid(settings.database_url),
+            listening_pid(settings.kafka_bootstrap_servers),
+        )
+
+    def read(self) -> dict[str, float]:
+        """CPU seconds used so far, by part."""
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in cpu[1:8])
+        seconds = {"machine": (user + nice + system + irq + softirq) / TICKS_PER_S}
+        if self.postmaster is not None:
+            seconds["postgres"] = process_cpu_s(self.postmaster, reaped=True) + sum(
+                process_cpu_s(pid) for pid in child_pids(self.postmaster)
+            )
+        if self.broker is not None:
+            seconds["broker"] = process_cpu_s(self.broker)
+        seconds |= {label: process_cpu_s(pid) for label, pid in self.services.items()}
+        times = os.times()
+        return seconds | {"bench": times.user + times.system}
+
+    def start(self) -> None:
+        self.before = self.read()
+
+    def stop(self) -> None:
+        self.after = self.read()
+
+    def per_operation(self, operations: int, target_per_s: int) -> dict[str, Any]:
+        """From `start` to `stop`: µs of CPU per operation by part ("other": what the named
+        parts do not account for, not below zero since the counters tick every 10 ms), and how
+        many cores of this machine's speed `target_per_s` operations a second would take at
+        that cost."""
+        if not self.before or not self.after or not operations:
+            return {"us_per_op": None, "cores_for_target": None, "cores": os.cpu_count()}
+        used = {part: self.after[part] - self.before.get(part, 0.0) for part in self.after}
+        us = {part: round(s * 1e6 / operations, 1) for part, s in used.items()}
+        parts = sum(s for part, s in used.items() if part != "machine")
+        us["other"] = round(max(0.0, used["machine"] - parts) * 1e6 / operations, 1)
+        return {
+            "us_per_op": us,
+            "cores_for_target": round(used["machine"] / operations * target_per_s, 2),
+            "cores": os.cpu_count(),
+        }
+
+
 # What `receive` holds undecoded before it decodes (see there): a 60-second steady run holds
 # ~150 MiB, a burst of 300,000 events ~180 MiB; a longer run decodes as it goes.
 UNDECODED_LIMIT = 1024 * 1024 * 1024
@@ -149,9 +264,12 @@ async def receive(
     count: int,
     within: float,
     keep: Callable[[dict], Any] = lambda value: value,
+    at_last: Callable[[], object] | None = None,
 ) -> list[tuple[float, Any]]:
     """(receive time, keep(value)) of the first `count` messages on `topic`, read from the
     start. `keep` picks what to hold of each (a long run cannot hold millions of dicts).
+    `at_last` is called once the last has arrived (or the time ran out), before what is held
+    is decoded: a `CpuMeter`'s window ends there, without the instrument's decoding.
 
     The values are decoded after the last one arrives, not as they arrive: the instrument
     shares the machine's cores with what it measures, and decoding a command's 1.3 KB result
@@ -190,6 +308,8 @@ async def receive(
                     held_bytes += len(r.value)
             if held_bytes > UNDECODED_LIMIT:
                 decode()
+        if at_last is not None:
+            at_last()
         decode()
     finally:
         gc.enable()

@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.common import line, load_through_commands, receive, rss_mib, servers
+from bench.common import CpuMeter, line, load_through_commands, receive, rss_mib, servers
 from shared.persistence.database import connect
 from shared.persistence.queries import parse_queries
 from shared.settings import Settings
@@ -37,6 +37,7 @@ from tests.processes import Services
 
 PROBES = parse_queries((Path(__file__).parent / "sql" / "fire.sql").read_text())
 TENANT = "bench"  # load_through_commands' tenant
+TARGET_PER_S = 50_000  # issue #8's fire target: what `cpu.cores_for_target` is reckoned at
 
 
 def _received(received: list[tuple[float, dict]], start: float) -> dict:
@@ -76,7 +77,14 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
             for i in range(tickers):
                 await running.start(f"ticker-{i}")
             assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead"
-            received = await receive(settings, settings.topics.actions_due, total, 600)
+            meter = await CpuMeter.of(settings, running.procs)
+            reading = asyncio.create_task(
+                receive(settings, settings.topics.actions_due, total, 600, at_last=meter.stop)
+            )
+            # from just before the first claim (the lookahead is 50 ms) to the last event
+            await asyncio.sleep(max(0.0, due.timestamp() - 0.2 - time.time()))
+            meter.start()
+            received = await reading
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         fired = await _fired(settings.database_url, due)
     ids = [v["data"]["actionId"] for _, v in received]
@@ -92,6 +100,7 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
         "fired": fired,
         "load_commands_s": round(load_seconds, 2),
         "rss_mib": rss,
+        "cpu": meter.per_operation(len(received), TARGET_PER_S),
     }
 
 
@@ -116,7 +125,8 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
         finally:
             await conn.close()
         topic = settings.topics.actions_due
-        reading = asyncio.create_task(receive(settings, topic, total, 600))
+        meter = await CpuMeter.of(settings, {})
+        reading = asyncio.create_task(receive(settings, topic, total, 600, at_last=meter.stop))
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -135,6 +145,8 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
         for proc in procs:  # each says "ready" once connected, and starts on "go"
             assert proc.stdout and await proc.stdout.readline() == b"ready\n", "a claimer failed"
         await asyncio.sleep(1.0)  # the reader is running too (from the topic's start)
+        meter.services = {f"claimer-{i}": proc.pid for i, proc in enumerate(procs)}
+        meter.start()
         start = time.time()
         for proc in procs:
             assert proc.stdin
@@ -155,6 +167,7 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
         "published_by_each": [int(n) for n in sent],
         **_received(received, start),
         "published": {"rate_per_s": round(total / elapsed), "all_within_s": round(elapsed, 3)},
+        "cpu": meter.per_operation(len(received), TARGET_PER_S),
     }
 
 

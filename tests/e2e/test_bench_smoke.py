@@ -37,6 +37,21 @@ async def run(script: str, *args: str, env: dict[str, str] | None = None) -> lis
     return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
+def assert_cpu(cpu: dict, processes: set[str]) -> None:
+    """A scenario's CPU per operation: the machine's, and each part's (PostgreSQL and the broker
+    whenever they run on this machine: always when embedded), none negative; and the cores its
+    target would take."""
+    us = cpu["us_per_op"]
+    parts = processes | {"machine", "bench", "other"}
+    if not os.environ.get("CHIME_DATABASE_URL") and not docker_available():
+        parts |= {"postgres"}
+    if not os.environ.get("CHIME_KAFKA_BOOTSTRAP_SERVERS") and not docker_available():
+        parts |= {"broker"}
+    assert parts <= set(us) <= parts | {"postgres", "broker"}, us
+    assert us["machine"] > 0 and all(v >= 0 for v in us.values()), us
+    assert cpu["cores_for_target"] > 0 and cpu["cores"] == os.cpu_count()
+
+
 async def test_fire_throughput_smoke() -> None:
     raw, chime = await run("fire_throughput", "--total", "300", "--raw-claimers", "2")
     assert raw["scenario"] == "raw_reference_claim_loop" and raw["received"] == 300
@@ -48,6 +63,8 @@ async def test_fire_throughput_smoke() -> None:
     assert chime["first_late_s"] >= 0  # never early
     assert chime["fired"]["count"] == 300 and chime["fired"]["all_within_s"] >= 0
     assert set(chime["rss_mib"]) == {"ticker-0", "scheduler"}
+    assert_cpu(raw["cpu"], {"claimer-0", "claimer-1"})
+    assert_cpu(chime["cpu"], {"ticker-0", "scheduler"})
 
 
 async def test_command_ingest_smoke() -> None:
@@ -56,6 +73,7 @@ async def test_command_ingest_smoke() -> None:
     assert figures["answered"] == 300 and figures["results"] == {"schedule.created": 300}
     assert figures["rate_per_s"] is None or figures["rate_per_s"] > 0
     assert figures["rate_from_ready_per_s"] > 0 and set(figures["rss_mib"]) == {"scheduler-0"}
+    assert_cpu(figures["cpu"], {"scheduler-0"})
 
 
 async def test_ack_ingest_smoke() -> None:
@@ -65,6 +83,7 @@ async def test_ack_ingest_smoke() -> None:
     # a batch's events go out together: 300 may arrive in one read, leaving no first-to-last span
     assert figures["rate_per_s"] is None or figures["rate_per_s"] > 0
     assert figures["rate_from_ready_per_s"] > 0 and "acker-0" in figures["rss_mib"]
+    assert_cpu(figures["cpu"], {"scheduler", "ticker", "acker-0"})
 
 
 async def test_steady_lateness_smoke() -> None:
