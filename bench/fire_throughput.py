@@ -152,12 +152,17 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
             assert proc.stdin
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-        outputs = [await proc.communicate() for proc in procs]
-        assert all(proc.returncode == 0 for proc in procs), "a claimer failed"
-        # each claimer's count and seconds from "go" to its last mark
-        sent, seconds = zip(*(out.split()[-2:] for out, _ in outputs), strict=True)
-        elapsed = max(float(s) for s in seconds)
+        # each claimer's count and seconds from "go" to its last mark; it then waits for the
+        # end of its input, so that the meter's last reading (the last event) still finds it
+        outputs = [(await proc.stdout.readline()).split() for proc in procs if proc.stdout]
+        assert all(len(out) == 2 for out in outputs), "a claimer failed"
         received = await reading
+        for proc in procs:
+            assert proc.stdin
+            proc.stdin.close()
+        assert all([await proc.wait() == 0 for proc in procs]), "a claimer failed"
+        sent, seconds = zip(*outputs, strict=True)
+        elapsed = max(float(s) for s in seconds)
     return {
         "scenario": "raw_reference_claim_loop",
         "total": total,
@@ -222,6 +227,7 @@ async def main() -> None:
         url, bootstrap, topic, batch = args.raw_claimer
         sent, seconds = await raw_claimer(url, bootstrap, topic, int(batch))
         print(sent, seconds, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # to its end
         return
     claimers = args.raw_claimers or args.tickers
     raw = {"rate_per_s": None} if args.no_raw else await raw_reference(args.total, claimers)
