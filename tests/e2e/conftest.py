@@ -76,6 +76,9 @@ class Bus:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the consumer stopped receiving, if it did: nothing received after it is waited for.
     failed: BaseException | None = None
+    # Offsets the consumer stepped over: (topic, partition, the one expected, the one received).
+    # Chime's topics are neither compacted nor transactional, so each is a batch it never saw.
+    gaps: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     async def send(
         self,
@@ -110,8 +113,13 @@ class Bus:
 
 
 async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
+    expected: dict[tuple[str, int], int] = {}
     try:
         async for record in consumer:
+            where = (record.topic, record.partition)
+            if record.offset > expected.get(where, 0):  # each topic is read from its start
+                bus.gaps.append((*where, expected[where], record.offset))
+            expected[where] = record.offset + 1
             try:
                 value = orjson.loads(record.value)
             except orjson.JSONDecodeError:

@@ -352,6 +352,7 @@ async def stuck(bus: Bus, topics: Topics, db: asyncpg.Connection) -> str:
         wanted = {str(row["id"]).encode() for row in rows}
         found = await in_topic(bus.settings, topics.actions_due, wanted)
         lines.append(f"read again from the topic's start: {found or 'none of them'}")
+    lines.append(f"offsets the test's consumer stepped over: {bus.gaps or 'none'}")
     return "\n".join(lines)
 
 

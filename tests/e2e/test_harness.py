@@ -82,3 +82,31 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
     finally:
         if _running(ticker):
             os.kill(ticker, signal.SIGKILL)
+
+
+async def test_the_bus_notes_offsets_its_consumer_stepped_over() -> None:
+    """A batch served after a later one (offsets 2-3 below) is never fetched again by a consumer
+    past it: the bus notes the gap, so that a test waiting for those messages says why."""
+    from aiokafka import ConsumerRecord
+
+    from tests.e2e.conftest import Bus, _collect
+
+    def record(topic: str, partition: int, offset: int) -> ConsumerRecord:
+        return ConsumerRecord(topic, partition, offset, 0, 0, None, b"{}", None, 2, 2, [])
+
+    class Consumer:  # what _collect reads: an async iterator of records
+        def __init__(self, records: list[ConsumerRecord]) -> None:
+            self.records = records
+
+        def __aiter__(self):
+            return self._each()
+
+        async def _each(self):
+            for r in self.records:
+                yield r
+
+    records = [record("due", 0, 0), record("due", 0, 1), record("due", 0, 4), record("due", 1, 0)]
+    bus = Bus(Settings(), producer=None)  # type: ignore[arg-type]
+    await _collect(Consumer(records), bus)  # type: ignore[arg-type]
+    assert bus.gaps == [("due", 0, 2, 4)]  # partition 1 started at its first offset: no gap
+    assert len(bus.received["due"]) == 4 and bus.failed is None
