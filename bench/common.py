@@ -106,13 +106,19 @@ def listening_pid(bootstrap: str) -> int | None:
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time so far, in ticks, from /proc/stat's `cpu` line: user, nice,
+    system, idle, iowait, irq, softirq, steal, ..."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def machine_counters() -> dict[str, float]:
     """What the machine gives the processes, from /proc (Linux): CPU time stolen by the
     hypervisor and spent waiting for I/O (seconds), time some task stalled for CPU, I/O or memory
     (pressure stall information, µs; 0 without it), major faults and KiB read from block
     devices so far; memory available and in the page cache now (MiB)."""
-    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    counters = {"iowait_s": int(cpu[5]) / TICKS_PER_S, "steal_s": int(cpu[8]) / TICKS_PER_S}
+    cpu = _cpu_ticks()
+    counters = {"iowait_s": cpu[4] / TICKS_PER_S, "steal_s": cpu[7] / TICKS_PER_S}
     for kind in ("cpu", "io", "memory"):
         counters[f"stall_{kind}_us"] = 0
         with contextlib.suppress(OSError):
@@ -158,11 +164,12 @@ def process_cpu_s(pid: int, reaped: bool = False) -> float:
 
 
 def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` now."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(stat.parent.name))
+            if int(_stat(int(entry.name))[1]) == parent:
+                found.append(int(entry.name))
     return found
 
 
@@ -216,8 +223,7 @@ class CpuMeter:
 
     def read(self) -> dict[str, float]:
         """CPU seconds used so far, by part."""
-        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in cpu[1:8])
+        user, nice, system, _idle, _iowait, irq, softirq = _cpu_ticks()[:7]
         seconds = {"machine": (user + nice + system + irq + softirq) / TICKS_PER_S}
         if self.postmaster is not None:
             seconds["postgres"] = process_cpu_s(self.postmaster, reaped=True) + sum(

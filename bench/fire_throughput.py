@@ -154,7 +154,10 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
             await proc.stdin.drain()
         # each claimer's count and seconds from "go" to its last mark; it then waits for the
         # end of its input, so that the meter's last reading (the last event) still finds it
-        outputs = [(await proc.stdout.readline()).split() for proc in procs if proc.stdout]
+        outputs = []
+        for proc in procs:
+            assert proc.stdout
+            outputs.append((await proc.stdout.readline()).split())
         assert all(len(out) == 2 for out in outputs), "a claimer failed"
         received = await reading
         for proc in procs:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.embedded import EmbeddedPostgres, free_port
 from shared.messaging import ensure_topics
@@ -64,6 +64,17 @@ class Received:
     headers: dict[str, str]
     key: bytes | None
     at: float  # wall-clock seconds when the test received it
+    partition: int = -1
+    offset: int = -1
+
+    @classmethod
+    def of(cls, record: ConsumerRecord, at: float) -> Received:
+        try:
+            value = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            value = None  # a dead letter keeps the bytes it was given
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        return cls(value, record.value, headers, record.key, at, record.partition, record.offset)
 
 
 @dataclass
@@ -120,19 +131,36 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
             if record.offset > expected.get(where, 0):  # each topic is read from its start
                 bus.gaps.append((*where, expected[where], record.offset))
             expected[where] = record.offset + 1
-            try:
-                value = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                value = None
-            headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-            bus.received[record.topic].append(
-                Received(value, record.value, headers, record.key, time.time())
-            )
+            bus.received[record.topic].append(Received.of(record, time.time()))
             bus.changed.set()
     except Exception as exc:
         bus.failed = exc
         bus.changed.set()
         raise
+
+
+async def read_all(settings: Settings, topic: str, within: float = 60.0) -> list[Received]:
+    """Every record of `topic` up to its current end, read by a fresh consumer (for at most
+    `within` seconds)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        out: list[Received] = []
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and [
+            tp for tp, end in ends.items() if await consumer.position(tp) < end
+        ]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out += [Received.of(r, 0.0) for r in records]
+        return out
+    finally:
+        await consumer.stop()
 
 
 @pytest.fixture

@@ -20,13 +20,12 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.scheduler.commands import apply_command
 from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings, Topics
-from tests.e2e.conftest import Bus, own_postgres
+from tests.e2e.conftest import Bus, own_postgres, read_all
 from tests.processes import Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -350,39 +349,14 @@ async def stuck(bus: Bus, topics: Topics, db: asyncpg.Connection) -> str:
         )
     if rows:  # did the broker lose their action.due, or did the test's consumer miss it?
         wanted = {str(row["id"]).encode() for row in rows}
-        found = await in_topic(bus.settings, topics.actions_due, wanted)
+        found = [
+            f"{r.partition}@{r.offset}"
+            for r in await read_all(bus.settings, topics.actions_due)
+            if any(w in r.raw for w in wanted)
+        ]
         lines.append(f"read again from the topic's start: {found or 'none of them'}")
     lines.append(f"offsets the test's consumer stepped over: {bus.gaps or 'none'}")
     return "\n".join(lines)
-
-
-async def in_topic(settings: Settings, topic: str, wanted: set[bytes]) -> list[str]:
-    """Where records whose value names one of `wanted` lie in `topic` (partition@offset), read
-    from the start to the end offsets by a consumer of its own."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()  # the cluster's metadata, so that the partitions are known
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(
-            [await consumer.position(tp) < end for tp, end in ends.items()]
-        ):
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                found += [
-                    f"{tp.partition}@{r.offset}"
-                    for r in records
-                    if any(w in r.value for w in wanted)
-                ]
-        return found
-    finally:
-        await consumer.stop()
 
 
 def fired_once_each(bus: Bus, topics: Topics, ids: set[str], context: str) -> None:

@@ -14,14 +14,13 @@ import hypothesis
 import jwt
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings
-from tests.e2e.conftest import SERVICES, Bus, Received
+from tests.e2e.conftest import SERVICES, Bus, read_all
 from tests.processes import Services
 
 pytestmark = pytest.mark.e2e
@@ -357,32 +356,6 @@ def _fuzz_messages(topics: Any, want: int) -> list[tuple[str, bytes, list[tuple[
     return messages
 
 
-async def _read_all(settings: Settings, topic: str) -> list[Received]:
-    """Every record of `topic` up to its current end, read by a fresh consumer."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        out: list[Received] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    try:
-                        value = orjson.loads(r.value)
-                    except orjson.JSONDecodeError:
-                        value = None  # a dead letter keeps the bytes it was given
-                    headers = {k: v.decode("utf-8", "replace") for k, v in r.headers}
-                    out.append(Received(value, r.value, headers, r.key, 0.0))
-        return out
-    finally:
-        await consumer.stop()
-
-
 @pytest.mark.slow
 async def test_fuzz_every_message_is_answered_and_valid_traffic_still_flows(
     secured: Services, bus: Bus, settings: Settings
@@ -433,7 +406,7 @@ async def test_fuzz_every_message_is_answered_and_valid_traffic_still_flows(
     # The count that matters is what the topics hold: read them again from the start.
     results, events, dlq = await asyncio.gather(
         *(
-            _read_all(settings, t)
+            read_all(settings, t)
             for t in (topics.command_results, topics.actions_events, topics.dlq)
         )
     )
