@@ -107,6 +107,12 @@ class Metrics:
             registry=r,
         )
         self.dlq = Counter("chime_dlq_entries", "Records sent to the DLQ.", ["service"], registry=r)
+        self.offsets_read_again = Counter(
+            "chime_consumer_offsets_read_again",
+            "Jumps in a partition's offsets that a consumer read again from (shared/offsets.py).",
+            ["topic"],
+            registry=r,
+        )
         self.due_backlog = Gauge(
             "chime_due_backlog", "Occurrences due now and not yet fired.", registry=r
         )

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from faststream import AckPolicy, FastStream
 
@@ -30,6 +31,7 @@ from shared.messaging import (
     retry_forever,
 )
 from shared.metrics import Metrics
+from shared.offsets import OffsetGaps
 from shared.persistence.database import create_pool
 from shared.settings import Settings
 
@@ -272,16 +274,35 @@ def consumer_app(
             await publisher.stop()
             await pool.close()
 
+    gaps = OffsetGaps()
+    log = logging.getLogger(f"chime.{name}")
+
     async def on_batch(records: list[Any]) -> None:
-        for run in runs_by_size(records, settings.consumer_run_bytes):
-            with collector_paused():
-                out = await holder["handler"].handle(run)
-                await retry_forever(
-                    "publishing to Kafka",
-                    lambda out=out: publisher.send(out),
-                    runtime.set_dependencies_ok,
-                    stop=runtime.stopping,
-                )
+        assert subscriber.consumer is not None  # it is consuming
+        records, jumps = gaps.admit(records, subscriber.consumer)
+        for jump in jumps:  # read again from the offset expected (shared/offsets.py)
+            log.warning(
+                "partition %d gave offset %d where %d was next: reading it again from %d",
+                jump.partition,
+                jump.received,
+                jump.expected,
+                jump.expected,
+                extra={"topic": jump.topic},
+            )
+            runtime.metrics.offsets_read_again.labels(jump.topic).inc()
+        try:
+            for run in runs_by_size(records, settings.consumer_run_bytes):
+                with collector_paused():
+                    out = await holder["handler"].handle(run)
+                    await retry_forever(
+                        "publishing to Kafka",
+                        lambda out=out: publisher.send(out),
+                        runtime.set_dependencies_ok,
+                        stop=runtime.stopping,
+                    )
+        except BaseException:
+            gaps.rewound(jumps)  # the batch is delivered again (NACK_ON_ERROR)
+            raise
         runtime.heap.worked()
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
@@ -295,6 +316,7 @@ def consumer_app(
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        listener=_ForgetOnRebalance(gaps),
         decoder=raw_records,
         parser=tolerant_headers,
         title=f"{consumes.topic}:{name}",
@@ -321,6 +343,19 @@ def consumer_app(
     return service_app(
         broker, lifespan, after_startup=[runtime.mark_started], on_shutdown=[stop_retrying]
     )
+
+
+class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """What `OffsetGaps` knows of a partition revoked or assigned is forgotten."""
+
+    def __init__(self, gaps: OffsetGaps) -> None:
+        self.gaps = gaps
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.gaps.forget((tp.topic, tp.partition) for tp in revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.gaps.forget((tp.topic, tp.partition) for tp in assigned)
 
 
 @contextlib.contextmanager

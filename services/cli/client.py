@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.messaging import kafka_client_options
+from shared.offsets import OffsetGaps
 from shared.settings import Settings
 
 __all__ = ["ack", "publish", "status", "tail"]
@@ -44,6 +45,9 @@ async def _send_and_wait(
     await producer.start()
     try:
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
+        gaps = OffsetGaps()  # the embedded broker can step a fetch over the reply: read again
+        for partition in consumer.assignment():
+            gaps.expect((partition.topic, partition.partition), await consumer.position(partition))
         headers = [("correlation_id", correlation_id.encode())] if correlation_id else []
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
@@ -51,11 +55,12 @@ async def _send_and_wait(
         await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers or None)
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    reply = orjson.loads(record.value)
-                    if answer(reply):
-                        return reply
+            fetched = await consumer.getmany(timeout_ms=200)
+            records, _ = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            for record in records:
+                reply = orjson.loads(record.value)
+                if answer(reply):
+                    return reply
         return None
     finally:
         await producer.stop()
@@ -187,30 +192,42 @@ async def tail(
     )
     await consumer.start()
     seen = 0
+    # A partition whose offsets jump is read again from the one expected (shared/offsets.py).
+    gaps = OffsetGaps(start=0 if from_beginning else None)
     try:
-        async for record in consumer:
-            try:
-                value = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                value = (record.value or b"").decode("utf-8", "replace")
-            headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-            if as_json:
-                line: dict[str, Any] = {
-                    "topic": record.topic,
-                    "key": (record.key or b"").decode("utf-8", "replace"),
-                    "value": value,
-                }
-                if headers:
-                    line["headers"] = headers
-                print(orjson.dumps(line).decode(), flush=True)
-            else:
-                print(pretty(record.topic, value, headers), flush=True)
-            seen += 1
-            if limit and seen >= limit:
+        while True:
+            fetched = await consumer.getmany(timeout_ms=500)
+            records, _ = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            if _show(records, as_json, limit - seen if limit else None):
                 break
+            seen += len(records)
     finally:
         await consumer.stop()
     return 0
+
+
+def _show(records: list[Any], as_json: bool, left: int | None) -> bool:
+    """Print records (at most `left`); True when that limit was reached."""
+    for shown, record in enumerate(records, 1):
+        try:
+            value = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            value = (record.value or b"").decode("utf-8", "replace")
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        if as_json:
+            line: dict[str, Any] = {
+                "topic": record.topic,
+                "key": (record.key or b"").decode("utf-8", "replace"),
+                "value": value,
+            }
+            if headers:
+                line["headers"] = headers
+            print(orjson.dumps(line).decode(), flush=True)
+        else:
+            print(pretty(record.topic, value, headers), flush=True)
+        if left is not None and shown >= left:
+            return True
+    return False
 
 
 async def status(settings: Settings) -> int:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.embedded import EmbeddedPostgres, free_port
 from shared.messaging import ensure_topics
+from shared.offsets import OffsetGaps
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
 from tests.processes import Services
@@ -87,8 +88,9 @@ class Bus:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the consumer stopped receiving, if it did: nothing received after it is waited for.
     failed: BaseException | None = None
-    # Offsets the consumer stepped over: (topic, partition, the one expected, the one received).
-    # Chime's topics are neither compacted nor transactional, so each is a batch it never saw.
+    # Jumps in a partition's offsets, read again from the offset expected: (topic, partition,
+    # the one expected, the one received). Chime's topics are neither compacted nor
+    # transactional, so each was a batch a fetch stepped over (shared/offsets.py).
     gaps: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     async def send(
@@ -124,15 +126,19 @@ class Bus:
 
 
 async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
-    expected: dict[tuple[str, int], int] = {}
+    """Records what the consumer reads, each topic from its start; a partition whose offsets
+    jump is read again from the one expected, as Chime's consumers do (shared/offsets.py)."""
+    gaps = OffsetGaps(start=0)
     try:
-        async for record in consumer:
-            where = (record.topic, record.partition)
-            if record.offset > expected.get(where, 0):  # each topic is read from its start
-                bus.gaps.append((*where, expected[where], record.offset))
-            expected[where] = record.offset + 1
-            bus.received[record.topic].append(Received.of(record, time.time()))
-            bus.changed.set()
+        while True:
+            fetched = await consumer.getmany(timeout_ms=500)
+            records, jumps = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            bus.gaps += jumps
+            at = time.time()
+            for record in records:
+                bus.received[record.topic].append(Received.of(record, at))
+            if records:
+                bus.changed.set()
     except Exception as exc:
         bus.failed = exc
         bus.changed.set()

@@ -1,0 +1,97 @@
+"""OffsetGaps: which records a consumer hands on, and which partitions it reads again."""
+
+from __future__ import annotations
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from shared.offsets import Jump, OffsetGaps
+
+
+def record(offset: int, partition: int = 0, topic: str = "t") -> ConsumerRecord:
+    return ConsumerRecord(topic, partition, offset, 0, 0, None, b"{}", None, 2, 2, [])
+
+
+def offsets(records: list[ConsumerRecord]) -> list[tuple[int, int]]:
+    return [(r.partition, r.offset) for r in records]
+
+
+class Consumer:
+    """Where each partition was moved back to."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition.topic, partition.partition, offset))
+
+
+def test_consecutive_offsets_are_all_handed_on() -> None:
+    gaps, consumer = OffsetGaps(), Consumer()
+    kept, jumps = gaps.admit([record(5), record(6), record(0, 1), record(7)], consumer)
+    assert offsets(kept) == [(0, 5), (0, 6), (1, 0), (0, 7)] and jumps == []
+    kept, jumps = gaps.admit([record(8), record(1, 1)], consumer)
+    assert offsets(kept) == [(0, 8), (1, 1)] and jumps == [] and consumer.seeks == []
+
+
+def test_a_jump_holds_back_its_partition_from_there_and_is_read_again() -> None:
+    gaps, consumer = OffsetGaps(), Consumer()
+    gaps.admit([record(0), record(1), record(0, 1)], consumer)
+    kept, jumps = gaps.admit([record(4), record(1, 1), record(5), record(2, 1)], consumer)
+    assert jumps == [Jump("t", 0, 2, 4)]
+    assert offsets(kept) == [(1, 1), (1, 2)]  # partition 0 from the jump on: not handed on
+    assert consumer.seeks == [("t", 0, 2)]
+    # Read again from 2: what the first fetch stepped over, then what it held back.
+    kept, jumps = gaps.admit([record(2), record(3), record(4), record(5)], consumer)
+    assert offsets(kept) == [(0, 2), (0, 3), (0, 4), (0, 5)] and jumps == []
+    assert consumer.seeks == [("t", 0, 2)]  # once
+
+
+def test_a_jump_seen_again_from_the_same_offset_is_taken() -> None:
+    """Offsets that hold nothing a consumer is given (a transaction's marker) jump every time:
+    read again once, then taken, so the consumer never loops."""
+    gaps, consumer = OffsetGaps(), Consumer()
+    gaps.admit([record(0)], consumer)
+    assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2)])
+    kept, jumps = gaps.admit([record(2), record(3)], consumer)
+    assert offsets(kept) == [(0, 2), (0, 3)] and jumps == []
+    # A later jump is read again, and one from the offset read again last time is too.
+    assert gaps.admit([record(9)], consumer) == ([], [Jump("t", 0, 4, 9)])
+    assert consumer.seeks == [("t", 0, 1), ("t", 0, 4)]
+
+
+def test_a_jump_in_a_batch_that_failed_is_read_again_when_it_comes_again() -> None:
+    """A failed batch is delivered again from its first record in each partition: for a
+    partition that jumped, the record past the jump, not the offset it was moved back to."""
+    gaps, consumer = OffsetGaps(), Consumer()
+    gaps.admit([record(0)], consumer)
+    _, jumps = gaps.admit([record(3)], consumer)
+    gaps.rewound(jumps)
+    assert gaps.admit([record(3)], consumer) == ([], [Jump("t", 0, 1, 3)])
+    assert consumer.seeks == [("t", 0, 1), ("t", 0, 1)]
+    kept, _ = gaps.admit([record(1), record(2), record(3)], consumer)
+    assert offsets(kept) == [(0, 1), (0, 2), (0, 3)]
+
+
+def test_a_record_behind_the_expected_offset_is_taken() -> None:
+    """A batch rewound after a failure comes again from its start."""
+    gaps, consumer = OffsetGaps(), Consumer()
+    gaps.admit([record(10), record(11), record(12)], consumer)
+    kept, jumps = gaps.admit([record(10), record(11)], consumer)
+    assert offsets(kept) == [(0, 10), (0, 11)] and jumps == []
+    assert gaps.admit([record(13)], consumer) == ([], [Jump("t", 0, 12, 13)])  # 12 follows 11 now
+
+
+def test_a_partition_forgotten_is_followed_afresh() -> None:
+    gaps, consumer = OffsetGaps(), Consumer()
+    gaps.admit([record(0), record(0, 1)], consumer)
+    gaps.forget([("t", 0)])  # revoked: another consumer moved it on meanwhile
+    kept, jumps = gaps.admit([record(50), record(5, 1)], consumer)
+    assert offsets(kept) == [(0, 50)] and jumps == [Jump("t", 1, 1, 5)]
+    assert consumer.seeks == [("t", 1, 1)]
+
+
+def test_a_known_start_makes_the_first_record_past_it_a_jump() -> None:
+    gaps, consumer = OffsetGaps(start=0), Consumer()
+    assert gaps.admit([record(3)], consumer) == ([], [Jump("t", 0, 0, 3)])
+    kept, _ = gaps.admit([record(0)], consumer)
+    assert offsets(kept) == [(0, 0)] and consumer.seeks == [("t", 0, 0)]
