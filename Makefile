@@ -28,6 +28,7 @@ bench: $(BIN)/chime
 	$(BIN)/python -m bench.command_ingest
 	$(BIN)/python -m bench.ack_ingest
 	$(BIN)/python -m bench.broker_lateness
+	$(BIN)/python -m bench.broker_gaps
 	$(BIN)/python -m bench.steady_lateness
 
 docs: $(BIN)/chime

@@ -126,6 +126,17 @@ async def test_broker_lateness_smoke() -> None:
     assert 0 < figures["rtt_ms"]["max"] <= figures["ack_ms"]["max"]
 
 
+async def test_broker_gaps_smoke() -> None:
+    args = ["--producers", "2", "--consumers", "1", "--seconds", "1", "--batch", "10"]
+    (figures,) = await run("broker_gaps", *args)
+    assert (figures["scenario"], figures["producers"], figures["batch"]) == ("broker_gaps", 2, 10)
+    assert figures["records"] > 0 and figures["records"] % 10 == 0
+    assert len(figures["plain"]) == len(figures["reading_again"]) == 1
+    assert 0 <= figures["plain"][0]["missed"] <= figures["records"]
+    # what the plain one steps over (if the broker's race came up) is read again: none missed
+    assert figures["reading_again"][0]["missed"] == 0 <= figures["reading_again"][0]["jumps"]
+
+
 async def test_soak_without_consumer_smoke(postgres: PostgresHandle) -> None:
     """The soak's mode: no live consumer, the ticker's figures from the database; with the
     scale run's stored backlog (imported by `chime import --jobs`, then vacuumed) in front of
