@@ -7,9 +7,10 @@ broker (Tansu 0.6, memory storage) does not always keep to that. A produce takes
 of those offsets in between is served the next batch already stored: one that a concurrent
 produce to the same partition took later offsets for. The consumer's position moves past the
 earlier batch, which the broker holds but that consumer never asks for again
-(`bench/broker_gaps.py`: a few jumps a minute with six producers on one partition). On Apache
-Kafka a consumer sees a jump only where the offsets hold nothing it is given: transaction
-markers, aborted or compacted records.
+(`bench/broker_gaps.py`: 1-7 jumps in 20-30 s for each consumer tailing one partition that
+two or six producers write to, each a batch of 50 missed). On Apache Kafka a consumer sees a
+jump only where the offsets hold nothing it is given: transaction markers, aborted or
+compacted records.
 
 `OffsetGaps` follows the offset each partition should give next. When a record jumps ahead of
 it, the partition is read again from the offset expected, once per jump: the records from the
