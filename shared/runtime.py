@@ -244,7 +244,9 @@ def consumer_app(
     one transaction, or in several at once (the scheduler's tenants, the acker's parts). The
     batch is committed (NACK_ON_ERROR) only after every run was applied and the broker
     acknowledged every message; if one raises, the whole batch is rewound, and what was
-    already applied is applied again as replays (commands and acks are idempotent).
+    already applied is applied again as replays (commands and acks are idempotent). A
+    partition whose offsets jump is read again from the offset expected (`OffsetGaps`: the
+    embedded broker can step a fetch over a batch).
     """
     clock = clock or SystemClock()
     runtime = ServiceRuntime(name, settings)
@@ -282,10 +284,9 @@ def consumer_app(
         records, jumps = gaps.admit(records, subscriber.consumer)
         for jump in jumps:  # read again from the offset expected (shared/offsets.py)
             log.warning(
-                "partition %d gave offset %d where %d was next: reading it again from %d",
+                "partition %d gave offset %d where %d was next: reading it again from there",
                 jump.partition,
                 jump.received,
-                jump.expected,
                 jump.expected,
                 extra={"topic": jump.topic},
             )
