@@ -100,7 +100,8 @@ class OffsetGaps:
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions revoked or assigned: followed afresh from the first record they give
-        (another consumer may have moved them on meanwhile)."""
+        (another consumer may have moved them on meanwhile). Without a known `start`, a jump
+        in a partition's first fetch after that goes unseen: nothing says where it began."""
         for where in partitions:
             self._next.pop(where, None)
             self._read_again.pop(where, None)
