@@ -84,6 +84,13 @@ class OffsetGaps:
             consumer.seek(TopicPartition(jump.topic, jump.partition), jump.expected)
         return kept, list(jumps.values())
 
+    def unknown(self, records: Iterable[Any]) -> set[Partition]:
+        """The partitions of these records whose next offset is not known (first read since
+        they were assigned): a caller that knows where each began says so with `expect`."""
+        if self._start is not None:
+            return set()
+        return {(r.topic, r.partition) for r in records} - self._next.keys()
+
     def expect(self, where: Partition, offset: int) -> None:
         """The partition's next record is at `offset` (where the consumer starts reading it)."""
         self._next[where] = offset
@@ -100,8 +107,8 @@ class OffsetGaps:
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions revoked or assigned: followed afresh from the first record they give
-        (another consumer may have moved them on meanwhile). Without a known `start`, a jump
-        in a partition's first fetch after that goes unseen: nothing says where it began."""
+        (another consumer may have moved them on meanwhile), or from where the caller says
+        they began (`unknown`, `expect`)."""
         for where in partitions:
             self._next.pop(where, None)
             self._read_again.pop(where, None)

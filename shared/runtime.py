@@ -15,8 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 
 from shared.clock import Clock, SystemClock
@@ -280,8 +281,10 @@ def consumer_app(
     log = logging.getLogger(f"chime.{name}")
 
     async def on_batch(records: list[Any]) -> None:
-        assert subscriber.consumer is not None  # it is consuming
-        records, jumps = gaps.admit(records, subscriber.consumer)
+        consumer = subscriber.consumer
+        assert consumer is not None  # it is consuming
+        await _from_committed(consumer, gaps, records)
+        records, jumps = gaps.admit(records, consumer)
         for jump in jumps:  # read again from the offset expected (shared/offsets.py)
             log.warning(
                 "partition %d gave offset %d where %d was next: reading it again from there",
@@ -344,6 +347,20 @@ def consumer_app(
     return service_app(
         broker, lifespan, after_startup=[runtime.mark_started], on_shutdown=[stop_retrying]
     )
+
+
+async def _from_committed(consumer: AIOKafkaConsumer, gaps: OffsetGaps, records: list[Any]) -> None:
+    """A partition read for the first time since it was assigned began at its committed offset:
+    a jump in that first fetch is one too. Where the broker does not answer, or the group never
+    committed (the partition began where `auto_offset_reset` put it), it is followed from its
+    first record."""
+    for topic, partition in gaps.unknown(records):
+        try:
+            committed = await consumer.committed(TopicPartition(topic, partition))
+        except KafkaError:
+            continue
+        if committed is not None:
+            gaps.expect((topic, partition), committed)
 
 
 class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -95,3 +95,42 @@ def test_a_known_start_makes_the_first_record_past_it_a_jump() -> None:
     assert gaps.admit([record(3)], consumer) == ([], [Jump("t", 0, 0, 3)])
     kept, _ = gaps.admit([record(0)], consumer)
     assert offsets(kept) == [(0, 0)] and consumer.seeks == [("t", 0, 0)]
+
+
+def test_partitions_not_yet_followed_are_unknown() -> None:
+    gaps, consumer = OffsetGaps(), Consumer()
+    batch = [record(4), record(0, 1)]
+    assert gaps.unknown(batch) == {("t", 0), ("t", 1)}
+    gaps.admit(batch, consumer)
+    assert gaps.unknown(batch) == set()
+    gaps.forget([("t", 1)])
+    assert gaps.unknown(batch) == {("t", 1)}
+    assert OffsetGaps(start=0).unknown(batch) == set()  # every partition begins at 0
+
+
+async def test_a_service_follows_a_partition_from_its_committed_offset() -> None:
+    """A consumer service's first fetch of a partition begins at the group's committed offset:
+    a later first record is a jump. Without a committed offset, or an answer, the partition
+    is followed from its first record."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from shared.runtime import _from_committed
+
+    class Committed(Consumer):
+        asked: list[int] = []
+
+        async def committed(self, partition: TopicPartition) -> int | None:
+            self.asked.append(partition.partition)
+            if partition.partition == 2:
+                raise KafkaConnectionError()
+            return {0: 5, 1: None, 3: 3}[partition.partition]
+
+    gaps, consumer = OffsetGaps(), Committed()
+    batch = [record(7), record(3, 1), record(9, 2), record(3, 3), record(4, 3)]
+    await _from_committed(consumer, gaps, batch)  # type: ignore[arg-type]
+    kept, jumps = gaps.admit(batch, consumer)
+    assert jumps == [Jump("t", 0, 5, 7)] and consumer.seeks == [("t", 0, 5)]
+    assert offsets(kept) == [(1, 3), (2, 9), (3, 3), (3, 4)]
+    assert sorted(consumer.asked) == [0, 1, 2, 3]
+    await _from_committed(consumer, gaps, [record(5), record(10, 2)])  # type: ignore[arg-type]
+    assert sorted(consumer.asked) == [0, 1, 2, 3]  # followed now: not asked again
