@@ -16,7 +16,10 @@ compacted records.
 it, the partition is read again from the offset expected, once per jump: the records from the
 jump on are left out of the batch (neither handled nor committed: the consumer's position
 is moved back, which is what its commit then stores). If the partition jumps to the
-same place again, nothing was there to read, and its records are taken.
+same place again, nothing was there to read, and its records are taken. Where a partition
+begins is known when the consumer reads each from its start (`start=0`), or from what the
+caller says (`expect`: a consumer service, the group's committed offset); otherwise it is
+followed from the first record it gives.
 """
 
 from __future__ import annotations
