@@ -23,10 +23,9 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import line, servers
-from shared.messaging import kafka_client_options
+from shared.messaging import ensure_topics, kafka_client_options
 from shared.offsets import OffsetGaps
 from shared.settings import Settings
 
@@ -72,8 +71,8 @@ async def follow(
                 fetched, found = gaps.admit(fetched, consumer)
                 jumps += len(found)
             for record in fetched:
-                if record.offset > expected:
-                    jumps += not read_again
+                if not read_again and record.offset > expected:
+                    jumps += 1
                 seen.add(record.offset)
                 expected = record.offset + 1
             if deadline is None and total.done():
@@ -86,12 +85,7 @@ async def follow(
 async def scenario(producers: int, consumers: int, seconds: float, batch: int) -> dict:
     async with servers("gaps") as settings:
         topic = f"{settings.topic_prefix}gaps.{uuid.uuid4().hex[:6]}"
-        admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        await ensure_topics(settings.model_copy(update={"topic_partitions": 1}), [topic])
         stop, total = asyncio.Event(), asyncio.get_running_loop().create_future()
         kinds = [False] * consumers + [True] * consumers
         following = [
