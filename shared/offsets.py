@@ -24,7 +24,7 @@ followed from the first record it gives.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from aiokafka import TopicPartition
@@ -86,6 +86,12 @@ class OffsetGaps:
         for jump in jumps.values():
             consumer.seek(TopicPartition(jump.topic, jump.partition), jump.expected)
         return kept, list(jumps.values())
+
+    def admit_fetched(
+        self, fetched: Mapping[Any, Sequence[Any]], consumer: Seeks
+    ) -> tuple[list[Any], list[Jump]]:
+        """`admit` for what one `getmany` returned (records by partition)."""
+        return self.admit([r for records in fetched.values() for r in records], consumer)
 
     def unknown(self, records: Iterable[Any]) -> set[Partition]:
         """The partitions of these records whose next offset is not known (first read since

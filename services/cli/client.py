@@ -55,8 +55,7 @@ async def _send_and_wait(
         await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers or None)
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
-            fetched = await consumer.getmany(timeout_ms=200)
-            records, _ = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=200), consumer)
             for record in records:
                 reply = orjson.loads(record.value)
                 if answer(reply):
@@ -196,8 +195,7 @@ async def tail(
     gaps = OffsetGaps(start=0 if from_beginning else None)
     try:
         while True:
-            fetched = await consumer.getmany(timeout_ms=500)
-            records, _ = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             if _show(records, as_json, limit - seen if limit else None):
                 break
             seen += len(records)

@@ -131,8 +131,7 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
     gaps = OffsetGaps(start=0)
     try:
         while True:
-            fetched = await consumer.getmany(timeout_ms=500)
-            records, jumps = gaps.admit([r for each in fetched.values() for r in each], consumer)
+            records, jumps = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             bus.gaps += jumps
             at = time.time()
             for record in records:
@@ -147,7 +146,7 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
 
 async def read_all(settings: Settings, topic: str, within: float = 60.0) -> list[Received]:
     """Every record of `topic` up to its current end, read by a fresh consumer (for at most
-    `within` seconds)."""
+    `within` seconds); a partition whose offsets jump is read again, as the bus does."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -158,12 +157,12 @@ async def read_all(settings: Settings, topic: str, within: float = 60.0) -> list
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()))
         out: list[Received] = []
-        deadline = time.monotonic() + within
+        deadline, gaps = time.monotonic() + within, OffsetGaps(start=0)
         while time.monotonic() < deadline and [
             tp for tp, end in ends.items() if await consumer.position(tp) < end
         ]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out += [Received.of(r, 0.0) for r in records]
+            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
+            out += [Received.of(r, 0.0) for r in records]
         return out
     finally:
         await consumer.stop()

@@ -355,7 +355,7 @@ async def stuck(bus: Bus, topics: Topics, db: asyncpg.Connection) -> str:
             if any(w in r.raw for w in wanted)
         ]
         lines.append(f"read again from the topic's start: {found or 'none of them'}")
-    lines.append(f"offsets the test's consumer stepped over: {bus.gaps or 'none'}")
+    lines.append(f"jumps in offsets the test's consumer read again: {bus.gaps or 'none'}")
     return "\n".join(lines)
 
 

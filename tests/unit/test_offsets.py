@@ -134,3 +134,14 @@ async def test_a_service_follows_a_partition_from_its_committed_offset() -> None
     assert sorted(consumer.asked) == [0, 1, 2, 3]
     await _from_committed(consumer, gaps, [record(5), record(10, 2)])  # type: ignore[arg-type]
     assert sorted(consumer.asked) == [0, 1, 2, 3]  # followed now: not asked again
+
+
+def test_what_one_getmany_returned_is_admitted_partition_by_partition() -> None:
+    gaps, consumer = OffsetGaps(start=0), Consumer()
+    fetched = {
+        TopicPartition("t", 0): [record(0), record(1)],
+        TopicPartition("t", 1): [record(2, 1), record(3, 1)],
+    }
+    kept, jumps = gaps.admit_fetched(fetched, consumer)
+    assert offsets(kept) == [(0, 0), (0, 1)] and jumps == [Jump("t", 1, 0, 2)]
+    assert consumer.seeks == [("t", 1, 0)]
