@@ -117,7 +117,9 @@ async def test_a_service_follows_a_partition_from_its_committed_offset() -> None
     from shared.runtime import _from_committed
 
     class Committed(Consumer):
-        asked: list[int] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[int] = []
 
         async def committed(self, partition: TopicPartition) -> int | None:
             self.asked.append(partition.partition)
