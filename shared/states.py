@@ -4,9 +4,11 @@
     (+ SKIPPED, CANCELLED, TIMED_OUT)
 
 An ack may go straight from DISPATCHED to SUCCEEDED or FAILED; RUNNING is optional and
-renews the deadline. An ack can arrive before the ticker has marked its publish (the row is
-still PENDING but claimed): it is applied. Duplicate, stale and unknown acks change nothing
-and are reported with a reason, never raised.
+renews the deadline. An ack that arrives before the ticker has marked its publish waits for
+the mark (the ticker's round holds the row until it commits) and finds it DISPATCHED. A PENDING
+occurrence that fired before (a retry waiting for its next attempt) still takes acks of its
+attempt. Duplicate, stale and unknown acks change nothing and are reported with a reason, never
+raised.
 
 The acker applies the commonest acks (RUNNING or SUCCEEDED of the attempt in flight) in SQL
 without calling `decide_ack` (queries.sql, `apply_in_flight_acks`); tests/unit/test_states.py
@@ -36,7 +38,7 @@ class AckDecision(NamedTuple):
 def decide_ack(
     state: str, attempt: int, in_flight: bool, ack_state: str, ack_attempt: int
 ) -> AckDecision:
-    """`in_flight`: the attempt was published (claimed or fired), so it can be acknowledged."""
+    """`in_flight`: the occurrence has fired (`fired_at` set), so it can be acknowledged."""
     if ack_attempt < attempt:
         return AckDecision(
             False, reason=f"STALE: attempt {ack_attempt} was superseded by attempt {attempt}"

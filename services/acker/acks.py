@@ -94,7 +94,7 @@ def _decide(
     if row is None:
         reason = "UNKNOWN_ACTION: no such action for this tenant"
         return announce("action.ack-ignored", reason=reason), None, False
-    in_flight = row["claimed_by"] is not None or row["fired_at"] is not None
+    in_flight = row["fired_at"] is not None
     decision = decide_ack(row["state"], row["attempt"], in_flight, ack.data.state, ack.data.attempt)
     common = {"scheduleId": str(row["schedule_id"]), "previousState": row["state"]}
     if not decision.apply:

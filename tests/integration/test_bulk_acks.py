@@ -43,7 +43,7 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             "schedule.create",
             schedule(
                 "x",
-                actions=_explicit(["A1", "A2", "A3", "A4", "A5", "A6", "A8", "A9"]),
+                actions=_explicit(["A1", "A2", "A3", "A4", "A5", "A6", "A8"]),
                 policy={"retry": {"maxAttempts": 2, "initialBackoff": "PT1M"}},
             ),
         ),
@@ -61,8 +61,8 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             result = await apply_command(conn, body, created, Context())
             assert result["type"] == "schedule.created", result
         await conn.execute(
-            "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, claimed_by = 't', "
-            "ack_deadline = $2 WHERE type NOT IN ('A6', 'A9', 'Z2')",
+            "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, "
+            "ack_deadline = $2 WHERE type NOT IN ('A6', 'Z2')",
             NOW - timedelta(minutes=1),
             NOW + timedelta(minutes=5),
         )
@@ -70,8 +70,6 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             "UPDATE actions SET state = 'RUNNING', ack_deadline = $1 WHERE type = 'A8'",
             NOW + timedelta(seconds=30),
         )
-        # claimed and published, not marked yet
-        await conn.execute("UPDATE actions SET claimed_by = 't' WHERE type = 'A9'")
         await conn.execute("UPDATE actions SET held = true WHERE type = 'Z2'")
     return {r["type"]: str(r["id"]) for r in await conn.fetch("SELECT id, type FROM actions")}
 
@@ -112,7 +110,6 @@ def _acks(ids: dict[str, str]) -> list[ActionAck]:
         ack("A3", "FAILED"),  # a copy of a retried failure: announced again
         ack("A7", "FAILED"),  # a copy of the last attempt's: the dead letter again
         ack("A8", "RUNNING"),  # already RUNNING: renews the deadline
-        ack("A9", "SUCCEEDED"),  # before the ticker marked it DISPATCHED
     ]
 
 
@@ -124,7 +121,7 @@ def _normal(value: Any) -> Any:
 
 async def _stored(conn: asyncpg.Connection) -> Any:
     actions = await conn.fetch(
-        "SELECT type, state, attempt, version, ack_deadline, held, fire_at, fired_at, claimed_by "
+        "SELECT type, state, attempt, version, ack_deadline, held, fire_at, fired_at "
         "FROM actions ORDER BY type, attempt"
     )
     history = await conn.fetch(
