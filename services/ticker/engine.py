@@ -42,13 +42,12 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.ids import new_ids
 from shared.messaging import Outgoing, Stopping, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
+from shared.persistence.successors import store_successors
 from shared.policy import decide_misfire
-from shared.schedule.durations import parse_duration
 from shared.settings import Settings
 from shared.specs import Definition, Key, key_of, load_definitions
 
@@ -178,7 +177,7 @@ class Ticker:
             rows = await conn.fetch(Q.claim_due, now + self.lookahead, self.batch_size)
             if rows:
                 definitions = await load_definitions(conn, rows)
-                ended = await self._advance_series(conn, rows, now, definitions)
+                ended = await store_successors(conn, rows, definitions, now)
                 busy, buffered = await self._overlap_state(conn, rows, definitions)
         except BaseException:
             await _end(conn, transaction, self.pool)
@@ -281,58 +280,6 @@ class Ticker:
         claimed.conn = claimed.transaction = None
         if conn is not None and transaction is not None:
             await _end(conn, transaction, self.pool)
-
-    async def _advance_series(
-        self,
-        conn: asyncpg.Connection,
-        rows: list[Any],
-        now: datetime,
-        definitions: dict[Key, Definition],
-    ) -> list[uuid.UUID]:
-        """Store each claimed series occurrence's successor; returns the schedules whose series
-        ended with these rows (completed at the mark)."""
-        new: list[tuple[Any, ...]] = []
-        # A set: a round of 1,000 explicit actions of one schedule named it 1,000 times, and
-        # from that array's length the planner expected that many schedules and chose to read
-        # every pending occurrence (a sequential scan of actions per round, ~100 ms at 300,000
-        # rows, whenever the column statistics were missing or stale).
-        ended: set[uuid.UUID] = set()
-        for row in rows:
-            if row["origin"] != "SERIES":
-                ended.add(row["schedule_id"])
-                continue
-            if row["attempt"] > 1:
-                continue  # a retry: its successor was stored with the first attempt
-            spec, series = definitions[key_of(row)]
-            if spec.policy.misfire == "FIRE_ALL":
-                # every missed occurrence, oldest first, back to catchupWindow
-                window = now - parse_duration(spec.policy.catchup_window)
-                after = max(row["due_at"], window)
-            else:  # FIRE_ONCE, SKIP: a late occurrence is the only catch-up
-                after = max(row["due_at"], now)
-            nxt = series.next_after(after, fired=row["seq"])
-            if nxt is None:
-                ended.add(row["schedule_id"])
-            else:
-                new.append(
-                    (row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt)
-                )
-        if new:
-            n = len(new)
-            await conn.execute(
-                Q.insert_actions,
-                new_ids(n, now),
-                [r[0] for r in new],
-                [r[1] for r in new],
-                [r[2] for r in new],
-                ["SERIES"] * n,
-                [None] * n,
-                [r[3] for r in new],
-                [r[4] for r in new],
-                now,
-                [None] * n,
-            )
-        return list(ended)
 
     async def _overlap_state(
         self, conn: asyncpg.Connection, rows: list[Any], definitions: dict[Key, Definition]

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from services.acker.acks import apply_ack
+from services.acker.acks import apply_ack, apply_acks
 from services.cli.preview import preview_times
 from services.ticker.engine import Ticker
 from shared import specs
@@ -345,6 +345,117 @@ async def test_a_failed_round_is_rolled_back_and_fired_again_with_the_same_event
     assert [e["meta"]["eventId"] for e in sink.events] == [f"{sink.fired[0]['data']['actionId']}:1"]
     assert await db.fetchval("SELECT state FROM actions") == "DISPATCHED"
     assert pool.get_size() - pool.get_idle_size() == 0  # every round's connection went back
+
+
+async def publish_and_roll_back(pool: asyncpg.Pool, clock: SettableClock) -> Collector:
+    """A ticker publishes what is due and its round fails before the mark (as when PostgreSQL
+    cuts its session between the broker's ack and the commit): the events are out, the round
+    rolled back. Returns what was published."""
+    sink = Collector()
+
+    async def published_then_cut(messages: Sequence[Outgoing]) -> None:
+        await sink(messages)
+        raise ConnectionError("the session was cut after the broker acknowledged the round")
+
+    ticker = make_ticker(pool, clock, Collector())
+    ticker.publish = published_then_cut
+    with pytest.raises(ConnectionError):
+        await ticker.tick()
+    return sink
+
+
+def ack_of(event: dict, state: str) -> ActionAck:
+    """A worker's ack of a published action.due."""
+    data = {"actionId": event["data"]["actionId"], "attempt": event["data"]["attempt"]}
+    meta = {"tenant": event["meta"]["tenant"]}
+    return ActionAck.model_validate(
+        {"type": "action.ack", "meta": meta, "data": data | {"state": state}}
+    )
+
+
+async def apply_in(db: asyncpg.Connection, path: str, ack: ActionAck, now: datetime) -> list[dict]:
+    """Apply an ack one by one (`apply_ack`) or as a batch of one (`apply_acks`); its events."""
+    async with db.transaction():
+        if path == "one":
+            events = await apply_ack(db, ack, now, TOPICS, lambda: 0.0)
+        else:
+            [events] = await apply_acks(db, [ack], now, TOPICS, lambda: 0.0)
+    return [orjson.loads(e.value) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("path", "state"), [("one", "SUCCEEDED"), ("bulk", "SUCCEEDED"), ("bulk", "RUNNING")]
+)
+async def test_an_ack_of_a_round_rolled_back_after_publishing_records_its_fire(
+    db, pool, path: str, state: str
+) -> None:
+    """The ack proves the round published its occurrence: the acker records the fire the round
+    could not (DISPATCHED, the series' successor stored) and applies the ack, so the occurrence
+    is not fired again under a new attempt, and its series goes on and completes."""
+    clock = SettableClock(START)
+    data = schedule(trigger={"kind": "interval", "every": "PT1M"}, maxOccurrences=2)
+    created = (await run(db, command("schedule.create", data), clock.now()))["data"]
+    first_due = await db.fetchval("SELECT min(due_at) FROM actions")
+    clock.set(first_due)
+    [published] = (await publish_and_roll_back(pool, clock)).fired
+    assert await db.fetchval("SELECT count(*) FROM actions") == 1  # the successor rolled back
+    clock.advance(timedelta(seconds=2))  # the ack comes back
+    events = await apply_in(db, path, ack_of(published, state), clock.now())
+    changed = [e for e in events if e["type"] == "action.state-changed"]
+    assert [(e["data"]["previousState"], e["data"]["state"]) for e in changed] == [
+        ("DISPATCHED", state)
+    ]
+    action_id = uuid.UUID(published["data"]["actionId"])
+    history = await db.fetch(
+        "SELECT state, at, message FROM action_history WHERE action_id = $1 ORDER BY id", action_id
+    )
+    assert [h["state"] for h in history] == ["DISPATCHED", state]
+    assert history[0]["at"] == clock.now() and "rolled back" in history[0]["message"]
+    rows = await db.fetch("SELECT seq, state, due_at FROM actions ORDER BY seq")
+    assert [(r["seq"], r["state"]) for r in rows] == [(1, state), (2, "PENDING")]
+    assert rows[1]["due_at"] == first_due + timedelta(minutes=1)  # after the occurrence's instant
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(hours=1))
+    assert [e["data"]["dueAt"] for e in sink.fired] == [format_instant(rows[1]["due_at"])]
+    schedule_state = "SELECT state FROM schedules WHERE id = $1"
+    assert await db.fetchval(schedule_state, uuid.UUID(created["id"])) == "COMPLETED"
+
+
+async def test_an_ack_of_a_rolled_back_once_schedule_completes_it_and_a_failure_retries(
+    db, pool
+) -> None:
+    """The last occurrence's fire recorded by its ack completes the schedule, as the round's
+    mark would have; a FAILED ack then retries it as ever (a new attempt, fired by the ticker)."""
+    clock = await once_due_now(db)
+    [published] = (await publish_and_roll_back(pool, clock)).fired
+    events = await apply_in(db, "bulk", ack_of(published, "FAILED"), clock.now())
+    assert [e["data"]["state"] for e in events] == ["FAILED"]
+    assert await db.fetchval("SELECT state FROM schedules") == "COMPLETED"
+    row = await db.fetchrow("SELECT state, attempt, fire_at FROM actions")
+    assert (row["state"], row["attempt"]) == ("PENDING", 2)
+    states = "SELECT state FROM action_history ORDER BY id"
+    assert [r["state"] for r in await db.fetch(states)] == ["DISPATCHED", "FAILED"]
+    sink = Collector()
+    clock.set(row["fire_at"])
+    assert await make_ticker(pool, clock, sink).tick() == 1
+    assert [e["data"]["attempt"] for e in sink.of_type("action.due")] == [2]
+
+
+@pytest.mark.parametrize("path", ["one", "bulk"])
+async def test_an_ack_of_an_occurrence_not_yet_due_changes_nothing(db, pool, path: str) -> None:
+    """A PENDING occurrence acknowledged before its instant was never published (a round
+    releases nothing early): NOT_DISPATCHED, and it fires at its instant."""
+    clock = SettableClock(START)
+    once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+    await run(db, command("schedule.create", once), clock.now())
+    action_id = await db.fetchval("SELECT id FROM actions")
+    early = {"meta": {"tenant": "acct-1"}, "data": {"actionId": str(action_id), "attempt": 1}}
+    events = await apply_in(db, path, ack_of(early, "SUCCEEDED"), clock.now())
+    assert [e["data"]["reason"].split(":")[0] for e in events] == ["NOT_DISPATCHED"]
+    assert await db.fetchval("SELECT state FROM actions") == "PENDING"
+    assert await db.fetchval("SELECT count(*) FROM action_history") == 0
+    clock.set(START + timedelta(seconds=1))
+    assert await make_ticker(pool, clock, Collector()).tick() == 1
 
 
 async def test_a_round_is_held_by_its_session_and_freed_when_the_session_ends(db, pool) -> None:

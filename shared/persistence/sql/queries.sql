@@ -295,6 +295,33 @@ WHERE a.id = ANY($1::uuid[]) AND a.tenant = $2
 ORDER BY a.id
 FOR UPDATE OF a;
 
+-- name: dispatch_acked
+-- Occurrences acknowledged while still PENDING at the attempt the ack names ($1, $2; of tenant
+-- $4), due by $3 (the ack's instant) and not held: a round published them and was then rolled
+-- back (its transaction failed between the broker's ack and its commit), so the acker records
+-- the fire the round could not: DISPATCHED at $3 (the release instant is lost with the round),
+-- with its ack deadline and history row. The rows are locked already (lock_actions or
+-- lock_action). Returns what the series successors need (shared/persistence/successors.py).
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+), fired AS (
+    UPDATE actions a
+    SET state = 'DISPATCHED', fired_at = $3,
+        ack_deadline = $3 + s.ack_timeout_ms * interval '1 millisecond',
+        version = a.version + 1, updated_at = $3
+    FROM u, schedules s
+    WHERE a.id = u.id AND a.attempt = u.attempt AND a.tenant = $4 AND s.id = a.schedule_id
+      AND a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $3
+    RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.attempt, a.due_at, a.fire_at,
+              s.version AS schedule_version
+), history AS (
+    INSERT INTO action_history (action_id, attempt, state, at, message)
+    SELECT id, attempt, 'DISPATCHED', $3,
+           'published by a round that was rolled back; recorded when its ack came'
+    FROM fired
+)
+SELECT * FROM fired;
+
 -- name: apply_in_flight_acks
 -- RUNNING and SUCCEEDED acks of the attempt in flight (DISPATCHED or RUNNING), one per
 -- occurrence, applied in one statement with their history rows: what `decide_ack` does with
