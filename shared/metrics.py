@@ -74,6 +74,11 @@ class Metrics:
         self.actions_fired = Counter(
             "chime_actions_fired", "action.due events published.", registry=r
         )
+        self.fires_recorded_by_ack = Counter(
+            "chime_fires_recorded_by_ack",
+            "Fires of a round published then rolled back, recorded by the acker from their acks.",
+            registry=r,
+        )
         self.actions_skipped = Counter(
             "chime_actions_skipped",
             "Occurrences SKIPPED (condition, misfire, overlap).",

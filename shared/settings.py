@@ -88,7 +88,11 @@ class Settings(BaseSettings):
     )
     ticker_batch_size: int = Field(2000, ge=1, description="Occurrences claimed per round.")
     ticker_lease_seconds: float = Field(
-        30.0, gt=0, description="How long a claim is held before another ticker may take it."
+        30.0,
+        gt=0,
+        description="How long a ticker that stopped answering holds its claims before "
+        "PostgreSQL ends its session and another ticker takes them (a ticker that dies "
+        "frees them at once).",
     )
     ticker_lookahead_ms: int = Field(
         50,
@@ -100,7 +104,11 @@ class Settings(BaseSettings):
     ticker_max_idle_seconds: float = Field(
         5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
     )
-    ticker_id: str | None = Field(None, description="Claimer name; default host:pid.")
+    ticker_id: str | None = Field(
+        None,
+        description="The ticker's name in PostgreSQL's sessions (application_name "
+        "'chime-ticker <id>'); default host:pid.",
+    )
     retention_days: float | None = Field(
         None,
         gt=0,

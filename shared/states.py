@@ -4,9 +4,11 @@
     (+ SKIPPED, CANCELLED, TIMED_OUT)
 
 An ack may go straight from DISPATCHED to SUCCEEDED or FAILED; RUNNING is optional and
-renews the deadline. An ack can arrive before the ticker has marked its publish (the row is
-still PENDING but claimed): it is applied. Duplicate, stale and unknown acks change nothing
-and are reported with a reason, never raised.
+renews the deadline. An ack that arrives before the ticker has marked its publish waits for
+the mark (the ticker's round holds the row until it commits) and finds it DISPATCHED. One that
+finds its attempt PENDING and due names a round published and then rolled back: the acker
+records that fire first (services/acker/acks.py), so what is still PENDING here has not fired.
+Duplicate, stale and unknown acks change nothing and are reported with a reason, never raised.
 
 The acker applies the commonest acks (RUNNING or SUCCEEDED of the attempt in flight) in SQL
 without calling `decide_ack` (queries.sql, `apply_in_flight_acks`); tests/unit/test_states.py
@@ -33,10 +35,8 @@ class AckDecision(NamedTuple):
     renew_deadline: bool = False
 
 
-def decide_ack(
-    state: str, attempt: int, in_flight: bool, ack_state: str, ack_attempt: int
-) -> AckDecision:
-    """`in_flight`: the attempt was published (claimed or fired), so it can be acknowledged."""
+def decide_ack(state: str, attempt: int, ack_state: str, ack_attempt: int) -> AckDecision:
+    """What an ack of `ack_attempt` in `ack_state` does to an occurrence in `state` at `attempt`."""
     if ack_attempt < attempt:
         return AckDecision(
             False, reason=f"STALE: attempt {ack_attempt} was superseded by attempt {attempt}"
@@ -52,8 +52,8 @@ def decide_ack(
         return AckDecision(False, reason=f"STALE: already {state}, {ack_state} ignored")
     if state == "TIMED_OUT":
         return AckDecision(False, reason="STALE: the attempt timed out before this ack")
-    if state == "PENDING" and not in_flight:
+    if state == "PENDING":
         return AckDecision(False, reason="NOT_DISPATCHED: this occurrence has not fired yet")
-    if state in _ACKABLE or state == "PENDING":
+    if state in _ACKABLE:
         return AckDecision(True, new_state=ack_state, renew_deadline=ack_state == "RUNNING")
     return AckDecision(False, reason=f"STALE: state {state} does not accept acks")

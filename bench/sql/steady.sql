@@ -6,7 +6,6 @@
 EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
 SELECT a.id FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
-  AND (a.lease_until IS NULL OR a.lease_until < $1)
   AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
 ORDER BY a.fire_at
 LIMIT 1000;

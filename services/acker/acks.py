@@ -13,6 +13,7 @@ its commit and its publish.
 
 from __future__ import annotations
 
+import logging
 import uuid
 import zlib
 from collections.abc import Callable
@@ -31,13 +32,16 @@ from shared.messaging import Outgoing
 from shared.metrics import Metrics
 from shared.persistence.attempts import dead_letter_event, end_attempt
 from shared.persistence.queries import load_queries
+from shared.persistence.successors import store_successors
 from shared.runtime import together
 from shared.settings import Topics
+from shared.specs import load_definitions
 from shared.states import decide_ack
 
 __all__ = ["MIN_PART", "apply_ack", "apply_acks", "apply_acks_in_parts", "parts_of", "refuse_ack"]
 
 Q = load_queries()
+log = logging.getLogger("chime.acker")
 MIN_PART = 250
 """Fewest acks in a part of a batch applied at once (`apply_acks_in_parts`): a part costs a few
 round trips whatever its size."""
@@ -94,8 +98,7 @@ def _decide(
     if row is None:
         reason = "UNKNOWN_ACTION: no such action for this tenant"
         return announce("action.ack-ignored", reason=reason), None, False
-    in_flight = row["claimed_by"] is not None or row["fired_at"] is not None
-    decision = decide_ack(row["state"], row["attempt"], in_flight, ack.data.state, ack.data.attempt)
+    decision = decide_ack(row["state"], row["attempt"], ack.data.state, ack.data.attempt)
     common = {"scheduleId": str(row["schedule_id"]), "previousState": row["state"]}
     if not decision.apply:
         ignored = announce(
@@ -155,8 +158,13 @@ async def apply_ack(
 ) -> list[Outgoing]:
     """Apply one ack in the caller's transaction; returns the events to publish."""
     action_id = _action_id(ack)
-    await conn.execute(Q.set_tenant, ack.meta.tenant)
-    row = await conn.fetchrow(Q.lock_action, action_id, ack.meta.tenant) if action_id else None
+    tenant = ack.meta.tenant
+    await conn.execute(Q.set_tenant, tenant)
+    row = await conn.fetchrow(Q.lock_action, action_id, tenant) if action_id else None
+    if _published_unrecorded(ack, row) and await _dispatch_acked(
+        conn, tenant, [action_id], [ack.data.attempt], now, metrics
+    ):
+        row = await conn.fetchrow(Q.lock_action, action_id, tenant)
     events, change, failed = _decide(ack, row, now, topics)
     if failed:
         return await end_attempt(
@@ -167,6 +175,46 @@ async def apply_ack(
     elif row is not None and ack.data.state == "FAILED":
         return await _failed_again(conn, ack, row, now, topics) or events
     return events
+
+
+def _published_unrecorded(ack: ActionAck, row: Any) -> bool:
+    """The ack names its occurrence's attempt, which is still PENDING: a ticker's round
+    published it, and its transaction was rolled back before it recorded the fire (an ack
+    racing a round that commits waits for the commit: the round holds its rows). Or the
+    occurrence is not yet due, or held: `dispatch_acked` tells."""
+    return row is not None and row["state"] == "PENDING" and row["attempt"] == ack.data.attempt
+
+
+async def _dispatch_acked(
+    conn: asyncpg.Connection,
+    tenant: str,
+    ids: list[uuid.UUID | None],
+    attempts: list[int],
+    now: datetime,
+    metrics: Metrics | None,
+) -> bool:
+    """Record the fires of occurrences acknowledged while PENDING (`_published_unrecorded`),
+    as the round that published them would have at its mark: DISPATCHED, their series'
+    successors stored, schedules that ended completed. Their rows are locked already. Returns
+    whether any was recorded (the others are not due yet, or held: the ack is NOT_DISPATCHED).
+
+    The round's release instant was lost with it, so a successor follows the occurrence's own
+    instant: a late occurrence's successor may be late as well, and its misfire policy decides.
+    A ticker that claims the occurrence meanwhile fires it again with the same eventId; this
+    ack then waits for that round's commit and finds it DISPATCHED."""
+    fired = await conn.fetch(Q.dispatch_acked, ids, attempts, now, tenant)
+    if not fired:
+        return False
+    definitions = await load_definitions(conn, fired)
+    ended = await store_successors(conn, fired, definitions, now, [r["fire_at"] for r in fired])
+    if ended:
+        await conn.execute(Q.complete_schedules, ended, now, [r["id"] for r in fired])
+    log.warning(
+        "recorded %d fire(s) of a rolled-back round from their acks (tenant %s)", len(fired), tenant
+    )
+    if metrics is not None:
+        metrics.fires_recorded_by_ack.inc(len(fired))
+    return True
 
 
 async def _failed_again(
@@ -252,6 +300,16 @@ async def apply_acks(
         if rest:
             ids = [action_ids[i] for i in rest if action_ids[i] is not None]
             rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
+            early = [i for i in rest if _published_unrecorded(acks[i], rows.get(action_ids[i]))]
+            if early and await _dispatch_acked(
+                conn,
+                tenant,
+                [action_ids[i] for i in early],
+                [acks[i].data.attempt for i in early],
+                now,
+                metrics,
+            ):
+                rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
             changes: list[tuple[ActionAck, _Change]] = []
             for index in rest:
                 found, change, _ = _decide(acks[index], rows.get(action_ids[index]), now, topics)

@@ -186,7 +186,7 @@ async def _schedule_occurrences(
     spec = prepared.spec
     rows: list[tuple[Any, ...]] = []
     if series_after is not None:
-        await conn.execute(Q.drop_pending_series, row["id"], now)
+        await conn.execute(Q.drop_pending_series, row["id"])
         last_seq = await conn.fetchval(Q.last_series_seq, row["id"])
         first = prepared.series.first(series_after) if last_seq == 0 else None
         nxt = first or prepared.series.next_after(series_after, fired=last_seq)
@@ -307,8 +307,8 @@ async def _overwrite(
         )
     except asyncpg.UniqueViolationError:
         raise _name_taken(p.spec, prefix) from None
-    await conn.execute(Q.drop_pending_series, row["id"], now)
-    await conn.execute(Q.drop_pending_explicit, row["id"], now)
+    await conn.execute(Q.drop_pending_series, row["id"])
+    await conn.execute(Q.drop_pending_explicit, row["id"])
     series_after = now if state == "ACTIVE" else None
     await _schedule_occurrences(conn, row, p, now, series_after, explicit_from=now)
     return await view_of(conn, row, now)
@@ -377,7 +377,7 @@ async def _pause(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context
         )
     if row["state"] == "ACTIVE":
         row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "PAUSED", now)
-        await conn.execute(Q.drop_pending_series, row["id"], now)
+        await conn.execute(Q.drop_pending_series, row["id"])
     return await view_of(conn, row, now)
 
 

@@ -16,7 +16,7 @@ import asyncpg
 from faststream import FastStream
 
 from services.dashboard.api import dashboard_routes
-from services.ticker.engine import Ticker
+from services.ticker.engine import ROUNDS_IN_FLIGHT, Ticker
 from services.ticker.retention import Retention
 from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
@@ -86,8 +86,13 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
         pools.append(
             await retry_forever(
                 "connecting to PostgreSQL",
+                # a connection for each round in flight and the one being claimed, each
+                # holding its claim's transaction, beside the rest of the ticker's work
                 lambda: create_pool(
-                    settings.database_url, settings.database_pool_size, ALL_TENANTS
+                    settings.database_url,
+                    settings.database_pool_size + ROUNDS_IN_FLIGHT + 1,
+                    ALL_TENANTS,
+                    f"chime-ticker {claimer}",
                 ),
             )
         )
@@ -108,7 +113,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
 
     async def start_loops() -> None:
         # After the broker started: the loop publishes through it.
-        ticker = Ticker(pools[0], publisher.send, settings, clock, runtime.metrics, claimer)
+        ticker = Ticker(pools[0], publisher.send, settings, clock, runtime.metrics)
         runtime.metrics.on_scrape(ticker.refresh_backlog)
         runtime.http.routes.update(dashboard_routes(pools[0], clock))
         start(_listen(settings, wake, stop), "the LISTEN loop")

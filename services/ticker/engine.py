@@ -5,10 +5,14 @@ Occurrences are claimed up to `ticker_lookahead_ms` before their instant, so tha
 round trip is done by the time they are due; each is then held until its `fire_at`, decided and
 published at that instant (never before it), in the order they fall due.
 
-Claims are leases (`claimed_by`, `lease_until`), renewed while publishing: a ticker that dies
-after claiming leaves rows that another ticker takes once the lease ends, and republishes them
-with the same `eventId`. The next occurrence of a series is stored in the claim's transaction,
-so neither a crash after publishing nor an ack racing the mark can end a series early.
+A claim is a transaction: it locks the round's rows (other tickers pass over them), stores the
+series' successors, and stays open on a connection of its own while the round is released and
+published; the round is marked in it and committed. A ticker that dies takes its transaction
+with it: the round is rolled back (successors too) and its rows are free at once, taken by
+another ticker and republished with the same `eventId`. One that stops answering loses its
+session after the lease (`idle_in_transaction_session_timeout`; a round waiting for a slow
+broker keeps it alive with a statement every third of the lease). An ack racing the mark waits
+for the commit, so it always finds its occurrence DISPATCHED.
 
 Each claimed occurrence is decided in order: misfire policy (late first attempts), overlap
 policy (an earlier occurrence still in flight), condition. It then fires, is SKIPPED with the
@@ -38,13 +42,12 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.ids import new_ids
 from shared.messaging import Outgoing, Stopping, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
+from shared.persistence.successors import store_successors
 from shared.policy import decide_misfire
-from shared.schedule.durations import parse_duration
 from shared.settings import Settings
 from shared.specs import Definition, Key, key_of, load_definitions
 
@@ -90,6 +93,10 @@ class Claimed:
     buffered: set[uuid.UUID]  # schedules holding an occurrence back (BUFFER_ONE)
     guarded: set[uuid.UUID]  # its schedules that have an overlap policy
     definitions: dict[Key, Definition]  # of its rows' schedules (see shared.specs)
+    # The claim's transaction, holding the rows until the round is marked (None once done).
+    conn: asyncpg.pool.PoolConnectionProxy | None = None
+    transaction: asyncpg.transaction.Transaction | None = None
+    ended: list[uuid.UUID] = field(default_factory=list)  # schedules to complete at the mark
     holding: set[uuid.UUID] = field(default_factory=set)  # schedules this round holds one of
     released: int = 0  # rows[:released] have been decided, into `decided`
     decided: Round = field(default_factory=Round)
@@ -123,17 +130,16 @@ class Ticker:
         settings: Settings,
         clock: Clock,
         metrics: Metrics | None = None,
-        claimer: str = "ticker",
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.pool, self.publish, self.clock, self.rand = pool, publish, clock, rand
         self.topics = settings.topics
         self.batch_size = settings.ticker_batch_size
         self.lease = timedelta(seconds=settings.ticker_lease_seconds)
+        self._idle_limit = str(max(1, round(settings.ticker_lease_seconds * 1000)))
         self.lookahead = timedelta(milliseconds=settings.ticker_lookahead_ms)
         self.max_idle = settings.ticker_max_idle_seconds
         self.metrics = metrics or Metrics()
-        self.claimer = claimer
         # Schedules (with an overlap policy) of rounds being dispatched, and those holding one;
         # counted, as several rounds may be dispatching at once.
         self._dispatching: Counter[uuid.UUID] = Counter()
@@ -152,48 +158,63 @@ class Ticker:
         claimed = await self._claim()
         if claimed is None:
             return 0
-        await self._dispatch(claimed)
+        try:
+            await self._dispatch(claimed)
+        finally:
+            await self._give_up(claimed)  # failed: rolled back, its rows free for the next claim
         return len(claimed.rows)
 
     async def _claim(self) -> Claimed | None:
-        """Claim a batch (leased to this ticker): what is due up to the lookahead from now,
-        oldest first; store series successors and read the overlap state."""
+        """Claim a batch: lock what is due up to the lookahead from now, oldest first, in a
+        transaction left open for the round (see the module's docstring); store series
+        successors and read the overlap state in it."""
         now = self.clock.now()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q.keyed_plan)
-            rows = await conn.fetch(
-                Q.claim_due,
-                now + self.lookahead,
-                self.batch_size,
-                self.claimer,
-                now + self.lease,
-                now,
-            )
-            if not rows:
-                return None
-            definitions = await load_definitions(conn, rows)
-            await self._advance_series(conn, rows, now, definitions)
-            busy, buffered = await self._overlap_state(conn, rows, definitions)
+        conn = await self.pool.acquire()
+        transaction = conn.transaction()
+        try:
+            await transaction.start()
+            await conn.execute(Q.claim_plan, self._idle_limit)
+            rows = await conn.fetch(Q.claim_due, now + self.lookahead, self.batch_size)
+            if rows:
+                definitions = await load_definitions(conn, rows)
+                ended = await store_successors(conn, rows, definitions, now)
+                busy, buffered = await self._overlap_state(conn, rows, definitions)
+        except BaseException:
+            await _end(conn, transaction, self.pool)
+            raise
+        if not rows:
+            await _end(conn, transaction, self.pool)
+            return None
         # Rounds still being dispatched are in flight too, though not yet marked.
         busy.update(self._dispatching)
         buffered.update(self._holding)
         fire_at = [r["fire_at"] or r["due_at"] for r in rows]
         order = sorted(range(len(rows)), key=fire_at.__getitem__)
         rows, fire_at = [rows[i] for i in order], [fire_at[i] for i in order]
-        return Claimed(rows, fire_at, busy, buffered, _guarded(rows, definitions), definitions)
+        guarded = _guarded(rows, definitions)
+        return Claimed(
+            rows, fire_at, busy, buffered, guarded, definitions, conn, transaction, ended
+        )
 
     async def _dispatch(self, claimed: Claimed) -> None:
         """Release a claimed round as its occurrences fall due (decide, start publishing), wait
-        for the broker (renewing the lease while it is slow), then mark the round.
+        for the broker (keeping the claim's transaction alive while it is slow), then mark the
+        round in that transaction and commit it.
 
-        A retry (the broker or the database failed) publishes what was already decided again,
-        as it was decided, with the same event ids; it does not decide it a second time."""
+        A retry (the broker failed) publishes what was already decided again, as it was
+        decided, with the same event ids; it does not decide it a second time. A round whose
+        transaction failed (the database, or its session ended) is given up: rolled back, its
+        rows are free and the next claim takes them."""
+        conn, transaction = claimed.conn, claimed.transaction
+        if conn is None or transaction is None:
+            return  # given up after a failure: its rows are claimed again
         rows, fire_at, decided = claimed.rows, claimed.fire_at, claimed.decided
         self._dispatching.update(claimed.guarded)
         self._holding.update(claimed.holding)
         sends: list[asyncio.Future[None]] = []
         try:
-            if decided.messages:
+            if decided.messages:  # a retry: the transaction must still be alive to go on
+                await self._keep(claimed)
                 sends.append(asyncio.ensure_future(self.publish(decided.messages)))
             while claimed.released < len(rows):
                 pause = RELEASE_STEP - (time.monotonic() - self._released_at)
@@ -209,29 +230,14 @@ class Ticker:
                 if part:
                     sends.append(asyncio.ensure_future(self.publish(part)))
             claimed.all_released.set()
-            await self._publish_renewing([r["id"] for r in rows], sends)
-            async with self.pool.acquire() as conn, conn.transaction():
-                if decided.fired:
-                    await conn.execute(
-                        Q.mark_dispatched,
-                        decided.fired,
-                        decided.part,
-                        self.claimer,
-                        decided.released,
-                        decided.ack_timeouts,
-                        decided.misfired,
-                    )
-                if decided.skipped:
-                    await conn.execute(
-                        Q.mark_skipped,
-                        decided.skipped,
-                        decided.skipped_at,
-                        self.claimer,
-                        decided.reasons,
-                    )
-                if decided.held:
-                    held_at = self.clock.now()
-                    await conn.execute(Q.hold_actions, decided.held, held_at, self.claimer)
+            await self._publish_keeping(claimed, sends)
+            try:
+                await self._mark(conn, claimed)
+                await transaction.commit()
+            except BaseException:
+                await self._give_up(claimed)
+                raise
+            await self._give_up(claimed)  # committed: only the connection goes back
         finally:
             for send in sends:
                 send.cancel()  # only those still running: a failed round is published again
@@ -246,57 +252,34 @@ class Ticker:
         self.metrics.actions_skipped.inc(len(decided.skipped))
         self.metrics.firing_lateness.observe_many(decided.lateness)
 
-    async def _advance_series(
-        self,
-        conn: asyncpg.Connection,
-        rows: list[Any],
-        now: datetime,
-        definitions: dict[Key, Definition],
-    ) -> None:
-        """Store each claimed series occurrence's successor; complete schedules that ended."""
-        new: list[tuple[Any, ...]] = []
-        # A set: a round of 1,000 explicit actions of one schedule named it 1,000 times, and
-        # from that array's length the planner expected that many schedules and chose to read
-        # every pending occurrence (a sequential scan of actions per round, ~100 ms at 300,000
-        # rows, whenever the column statistics were missing or stale).
-        ended: set[uuid.UUID] = set()
-        for row in rows:
-            if row["origin"] != "SERIES":
-                ended.add(row["schedule_id"])
-                continue
-            if row["attempt"] > 1:
-                continue  # a retry: its successor was stored with the first attempt
-            spec, series = definitions[key_of(row)]
-            if spec.policy.misfire == "FIRE_ALL":
-                # every missed occurrence, oldest first, back to catchupWindow
-                window = now - parse_duration(spec.policy.catchup_window)
-                after = max(row["due_at"], window)
-            else:  # FIRE_ONCE, SKIP: a late occurrence is the only catch-up
-                after = max(row["due_at"], now)
-            nxt = series.next_after(after, fired=row["seq"])
-            if nxt is None:
-                ended.add(row["schedule_id"])
-            else:
-                new.append(
-                    (row["schedule_id"], row["tenant"], row["seq"] + 1, spec.action.type, nxt)
-                )
-        if new:
-            n = len(new)
+    async def _mark(self, conn: asyncpg.Connection, claimed: Claimed) -> None:
+        """Record what the round did, in the claim's transaction: fired, skipped, held; and
+        complete the schedules whose last occurrences it took."""
+        decided = claimed.decided
+        if decided.fired:
             await conn.execute(
-                Q.insert_actions,
-                new_ids(n, now),
-                [r[0] for r in new],
-                [r[1] for r in new],
-                [r[2] for r in new],
-                ["SERIES"] * n,
-                [None] * n,
-                [r[3] for r in new],
-                [r[4] for r in new],
-                now,
-                [None] * n,
+                Q.mark_dispatched,
+                decided.fired,
+                decided.part,
+                decided.released,
+                decided.ack_timeouts,
+                decided.misfired,
             )
-        if ended:
-            await conn.execute(Q.complete_schedules, list(ended), now)
+        if decided.skipped:
+            await conn.execute(Q.mark_skipped, decided.skipped, decided.skipped_at, decided.reasons)
+        if decided.held:
+            await conn.execute(Q.hold_actions, decided.held, self.clock.now())
+        if claimed.ended:
+            ids = [r["id"] for r in claimed.rows]
+            await conn.execute(Q.complete_schedules, claimed.ended, self.clock.now(), ids)
+
+    async def _give_up(self, claimed: Claimed) -> None:
+        """End the round's transaction (a rollback, unless it was committed) and return its
+        connection; a dispatch tried again after this does nothing."""
+        conn, transaction = claimed.conn, claimed.transaction
+        claimed.conn = claimed.transaction = None
+        if conn is not None and transaction is not None:
+            await _end(conn, transaction, self.pool)
 
     async def _overlap_state(
         self, conn: asyncpg.Connection, rows: list[Any], definitions: dict[Key, Definition]
@@ -420,11 +403,10 @@ class Ticker:
         topic = spec.action.topic or self.topics.actions_due
         return Outgoing(topic, orjson.dumps(body), schedule_id.encode(), correlation_id=action_id)
 
-    async def _publish_renewing(
-        self, ids: list[uuid.UUID], sends: list[asyncio.Future[None]]
-    ) -> None:
-        """Wait for the broker to take every part of a round; while it is slow, keep renewing
-        the claims' lease. The first failing part fails the round."""
+    async def _publish_keeping(self, claimed: Claimed, sends: list[asyncio.Future[None]]) -> None:
+        """Wait for the broker to take every part of a round; while it is slow, keep the
+        claim's transaction alive (a statement every third of the lease, within the session's
+        idle limit). The first failing part fails the round."""
         interval = self.lease.total_seconds() / 3
         waiting = set(sends)
         while waiting:
@@ -434,10 +416,18 @@ class Ticker:
             for send in done:
                 send.result()
             if waiting and not done:
-                async with self.pool.acquire() as conn:
-                    await conn.execute(
-                        Q.renew_leases, ids, self.claimer, self.clock.now() + self.lease
-                    )
+                await self._keep(claimed)
+
+    async def _keep(self, claimed: Claimed) -> None:
+        """A statement in the round's transaction, which keeps its session from the idle limit;
+        if the transaction is gone (its session ended, the database failed), the round is given
+        up and the error raised."""
+        try:
+            assert claimed.conn is not None
+            await claimed.conn.execute(Q.keep_claim)
+        except BaseException:
+            await self._give_up(claimed)
+            raise
 
     # --- ack deadlines ------------------------------------------------------------------------
 
@@ -497,8 +487,9 @@ class Ticker:
         inflight: list[tuple[Claimed, asyncio.Task[None]]] = []
         expired_at = 0.0
         while not stop.is_set():
+            unsent: Claimed | None = None  # claimed, not yet handed to a dispatch
             try:
-                claimed = await retry_forever(
+                claimed = unsent = await retry_forever(
                     "claiming due occurrences", self._claim, on_health, stop=stop
                 )
                 if inflight:
@@ -509,6 +500,7 @@ class Ticker:
                         await inflight.pop(0)[1]
                     task = asyncio.create_task(self._dispatch_retrying(claimed, on_health, stop))
                     inflight.append((claimed, task))
+                    unsent = None
                 if claimed is None or time.monotonic() - expired_at >= 1.0:
                     expired_at = time.monotonic()  # deadlines: when idle, and once a second
                     expire = self.expire_overdue
@@ -521,11 +513,15 @@ class Ticker:
                     "finding the next due time", self.next_wake, on_health, stop=stop
                 )
             except Stopping:
+                if unsent is not None:
+                    await self._give_up(unsent)
                 break  # asked to stop while the database or the broker is failing
             except Exception:
                 # Nothing may end this loop but `stop`: a task that ends leaves a ticker that
-                # looks alive and fires nothing. Claims of a failed round are taken again
-                # after their lease.
+                # looks alive and fires nothing. A failed round was rolled back, and so is one
+                # claimed but not dispatched: their rows are claimed again.
+                if unsent is not None:
+                    await self._give_up(unsent)
                 log.exception("ticker loop failed; trying again in 1 s")
                 inflight = [(c, t) for c, t in inflight if not t.done()]
                 await asyncio.sleep(1.0)
@@ -543,9 +539,9 @@ class Ticker:
             try:
                 await task  # drain: the rounds in flight are published and marked
             except Stopping as exc:
-                log.warning("a round was left: %s; its claims are retried after the lease", exc)
+                log.warning("a round was left: %s; it was rolled back, for others to fire", exc)
             except Exception:
-                log.exception("a round failed; its claims are retried after the lease")
+                log.exception("a round failed; it was rolled back, for others to fire")
 
     async def _dispatch_retrying(
         self,
@@ -554,9 +550,13 @@ class Ticker:
         stop: asyncio.Event | None = None,
     ) -> None:
         """Dispatch a round until it succeeds (a republished event keeps its eventId), or until
-        a failing round is given up on stopping (its claims are taken again after the lease)."""
+        it is given up: its transaction failed, an error that is not an outage, or a failing
+        round when stopping. A round given up is rolled back; its rows are claimed again."""
         dispatch = functools.partial(self._dispatch, claimed)
-        await retry_forever("dispatching a round", dispatch, on_health, stop=stop)
+        try:
+            await retry_forever("dispatching a round", dispatch, on_health, stop=stop)
+        finally:
+            await self._give_up(claimed)  # stopping, or an error not retried: rolled back
 
 
 def idle_timeout(
@@ -574,6 +574,20 @@ def idle_timeout(
     if wake_at <= now:
         wake_at = nxt
     return min(max_idle, (wake_at - now).total_seconds())
+
+
+async def _end(
+    conn: asyncpg.pool.PoolConnectionProxy,
+    transaction: asyncpg.transaction.Transaction,
+    pool: asyncpg.Pool,
+) -> None:
+    """Roll a claim's transaction back unless it ended, and return its connection to the pool
+    (a connection whose session ended is replaced by the pool)."""
+    try:
+        with contextlib.suppress(Exception):  # committed already, or its session is gone
+            await transaction.rollback()
+    finally:
+        await pool.release(conn)
 
 
 def _guarded(rows: list[Any], definitions: dict[Key, Definition]) -> set[uuid.UUID]:

@@ -56,15 +56,21 @@ def _session(tenant: str | None) -> dict[str, str]:
     return {} if tenant is None else {"chime.tenant": tenant}
 
 
-async def create_pool(url: str, size: int, tenant: str | None = None) -> asyncpg.Pool:
-    """A pool; services that act for one tenant per transaction leave `tenant` unset."""
+async def create_pool(
+    url: str, size: int, tenant: str | None = None, application: str | None = None
+) -> asyncpg.Pool:
+    """A pool; services that act for one tenant per transaction leave `tenant` unset.
+    `application` names its sessions in pg_stat_activity (`application_name`)."""
+    settings = _session(tenant)
+    if application is not None:
+        settings["application_name"] = application
     return await asyncpg.create_pool(
         url,
         min_size=1,
         max_size=size,
         init=init_connection,
         command_timeout=60,
-        server_settings=_session(tenant),
+        server_settings=settings,
     )
 
 

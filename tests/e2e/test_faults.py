@@ -324,7 +324,7 @@ async def stuck(bus: Bus, topics: Topics, db: asyncpg.Connection) -> str:
         await db.fetch("SELECT state, count(*) FROM actions WHERE type = 'burst' GROUP BY 1")
     )
     rows = await db.fetch(
-        "SELECT id, state, attempt, claimed_by, lease_until, fired_at, ack_deadline, version"
+        "SELECT id, state, attempt, fired_at, ack_deadline, version"
         " FROM actions WHERE type = 'burst' AND state <> 'SUCCEEDED' ORDER BY fire_at LIMIT 5"
     )
     lines = [f"burst by state {states}"]

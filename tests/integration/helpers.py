@@ -55,8 +55,8 @@ async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -
     ids = [uuid.uuid4() for _ in rows]
     await db.executemany(
         "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " held, lease_until, claimed_by, ack_deadline, created_at, updated_at, seq)"
-        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+        " held, ack_deadline, created_at, updated_at, seq)"
+        " VALUES ($1, $2, 't', $3, 'x', $4, $4, $5, $6, $7, $8, $8, $9)",
         [
             (
                 action_id,
@@ -65,8 +65,6 @@ async def add_actions(db: asyncpg.Connection, rows: list[dict], now: datetime) -
                 r["fire_at"],
                 r.get("state", "PENDING"),
                 r.get("held", False),
-                r.get("lease_until"),
-                "t-1" if r.get("lease_until") else None,
                 r.get("ack_deadline"),
                 now,
                 r.get("seq"),

@@ -61,17 +61,21 @@ async def _world(conn: asyncpg.Connection) -> dict[str, str]:
             result = await apply_command(conn, body, created, Context())
             assert result["type"] == "schedule.created", result
         await conn.execute(
-            "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, claimed_by = 't', "
+            "UPDATE actions SET state = 'DISPATCHED', fired_at = $1, "
             "ack_deadline = $2 WHERE type NOT IN ('A6', 'A9', 'Z2')",
             NOW - timedelta(minutes=1),
             NOW + timedelta(minutes=5),
+        )
+        # A6 is not due yet; A9 is due and PENDING, as a round rolled back after publishing
+        # leaves it
+        await conn.execute(
+            "UPDATE actions SET due_at = $1, fire_at = $1 WHERE type = 'A6'",
+            NOW + timedelta(hours=1),
         )
         await conn.execute(
             "UPDATE actions SET state = 'RUNNING', ack_deadline = $1 WHERE type = 'A8'",
             NOW + timedelta(seconds=30),
         )
-        # claimed and published, not marked yet
-        await conn.execute("UPDATE actions SET claimed_by = 't' WHERE type = 'A9'")
         await conn.execute("UPDATE actions SET held = true WHERE type = 'Z2'")
     return {r["type"]: str(r["id"]) for r in await conn.fetch("SELECT id, type FROM actions")}
 
@@ -105,14 +109,14 @@ def _acks(ids: dict[str, str]) -> list[ActionAck]:
         ack("A4", "RUNNING", attempt=2),  # never fired
         ack("A5", "SUCCEEDED", tenant="acct-2"),  # another tenant's
         ack("not-a-uuid", "SUCCEEDED"),
-        ack("A6", "RUNNING"),  # not dispatched
+        ack("A6", "RUNNING"),  # not dispatched: not due yet
+        ack("A9", "SUCCEEDED"),  # published by a round rolled back: its fire recorded first
         ack("A7", "FAILED"),  # last attempt: dead letter
         ack("Z1", "SUCCEEDED"),  # releases Z2
         ack("A5", "RUNNING"),
         ack("A3", "FAILED"),  # a copy of a retried failure: announced again
         ack("A7", "FAILED"),  # a copy of the last attempt's: the dead letter again
         ack("A8", "RUNNING"),  # already RUNNING: renews the deadline
-        ack("A9", "SUCCEEDED"),  # before the ticker marked it DISPATCHED
     ]
 
 
@@ -124,7 +128,7 @@ def _normal(value: Any) -> Any:
 
 async def _stored(conn: asyncpg.Connection) -> Any:
     actions = await conn.fetch(
-        "SELECT type, state, attempt, version, ack_deadline, held, fire_at, fired_at, claimed_by "
+        "SELECT type, state, attempt, version, ack_deadline, held, fire_at, fired_at "
         "FROM actions ORDER BY type, attempt"
     )
     history = await conn.fetch(
@@ -192,6 +196,8 @@ async def test_bulk_and_one_by_one_agree(
     assert single_rows[2]["acknowledged"] >= 4, single_rows[2]
     released = [a for a in single_rows[0] if a["type"] == "Z2"]
     assert released and released[0]["held"] is False
+    recorded = [h["state"] for h in single_rows[1] if h["type"] == "A9"]
+    assert recorded == ["DISPATCHED", "SUCCEEDED"], recorded
 
 
 async def test_a_part_losing_its_connection_fails_the_batch_as_a_retryable_error(

@@ -6,11 +6,15 @@ occurrence (the soak found it scanning 8 million rows for 3 s per call)."""
 from __future__ import annotations
 
 import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from shared.persistence.database import connect
 from shared.persistence.queries import load_queries
 from tests.integration.helpers import (
     add_actions,
@@ -23,12 +27,13 @@ Q = load_queries()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 # The definition, as one scan of every pending occurrence (the statement before the index
-# was used): the reference the indexed statement must equal.
+# was used): the reference the indexed statement must equal. $1: the rows other rounds hold.
 REFERENCE = """
 SELECT least(
-    (SELECT min(greatest(a.fire_at, coalesce(a.lease_until, a.fire_at)))
+    (SELECT min(a.fire_at)
      FROM actions a JOIN schedules s ON s.id = a.schedule_id
-     WHERE a.state = 'PENDING' AND NOT a.held AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')),
+     WHERE a.state = 'PENDING' AND NOT a.held AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
+       AND a.id <> ALL($1::uuid[])),
     (SELECT min(ack_deadline) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING'))
 )
 """
@@ -38,21 +43,33 @@ def minutes(n: float) -> datetime:
     return NOW + timedelta(minutes=n)
 
 
+@asynccontextmanager
+async def held(database_url: str, ids: list[uuid.UUID]) -> AsyncIterator[None]:
+    """These rows held by another round (locked in an open transaction), as a claim holds them."""
+    other = await connect(database_url)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM actions WHERE id = ANY($1) FOR UPDATE", ids)
+            yield
+    finally:
+        await other.close()
+
+
 @pytest.mark.parametrize("seed", range(12))
-async def test_next_wake_equals_its_definition(db: asyncpg.Connection, seed: int) -> None:
-    """Random mixes of free, leased (lease ending before or after the fire time), held,
-    paused, manual-on-paused and in-flight occurrences: the same answer as the full scan."""
+async def test_next_wake_equals_its_definition(
+    db: asyncpg.Connection, database_url: str, seed: int
+) -> None:
+    """Random mixes of free, claimed (held by another round), held back (overlap), paused,
+    manual-on-paused and in-flight occurrences: the same answer as the full scan."""
     rng = random.Random(seed)
     active = [await add_schedule(db, NOW) for _ in range(3)]
     paused = [await add_schedule(db, NOW, "PAUSED") for _ in range(2)]
-    rows = []
+    rows, kinds = [], []
     for _ in range(rng.randint(0, 40)):
-        kind = rng.choice(["free", "leased", "held", "paused", "manual", "flight", "done"])
+        kind = rng.choice(["free", "claimed", "held", "paused", "manual", "flight", "done"])
         fire = minutes(rng.uniform(-30, 30))
         row = {"schedule": rng.choice(active), "fire_at": fire}
-        if kind == "leased":
-            row["lease_until"] = fire + timedelta(minutes=rng.uniform(-5, 20))
-        elif kind == "held":
+        if kind == "held":
             row["held"] = True
         elif kind == "paused":
             row["schedule"] = rng.choice(paused)
@@ -64,12 +81,18 @@ async def test_next_wake_equals_its_definition(db: asyncpg.Connection, seed: int
         elif kind == "done":
             row["state"] = "SUCCEEDED"
         rows.append(row)
-    await add_actions(db, rows, NOW)
-    assert await db.fetchval(Q.next_wake) == await db.fetchval(REFERENCE)
+        kinds.append(kind)
+    ids = await add_actions(db, rows, NOW)
+    claimed = [i for i, kind in zip(ids, kinds, strict=True) if kind == "claimed"]
+    async with held(database_url, claimed):
+        assert await db.fetchval(Q.next_wake) == await db.fetchval(REFERENCE, claimed)
 
 
-async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Connection) -> None:
-    """50,000 future occurrences and a few leased ones: a handful of pages read, not a scan."""
+async def test_next_wake_reads_the_index_not_every_pending_row(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """50,000 future occurrences and a few due ones another round holds: a handful of pages
+    read, not a scan."""
     sid = await add_schedule(db, NOW)
     await db.execute(
         "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
@@ -80,28 +103,26 @@ async def test_next_wake_reads_the_index_not_every_pending_row(db: asyncpg.Conne
         sid,
         NOW,
     )
-    await add_actions(
-        db, [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5, NOW
-    )
+    due = await add_actions(db, [{"schedule": sid, "fire_at": minutes(-1)}] * 5, NOW)
     await db.execute("ANALYZE actions")
-    pages = await pages_read(db, Q.next_wake)
-    assert await db.fetchval(Q.next_wake) == minutes(1)  # the leases end before the rest
+    async with held(database_url, due):
+        pages = await pages_read(db, Q.next_wake)
+        assert await db.fetchval(Q.next_wake) == minutes(60)  # the first one no round holds
     assert pages < 100, f"next_wake read {pages} pages: it scans the pending occurrences"
 
 
 async def test_next_wake_reads_the_index_with_many_schedules_stored(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, database_url: str
 ) -> None:
-    """The scale run's shape: many schedules with one far-future occurrence each. The earliest
-    lease end among the leased occurrences before the first free one was a join whose row
-    count the planner could not know (its bound comes from the first part): with 10 M stored
-    it chose to hash every schedule and scan every action, 13 s per call."""
+    """The scale run's shape: many schedules with one far-future occurrence each (10 M in the
+    scale run, where a join of them once hashed every schedule and scanned every action, 13 s
+    per call), and a few due ones another round holds."""
     await store_future_occurrences(db, NOW, 100_000, 1, "SERIES")
     sid = await add_schedule(db, NOW)
-    leased = [{"schedule": sid, "fire_at": minutes(-1), "lease_until": minutes(1)}] * 5
-    await add_actions(db, leased, NOW)
+    due = await add_actions(db, [{"schedule": sid, "fire_at": minutes(-1)}] * 5, NOW)
     await db.execute("ANALYZE schedules")
     await db.execute("ANALYZE actions")
-    pages = await pages_read(db, Q.next_wake)
-    assert await db.fetchval(Q.next_wake) == minutes(1)
+    async with held(database_url, due):
+        pages = await pages_read(db, Q.next_wake)
+        assert await db.fetchval(Q.next_wake) == await db.fetchval(REFERENCE, due)
     assert pages < 100, f"next_wake read {pages} pages: it scans the stored schedules"

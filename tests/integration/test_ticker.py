@@ -11,14 +11,14 @@ import asyncpg
 import orjson
 import pytest
 
-from services.acker.acks import apply_ack
+from services.acker.acks import apply_ack, apply_acks
 from services.cli.preview import preview_times
 from services.ticker.engine import Ticker
 from shared import specs
 from shared.clock import SettableClock
 from shared.contracts import ActionAck, ActionDead, ActionDue, ActionEvent, format_instant
 from shared.messaging import Outgoing
-from shared.persistence.database import create_pool
+from shared.persistence.database import connect, create_pool
 from shared.persistence.queries import load_queries
 from shared.settings import Settings
 from tests.integration.helpers import add_schedule, command, plan_of, run, schedule
@@ -63,7 +63,7 @@ async def pool(database_url: str):
 
 def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **overrides) -> Ticker:
     settings = Settings(topic_prefix="chime.", **overrides)
-    return Ticker(pool, sink, settings, clock, claimer=f"t-{uuid.uuid4().hex[:6]}")
+    return Ticker(pool, sink, settings, clock)
 
 
 async def once_due_now(db: asyncpg.Connection) -> SettableClock:
@@ -75,16 +75,16 @@ async def once_due_now(db: asyncpg.Connection) -> SettableClock:
     return clock
 
 
-async def claim_and_die(pool: asyncpg.Pool, clock: SettableClock) -> None:
-    """A ticker claims what is due (a 30 s lease) and dies while publishing it."""
+async def claim_and_fail(pool: asyncpg.Pool, clock: SettableClock) -> None:
+    """A ticker claims what is due and fails while publishing it (its round is rolled back)."""
 
     async def crash(messages: Sequence[Outgoing]) -> None:
-        raise ConnectionError("ticker died while publishing")
+        raise ConnectionError("the round failed while publishing")
 
-    crashed = make_ticker(pool, clock, Collector(), ticker_lease_seconds=30)
-    crashed.publish = crash
+    failed = make_ticker(pool, clock, Collector())
+    failed.publish = crash
     with pytest.raises(ConnectionError):
-        await crashed.tick()
+        await failed.tick()
 
 
 async def drive(ticker: Ticker, clock: SettableClock, until: datetime) -> None:
@@ -334,15 +334,229 @@ async def test_two_tickers_never_fire_one_occurrence_twice(db, pool) -> None:
     assert len(ids) == 300 and len(set(ids)) == 300
 
 
-async def test_expired_lease_is_reclaimed_with_the_same_event_id(db, pool) -> None:
+async def test_a_failed_round_is_rolled_back_and_fired_again_with_the_same_event_id(
+    db, pool
+) -> None:
     clock = await once_due_now(db)
-    await claim_and_die(pool, clock)
+    await claim_and_fail(pool, clock)
+    assert await db.fetchval("SELECT count(*) FROM action_history") == 0  # nothing marked
+    sink = Collector()
+    assert await make_ticker(pool, clock, sink).tick() == 1  # at once: no lease to wait for
+    assert [e["meta"]["eventId"] for e in sink.events] == [f"{sink.fired[0]['data']['actionId']}:1"]
+    assert await db.fetchval("SELECT state FROM actions") == "DISPATCHED"
+    assert pool.get_size() - pool.get_idle_size() == 0  # every round's connection went back
+
+
+async def publish_and_roll_back(pool: asyncpg.Pool, clock: SettableClock) -> Collector:
+    """A ticker publishes what is due and its round fails before the mark (as when PostgreSQL
+    cuts its session between the broker's ack and the commit): the events are out, the round
+    rolled back. Returns what was published."""
+    sink = Collector()
+
+    async def published_then_cut(messages: Sequence[Outgoing]) -> None:
+        await sink(messages)
+        raise ConnectionError("the session was cut after the broker acknowledged the round")
+
+    ticker = make_ticker(pool, clock, Collector())
+    ticker.publish = published_then_cut
+    with pytest.raises(ConnectionError):
+        await ticker.tick()
+    return sink
+
+
+def ack_of(event: dict, state: str) -> ActionAck:
+    """A worker's ack of a published action.due."""
+    data = {"actionId": event["data"]["actionId"], "attempt": event["data"]["attempt"]}
+    meta = {"tenant": event["meta"]["tenant"]}
+    return ActionAck.model_validate(
+        {"type": "action.ack", "meta": meta, "data": data | {"state": state}}
+    )
+
+
+async def apply_in(db: asyncpg.Connection, path: str, ack: ActionAck, now: datetime) -> list[dict]:
+    """Apply an ack one by one (`apply_ack`) or as a batch of one (`apply_acks`); its events."""
+    async with db.transaction():
+        if path == "one":
+            events = await apply_ack(db, ack, now, TOPICS, lambda: 0.0)
+        else:
+            [events] = await apply_acks(db, [ack], now, TOPICS, lambda: 0.0)
+    return [orjson.loads(e.value) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("path", "state"), [("one", "SUCCEEDED"), ("bulk", "SUCCEEDED"), ("bulk", "RUNNING")]
+)
+async def test_an_ack_of_a_round_rolled_back_after_publishing_records_its_fire(
+    db, pool, path: str, state: str
+) -> None:
+    """The ack proves the round published its occurrence: the acker records the fire the round
+    could not (DISPATCHED, the series' successor stored) and applies the ack, so the occurrence
+    is not fired again under a new attempt, and its series goes on and completes."""
+    clock = SettableClock(START)
+    data = schedule(trigger={"kind": "interval", "every": "PT1M"}, maxOccurrences=2)
+    created = (await run(db, command("schedule.create", data), clock.now()))["data"]
+    first_due = await db.fetchval("SELECT min(due_at) FROM actions")
+    clock.set(first_due)
+    [published] = (await publish_and_roll_back(pool, clock)).fired
+    assert await db.fetchval("SELECT count(*) FROM actions") == 1  # the successor rolled back
+    clock.advance(timedelta(seconds=2))  # the ack comes back
+    events = await apply_in(db, path, ack_of(published, state), clock.now())
+    changed = [e for e in events if e["type"] == "action.state-changed"]
+    assert [(e["data"]["previousState"], e["data"]["state"]) for e in changed] == [
+        ("DISPATCHED", state)
+    ]
+    action_id = uuid.UUID(published["data"]["actionId"])
+    history = await db.fetch(
+        "SELECT state, at, message FROM action_history WHERE action_id = $1 ORDER BY id", action_id
+    )
+    assert [h["state"] for h in history] == ["DISPATCHED", state]
+    assert history[0]["at"] == clock.now() and "rolled back" in history[0]["message"]
+    rows = await db.fetch("SELECT seq, state, due_at FROM actions ORDER BY seq")
+    assert [(r["seq"], r["state"]) for r in rows] == [(1, state), (2, "PENDING")]
+    assert rows[1]["due_at"] == first_due + timedelta(minutes=1)  # after the occurrence's instant
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(hours=1))
+    assert [e["data"]["dueAt"] for e in sink.fired] == [format_instant(rows[1]["due_at"])]
+    schedule_state = "SELECT state FROM schedules WHERE id = $1"
+    assert await db.fetchval(schedule_state, uuid.UUID(created["id"])) == "COMPLETED"
+
+
+async def test_an_ack_of_a_rolled_back_once_schedule_completes_it_and_a_failure_retries(
+    db, pool
+) -> None:
+    """The last occurrence's fire recorded by its ack completes the schedule, as the round's
+    mark would have; a FAILED ack then retries it as ever (a new attempt, fired by the ticker)."""
+    clock = await once_due_now(db)
+    [published] = (await publish_and_roll_back(pool, clock)).fired
+    events = await apply_in(db, "bulk", ack_of(published, "FAILED"), clock.now())
+    assert [e["data"]["state"] for e in events] == ["FAILED"]
+    assert await db.fetchval("SELECT state FROM schedules") == "COMPLETED"
+    row = await db.fetchrow("SELECT state, attempt, fire_at FROM actions")
+    assert (row["state"], row["attempt"]) == ("PENDING", 2)
+    states = "SELECT state FROM action_history ORDER BY id"
+    assert [r["state"] for r in await db.fetch(states)] == ["DISPATCHED", "FAILED"]
+    sink = Collector()
+    clock.set(row["fire_at"])
+    assert await make_ticker(pool, clock, sink).tick() == 1
+    assert [e["data"]["attempt"] for e in sink.of_type("action.due")] == [2]
+
+
+@pytest.mark.parametrize("path", ["one", "bulk"])
+async def test_an_ack_of_an_occurrence_not_yet_due_changes_nothing(db, pool, path: str) -> None:
+    """A PENDING occurrence acknowledged before its instant was never published (a round
+    releases nothing early): NOT_DISPATCHED, and it fires at its instant."""
+    clock = SettableClock(START)
+    once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+    await run(db, command("schedule.create", once), clock.now())
+    action_id = await db.fetchval("SELECT id FROM actions")
+    early = {"meta": {"tenant": "acct-1"}, "data": {"actionId": str(action_id), "attempt": 1}}
+    events = await apply_in(db, path, ack_of(early, "SUCCEEDED"), clock.now())
+    assert [e["data"]["reason"].split(":")[0] for e in events] == ["NOT_DISPATCHED"]
+    assert await db.fetchval("SELECT state FROM actions") == "PENDING"
+    assert await db.fetchval("SELECT count(*) FROM action_history") == 0
+    clock.set(START + timedelta(seconds=1))
+    assert await make_ticker(pool, clock, Collector()).tick() == 1
+
+
+async def test_a_round_is_held_by_its_session_and_freed_when_the_session_ends(db, pool) -> None:
+    """A ticker that dies takes its session with it: while the round's transaction lives, other
+    tickers pass over its rows; once the session ends (killed here, as by the ticker's death),
+    the round is rolled back and another ticker fires it at once, with the same eventId."""
+    clock = await once_due_now(db)
+    dying = make_ticker(pool, clock, Collector())
+    claimed = await dying._claim()
+    assert claimed is not None and claimed.conn is not None
     sink = Collector()
     survivor = make_ticker(pool, clock, sink)
-    assert await survivor.tick() == 0  # still leased
-    clock.advance(timedelta(seconds=31))
+    assert await survivor.tick() == 0  # held by the claim's transaction
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", claimed.conn.get_server_pid())
     assert await survivor.tick() == 1
-    assert sink.events[0]["meta"]["eventId"].endswith(":1")
+    assert sink.fired[0]["meta"]["eventId"].endswith(":1")
+    await dying._give_up(claimed)  # the dead session's connection goes back to the pool
+
+
+async def test_a_round_retried_after_its_session_ended_is_given_up(db, pool) -> None:
+    """The broker fails a round, which is kept (its transaction open) to be published again;
+    meanwhile its session ends. The retry finds the transaction gone: the round is given up,
+    its connection goes back, and the next claim fires the occurrence."""
+    clock = await once_due_now(db)
+    failures = [ConnectionError("the broker is away")]
+
+    async def flaky(messages: Sequence[Outgoing]) -> None:
+        if failures:
+            raise failures.pop()
+
+    ticker = make_ticker(pool, clock, Collector())
+    ticker.publish = flaky
+    claimed = await ticker._claim()
+    assert claimed is not None and claimed.conn is not None
+    with pytest.raises(ConnectionError):
+        await ticker._dispatch(claimed)
+    assert claimed.conn is not None  # kept for the retry
+    await db.fetchval("SELECT pg_terminate_backend($1)", claimed.conn.get_server_pid())
+    # the session was ended: as the server said so, or as the client finds its socket
+    with pytest.raises(
+        (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    ):
+        await ticker._dispatch(claimed)
+    assert claimed.conn is None  # given up
+    await ticker._dispatch(claimed)  # tried again: nothing left to do
+    sink = Collector()
+    assert await make_ticker(pool, clock, sink).tick() == 1
+    assert len(sink.fired) == 1
+    assert pool.get_size() - pool.get_idle_size() == 0
+
+
+async def test_a_ticker_that_stops_answering_loses_its_round_after_the_lease(
+    db, database_url
+) -> None:
+    """A ticker alive but stuck (its round never goes on) holds its rows no longer than its
+    lease: PostgreSQL ends the idle transaction's session (idle_in_transaction_session_timeout,
+    set by the claim), and another ticker fires them. Waits on PostgreSQL's own timer, polled
+    for at most 10 s."""
+    clock = await once_due_now(db)
+    pool = await create_pool(database_url, 4)
+    try:
+        stuck = make_ticker(pool, clock, Collector(), ticker_lease_seconds=0.2)
+        claimed = await stuck._claim()
+        assert claimed is not None and claimed.conn is not None
+        pid = claimed.conn.get_server_pid()
+        sink = Collector()
+        survivor = make_ticker(pool, clock, sink)
+        assert await survivor.tick() == 0
+        for _ in range(200):
+            if await survivor.tick():
+                break
+            await asyncio.sleep(0.05)
+        assert len(sink.fired) == 1
+        assert not await db.fetchval(  # its session was ended
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        await stuck._give_up(claimed)
+    finally:
+        await pool.close()
+
+
+async def test_a_round_waiting_for_a_slow_broker_keeps_its_claim(db, database_url) -> None:
+    """The broker takes longer than the lease to take a round: the ticker keeps the claim's
+    transaction alive meanwhile (a statement every third of the lease), so the round is not
+    lost to the session's idle limit and is marked once the broker has it."""
+    clock = await once_due_now(db)
+    pool = await create_pool(database_url, 4)
+    try:
+        sink = Collector()
+
+        async def slow(messages: Sequence[Outgoing]) -> None:
+            await asyncio.sleep(0.6)  # three leases of 0.2 s
+            await sink(messages)
+
+        ticker = make_ticker(pool, clock, Collector(), ticker_lease_seconds=0.2)
+        ticker.publish = slow
+        assert await ticker.tick() == 1
+    finally:
+        await pool.close()
+    assert len(sink.fired) == 1
+    assert await db.fetchval("SELECT state FROM actions") == "DISPATCHED"
 
 
 async def test_ack_flow_updates_state_and_history(db, pool) -> None:
@@ -417,7 +631,7 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
             raise failures.pop(0)
         await sink(messages)
 
-    ticker = make_ticker(pool, clock, sink, ticker_lease_seconds=0.5)
+    ticker = make_ticker(pool, clock, sink)
     ticker.publish = flaky
     stop, wake = asyncio.Event(), asyncio.Event()
     loop = asyncio.create_task(ticker.run(stop, wake, health.append))
@@ -425,14 +639,14 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
         for _ in range(200):  # bounded: the loop backs off, then a later round republishes
             if sink.fired:
                 break
-            clock.advance(timedelta(seconds=1))  # leases run out, so the claim is taken again
+            clock.advance(timedelta(seconds=1))
             wake.set()
             await asyncio.sleep(0.05)
     finally:
         stop.set()
         await asyncio.wait_for(loop, 10)
-    # The clock jumps past the 0.5 s lease every 50 ms, so a round still being retried can be
-    # claimed again and both publish: at least once, and then under the same action id.
+    # Retried in its transaction while the broker fails, given up (rolled back) on the bug and
+    # claimed again: published at least once, and then under the same action id.
     assert {e["data"]["dueAt"] for e in sink.fired} == {"2026-10-24T12:00:00Z"}
     assert len({e["data"]["actionId"] for e in sink.fired}) == 1
     # Not ready while the broker was away, ready after (rounds dispatching side by side each
@@ -559,35 +773,34 @@ FROM generate_series(1, 200000) AS i, LATERAL (SELECT $2::timestamptz - i * inte
 SCANS = """SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'actions'"""
 
 
-async def test_a_claim_updates_its_rows_in_place(db) -> None:
-    """A round claims every row of the pages it reads (rows stored together fall due together).
-    The claim sets only the lease, which no index names: each row must be updated in place
-    (HOT), not copied to another page with a new entry in each of its indexes — twice the
-    index writes per occurrence fired, and dead entries for the next claims to step over."""
+async def test_a_claim_locks_its_rows_and_writes_no_new_version_of_them(db) -> None:
+    """The claim is the lock its transaction holds: it must not update its rows (a new version
+    of each, and later a second one when the round is marked, was what a lease cost)."""
     first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     clock = SettableClock(first - timedelta(hours=1))
     at = format_instant(first)
     actions = [{"type": "run", "at": at, "id": f"a{i}"} for i in range(1000)]
     await run(db, command("schedule.create", schedule("batch", actions=actions)), clock.now())
+    where = {r["id"]: r["ctid"] for r in await db.fetch("SELECT id, ctid FROM actions")}
     async with db.transaction():
-        claimed = await db.fetch(
-            Q.claim_due, first, 1000, CLAIMER, first + timedelta(seconds=30), first
-        )
-        in_place = await db.fetchval(
-            "SELECT pg_stat_get_xact_tuples_hot_updated('actions'::regclass)"
-        )
+        await db.execute(Q.claim_plan, "30000")
+        claimed = await db.fetch(Q.claim_due, first, 1000)
+        updated = await db.fetchval("SELECT pg_stat_get_xact_tuples_updated('actions'::regclass)")
+        now_at = {r["id"]: r["ctid"] for r in await db.fetch("SELECT id, ctid FROM actions")}
+        idle_limit = await db.fetchval("SHOW idle_in_transaction_session_timeout")
     assert len(claimed) == 1000
-    assert in_place >= 0.95 * len(claimed)
+    assert updated == 0
+    assert now_at == where
+    assert idle_limit == "30s"
 
 
-CLAIMER = "chime-ticker-7d9f8c6b5-x2x9z:12345"  # hostname:pid, as a pod names it
-
-
-async def test_a_claim_leases_what_may_fire_and_returns_the_schedule_of_each_row(db) -> None:
-    """The claim's statement locks the due rows, updates those very rows (by where they lie)
-    and returns each with the columns of its own schedule, as read while locking: rows of two
-    schedules interleaved, one of them paused (only its manual trigger fires), a row leased by
-    another ticker (left alone until its lease ends) and one whose lease ended (taken over)."""
+async def test_a_claim_locks_what_may_fire_and_returns_the_schedule_of_each_row(
+    db, database_url
+) -> None:
+    """The claim's statement locks the due rows and returns each with the columns of its own
+    schedule, as read while locking: rows of two schedules interleaved, one of them paused (only
+    its manual trigger fires), and one held by another round (passed over); the rows it claimed
+    are held from other claims until its transaction ends."""
     first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     a, b = uuid.uuid4(), uuid.uuid4()
     await db.executemany(
@@ -599,27 +812,28 @@ async def test_a_claim_leases_what_may_fire_and_returns_the_schedule_of_each_row
             (b, "reports", "weekly", "PAUSED", 7, 900_000, first),
         ],
     )
-    rows = {  # label, stored as the type: (schedule, origin, lease_until)
-        "a1": (a, "EXPLICIT", None),
-        "b1": (b, "EXPLICIT", None),
-        "a2": (a, "EXPLICIT", first + timedelta(seconds=5)),  # another ticker's, still leased
-        "b2": (b, "MANUAL", None),
-        "a3": (a, "EXPLICIT", first - timedelta(seconds=1)),  # its lease ran out
-        "a4": (a, "EXPLICIT", None),
-    }
+    rows = {"a1": (a, "EXPLICIT"), "b1": (b, "EXPLICIT"), "a2": (a, "EXPLICIT")}
+    rows |= {"b2": (b, "MANUAL"), "a3": (a, "EXPLICIT"), "a4": (a, "EXPLICIT")}
     ids = {name: uuid.uuid4() for name in rows}
     await db.executemany(
         "INSERT INTO actions (id, schedule_id, tenant, origin, type, due_at, fire_at, state,"
-        " lease_until, claimed_by, created_at, updated_at)"
-        " VALUES ($1, $2, 't', $3, $4, $5, $5, 'PENDING', $6, $7, $5, $5)",
+        " created_at, updated_at) VALUES ($1, $2, 't', $3, $4, $5, $5, 'PENDING', $5, $5)",
         [
-            (ids[n], sid, origin, n, first - timedelta(seconds=i), lease, lease and "another")
-            for i, (n, (sid, origin, lease)) in enumerate(rows.items())
+            (ids[n], sid, origin, n, first - timedelta(seconds=i))
+            for i, (n, (sid, origin)) in enumerate(rows.items())
         ],
     )
-    lease = first + timedelta(seconds=30)
-    claimed = await db.fetch(Q.claim_due, first, 1000, CLAIMER, lease, first)
-
+    other = await connect(database_url)
+    try:
+        async with other.transaction():  # another round holds a2
+            await other.execute("SELECT 1 FROM actions WHERE id = $1 FOR UPDATE", ids["a2"])
+            async with db.transaction():
+                claimed = await db.fetch(Q.claim_due, first, 1000)
+                held = await other.fetch(Q.claim_due, first, 1000)
+                assert [r["type"] for r in held] == ["a2"]  # its own; the rest is held
+        assert len(await other.fetch(Q.claim_due, first, 1000)) == 5  # free again
+    finally:
+        await other.close()
     assert sorted(r["type"] for r in claimed) == ["a1", "a3", "a4", "b2"]
     own = {a: ("billing", "nightly", 3, 60_000), b: ("reports", "weekly", 7, 900_000)}
     for r in claimed:
@@ -627,30 +841,18 @@ async def test_a_claim_leases_what_may_fire_and_returns_the_schedule_of_each_row
         assert (r["namespace"], r["name"], r["schedule_version"], r["ack_timeout_ms"]) == own[
             r["schedule_id"]
         ], r["type"]
-    stored = {
-        r["type"]: (r["claimed_by"], r["lease_until"])
-        for r in await db.fetch("SELECT type, claimed_by, lease_until FROM actions")
-    }
-    assert stored == {
-        "a1": (CLAIMER, lease),
-        "a3": (CLAIMER, lease),
-        "a4": (CLAIMER, lease),
-        "b2": (CLAIMER, lease),
-        "b1": (None, None),
-        "a2": ("another", first + timedelta(seconds=5)),
-    }
 
 
 async def test_a_retaken_claim_stores_its_successor_once(db, pool) -> None:
-    """The claim stores a series occurrence's successor; a claim retaken after its ticker died
-    stores it again, and the unique series position turns that into nothing."""
+    """The claim stores a series occurrence's successor in its transaction; a round that failed
+    is rolled back with it, and the claim that takes the occurrence again stores it once."""
     clock = SettableClock(START)
     every = schedule("every", trigger={"kind": "interval", "every": "PT1M"})
     await run(db, command("schedule.create", every), clock.now())
     first = await db.fetchval("SELECT min(fire_at) FROM actions")
     clock.set(first)
-    await claim_and_die(pool, clock)
-    clock.advance(timedelta(seconds=31))
+    await claim_and_fail(pool, clock)
+    assert await db.fetchval("SELECT count(*) FROM actions") == 1  # the successor rolled back
     sink = Collector()
     assert await make_ticker(pool, clock, sink).tick() == 1  # the retaken claim
     positions = await db.fetch("SELECT seq, count(*) AS n FROM actions GROUP BY seq ORDER BY seq")
@@ -659,46 +861,46 @@ async def test_a_retaken_claim_stores_its_successor_once(db, pool) -> None:
 
 
 async def test_a_mark_looks_its_rows_up_by_key_when_statistics_predate_the_claims(db) -> None:
-    """Statistics taken before anything was claimed say that no row is claimed by anyone. The
-    marks of a round must still find their rows by key: with the claimer as a filter on
-    actions, the planner expected one claimed row, read the table and compared each claimed row
-    with every id of the batch (4,000 x 1,000 comparisons, ~1 s per mark of 1,000 at 100,000
-    stored, in the fire-throughput benchmark). Rows claimed by another ticker stay as they are."""
+    """Statistics taken before a burst say that nearly nothing is pending. The marks of a round
+    must still find their rows by key: planned from such statistics, with the claimer as a
+    filter on actions (before claims were locks), the planner expected one row, read the table
+    and compared each marked row with every id of the batch (4,000 x 1,000 comparisons, ~1 s per
+    mark of 1,000 at 100,000 stored, in the fire-throughput benchmark). Marks run in the claim's
+    transaction, under its planner settings."""
     first = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     await store_due_at_once(db, [await add_schedule(db, first)], first)
     await db.execute("ALTER TABLE actions SET (autovacuum_enabled = false)")
     await db.execute("ANALYZE actions")
-    lease = first + timedelta(seconds=30)
-    # three rounds in flight and one being marked, as the ticker keeps them
-    claimed = [r["id"] for r in await db.fetch(Q.claim_due, first, 4000, CLAIMER, lease, first)]
-    other = [r["id"] for r in await db.fetch(Q.claim_due, first, 10, "another", lease, first)]
-    batch, n = claimed[:1000] + other, len(claimed[:1000] + other)
-    statements = {
-        "mark_dispatched": (
-            Q.mark_dispatched,
-            batch,
-            [1] * n,
-            CLAIMER,
-            [first],
-            [30_000] * n,
-            [False] * n,
-        ),
-        "mark_skipped": (Q.mark_skipped, batch, [first] * n, CLAIMER, ["condition is false"] * n),
-    }
-    for name, (statement, *args) in statements.items():
-        marking = db.transaction()
-        await marking.start()
-        try:
-            plan = await plan_of(db, statement, *args)
-            changed = await db.fetchval(
-                "SELECT count(*) FROM actions WHERE id = ANY($1::uuid[]) AND claimed_by IS NULL",
+    claiming = db.transaction()
+    await claiming.start()
+    try:
+        await db.execute(Q.claim_plan, "30000")
+        batch = [r["id"] for r in await db.fetch(Q.claim_due, first, 1000)]
+        n = len(batch)
+        statements = {
+            "mark_dispatched": (
+                Q.mark_dispatched,
                 batch,
-            )
-        finally:
-            await marking.rollback()  # the next statement marks the same claimed rows
-        compared = sum(node.get("Rows Removed by Join Filter", 0) for node in _nodes(plan))
-        assert changed == 1000, name  # this ticker's rows only
-        assert compared < 1000, f"{name} compared {compared} pairs of rows: it scans actions"
+                [1] * n,
+                [first],
+                [30_000] * n,
+                [False] * n,
+            ),
+            "mark_skipped": (Q.mark_skipped, batch, [first] * n, ["condition is false"] * n),
+        }
+        for name, (statement, *args) in statements.items():
+            marking = db.transaction()  # a savepoint: the next statement marks the same rows
+            await marking.start()
+            try:
+                plan = await plan_of(db, statement, *args)
+                changed = await db.fetchval("SELECT count(*) FROM actions WHERE state <> 'PENDING'")
+            finally:
+                await marking.rollback()
+            compared = sum(node.get("Rows Removed by Join Filter", 0) for node in _nodes(plan))
+            assert changed == 1000, name
+            assert compared < 1000, f"{name} compared {compared} pairs of rows: it scans actions"
+    finally:
+        await claiming.rollback()
 
 
 def _nodes(plan: dict) -> list[dict]:
@@ -726,9 +928,8 @@ async def test_a_claim_reads_its_round_and_no_more(db, schedules: int, analyzed:
     claiming = db.transaction()
     await claiming.start()
     try:
-        await db.execute(Q.keyed_plan)
-        args = (first, 1000, CLAIMER, first + timedelta(seconds=30), first)
-        plan = await plan_of(db, Q.claim_due, *args)
+        await db.execute(Q.claim_plan, "30000")
+        plan = await plan_of(db, Q.claim_due, first, 1000)
     finally:
         await claiming.rollback()
     read = {

@@ -45,16 +45,15 @@ WHERE tenant = $1 AND id = $2
 RETURNING *;
 
 -- name: drop_pending_series
--- A series being redefined or paused: its next occurrence (never fired) is dropped; one that
--- a ticker holds right now is left to finish.
+-- A series being redefined or paused: its next occurrence (never fired) is dropped. One that a
+-- ticker's round holds right now (locked by its claim) is waited for: once the round commits it
+-- is DISPATCHED and left to finish; if the round is rolled back it is PENDING again and dropped.
 DELETE FROM actions
-WHERE schedule_id = $1 AND origin = 'SERIES' AND state = 'PENDING'
-  AND (claimed_by IS NULL OR lease_until < $2);
+WHERE schedule_id = $1 AND origin = 'SERIES' AND state = 'PENDING';
 
 -- name: drop_pending_explicit
 DELETE FROM actions
-WHERE schedule_id = $1 AND origin = 'EXPLICIT' AND state = 'PENDING'
-  AND (claimed_by IS NULL OR lease_until < $2);
+WHERE schedule_id = $1 AND origin = 'EXPLICIT' AND state = 'PENDING';
 
 -- name: last_series_seq
 SELECT coalesce(max(seq), 0) FROM actions WHERE schedule_id = $1;
@@ -64,7 +63,6 @@ SELECT coalesce(max(seq), 0) FROM actions WHERE schedule_id = $1;
 WITH skipped AS (
     UPDATE actions SET state = 'SKIPPED', version = version + 1, updated_at = $2
     WHERE schedule_id = $1 AND state = 'PENDING' AND due_at < $2 AND origin <> 'MANUAL'
-      AND claimed_by IS NULL
     RETURNING id, attempt
 )
 INSERT INTO action_history (action_id, attempt, state, at, message)
@@ -82,8 +80,7 @@ ON CONFLICT (schedule_id, seq) WHERE seq IS NOT NULL DO NOTHING;
 
 -- name: cancel_pending_actions
 WITH cancelled AS (
-    UPDATE actions SET state = 'CANCELLED', version = version + 1, updated_at = $2,
-                       claimed_by = NULL, lease_until = NULL
+    UPDATE actions SET state = 'CANCELLED', version = version + 1, updated_at = $2
     WHERE schedule_id = $1 AND state = 'PENDING'
     RETURNING id, attempt
 )
@@ -120,60 +117,60 @@ SELECT pg_notify('chime_due', '');
 -- The plan of the ticker's claim and of its deadline sweep, for the rest of their
 -- transaction: walk the index that gives the rows in order (due occurrences by fire_at,
 -- attempts in flight by ack deadline), look each one's schedule up by key, stop at the
--- round's size, and update the rows chosen by key. PostgreSQL picks a plan from its
+-- round's size, and lock the rows chosen. PostgreSQL picks a plan from its
 -- statistics, and they mislead it here. The claim: before autovacuum has analysed a burst
 -- stored within the last minute, it expects a dozen due rows and reads all of them (100,000),
 -- hashes them with the schedules and sorts them, for every round (50-100 ms a round of 1,000,
 -- against 5-7 ms); with statistics up to date but one schedule holding most of them, the
--- same; and with many schedules, it updates the chosen rows through a scan of the whole table
--- (21 ms). The sweep (once a second, between claims): with no statistics it hashed every
+-- same; and with many schedules (when it still updated the rows it claimed), it updated the
+-- chosen rows through a scan of the whole table (21 ms). The sweep (once a second, between claims): with no statistics it hashed every
 -- schedule to join the few attempts overdue; in a benchmark run it read the in-flight rows
 -- through their other index (by schedule) and sorted them, 160,000 rows and 40-74 ms a
 -- second. Sorts, hash joins and sequential scans are what those plans need and what neither
 -- statement ever needs. The statements after them in the transaction (definitions,
--- successors, overlap checks, ending attempts) read by key as well.
+-- successors, overlap checks, ending attempts) read by key as well. The claim's transaction
+-- sets the same through claim_plan.
 SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true),
        set_config('enable_seqscan', 'off', true);
 
+-- name: claim_plan
+-- keyed_plan for the claim's transaction, and how long that transaction may sit idle ($1, in
+-- ms: the ticker's lease) before PostgreSQL ends its session. The transaction holds the round's
+-- rows from the claim to the mark, idle while the round waits for its instants and the broker;
+-- the ticker runs a statement in it every third of the lease meanwhile (`keep_claim`), so only
+-- a ticker that stopped answering loses its round, which is rolled back and taken by others.
+SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true),
+       set_config('enable_seqscan', 'off', true),
+       set_config('idle_in_transaction_session_timeout', $1::text, true);
+
+-- name: keep_claim
+-- A round's transaction still in use (see claim_plan).
+SELECT 1;
+
 -- name: claim_due
--- Claim what is due by $1 (now plus the ticker's lookahead; and claims whose lease ran out by
--- $5, now) in one statement, oldest first. Paused schedules hold their occurrences, except
--- manual triggers; held ones wait (overlap).
--- The rows the CTE locked are updated through their ctid, and their schedule's columns are
--- the ones the CTE read: a row locked here cannot move before this statement updates it, so
--- neither a second look-up of each row by key nor a second join with schedules is needed
--- (~15 % of the claim's time: bench/README.md, profile notes). A row another transaction
--- changed after this statement's snapshot and before the lock (its newest version, locked
--- here, is not visible to the update) is left unclaimed for the next round.
+-- Claim what is due by $1 (now plus the ticker's lookahead), oldest first, at most $2: lock the
+-- rows for the rest of the transaction, which the ticker keeps open until the round is marked
+-- (the claim writes nothing to them: the lock is the claim). Other tickers pass over them
+-- (SKIP LOCKED); a ticker that dies takes its transaction with it, and the rows are free at
+-- once. Paused schedules hold their occurrences, except manual triggers; held ones wait
+-- (overlap).
 -- Two columns come in the form that costs the ticker least to read: the payload as its JSON
 -- text, which the event carries as it is (not a document decoded only to be encoded again),
 -- and fire_at only where it differs from due_at (a retry, a run delayed), NULL otherwise: a
 -- timestamp fewer to decode for nearly every occurrence. Together 1.4-1.8 us less of the
 -- ticker's CPU a row (bench/README.md, profile notes).
-WITH due AS (
-    SELECT a.ctid AS tid, a.id, s.name, s.namespace, s.version AS schedule_version,
-           s.ack_timeout_ms
-    FROM actions a JOIN schedules s ON s.id = a.schedule_id
-    WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
-      AND (a.lease_until IS NULL OR a.lease_until < $5)
-      AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
-    ORDER BY a.fire_at
-    LIMIT $2
-    FOR UPDATE OF a SKIP LOCKED
-)
-UPDATE actions a
-SET claimed_by = $3, lease_until = $4
-FROM due
-WHERE a.ctid = due.tid AND a.id = due.id
-RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload::text AS payload_json,
-          a.due_at, NULLIF(a.fire_at, a.due_at) AS fire_at, a.attempt, due.name, due.namespace,
-          due.schedule_version, due.ack_timeout_ms;
+SELECT a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload::text AS payload_json,
+       a.due_at, NULLIF(a.fire_at, a.due_at) AS fire_at, a.attempt, s.name, s.namespace,
+       s.version AS schedule_version, s.ack_timeout_ms
+FROM actions a JOIN schedules s ON s.id = a.schedule_id
+WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
+  AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
+ORDER BY a.fire_at
+LIMIT $2
+FOR UPDATE OF a SKIP LOCKED;
 
 -- name: schedule_definitions
 SELECT id, version, created_at, spec FROM schedules WHERE id = ANY($1::uuid[]);
-
--- name: renew_leases
-UPDATE actions SET lease_until = $3 WHERE id = ANY($1::uuid[]) AND claimed_by = $2;
 
 -- name: in_flight_schedules
 -- Which of these schedules have an occurrence in flight (other than the given actions).
@@ -186,8 +183,7 @@ SELECT DISTINCT schedule_id FROM actions
 WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND held;
 
 -- name: hold_actions
-UPDATE actions SET held = true, claimed_by = NULL, lease_until = NULL, updated_at = $2
-WHERE id = ANY($1::uuid[]) AND claimed_by = $3;
+UPDATE actions SET held = true, updated_at = $2 WHERE id = ANY($1::uuid[]);
 
 -- name: release_held
 -- The running occurrence ended: the one buffered behind it (BUFFER_ONE) fires now.
@@ -199,7 +195,13 @@ WITH released AS (
 SELECT pg_notify('chime_due', '') FROM released;
 
 -- name: complete_schedules
--- Schedules whose series ended and that have nothing left to fire.
+-- Schedules whose series ended and that have nothing left to fire, at the mark of the round
+-- that fired their last occurrences ($3: its rows, DISPATCHED by now in this transaction; still
+-- PENDING when they were skipped or held, but not left to fire). Rows another round holds
+-- (locked by its claim) are passed over: that round fires them, and if it is rolled back they
+-- fire later all the same (a completed schedule's occurrences are claimed as any other). Were
+-- they counted, two rounds holding occurrences of one schedule would each see the other's
+-- pending and neither complete it.
 -- A scalar subquery rather than NOT EXISTS: it probes each named schedule's pending rows
 -- (actions_pending_by_schedule, migration 0005). As an anti join it left the planner a
 -- choice, and with statistics that underestimated the pending rows it scanned all of them
@@ -207,71 +209,50 @@ SELECT pg_notify('chime_due', '') FROM released;
 UPDATE schedules s SET state = 'COMPLETED', version = version + 1, updated_at = $2
 WHERE s.id = ANY($1::uuid[]) AND s.state = 'ACTIVE'
   AND (SELECT 1 FROM actions a
-       WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND a.claimed_by IS NULL
-       LIMIT 1) IS NULL;
+       WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND a.id <> ALL($3::uuid[])
+       LIMIT 1 FOR KEY SHARE OF a SKIP LOCKED) IS NULL;
 
 -- name: mark_dispatched
--- After publishing: PENDING -> DISPATCHED, unless an ack already moved the row on. Each row
+-- After publishing, in the claim's transaction: PENDING -> DISPATCHED (the round holds its
+-- rows, so nothing else moved them meanwhile: an ack for one waits for this commit). Each row
 -- has its own firing instant: a round is released as its occurrences fall due, so its rows
--- name the instant of their part ($2, 1-based, into $4: the round's release instants), and
--- their ack deadline is that instant plus their schedule's ack timeout in ms ($5). Two
+-- name the instant of their part ($2, 1-based, into $3: the round's release instants), and
+-- their ack deadline is that instant plus their schedule's ack timeout in ms ($4). Two
 -- instants a row made asyncpg build and encode two timestamps a row, ~1.1 us of the
 -- ticker's CPU a fire; two integers cost ~0.3 (bench/README.md, profile notes).
--- The claimer is compared as a column of `d` (a join clause), not as `a.claimed_by = $3` (a
--- filter on actions): the planner estimates such a filter from statistics taken while nearly
--- nothing was claimed, so it expected one row, read actions sequentially and compared each
--- claimed row with every id of the batch (4,000 x 1,000 comparisons, 0.8-1.3 s per mark of
--- 1,000 at 50,000-100,000 stored; bench/README.md). Without that filter the batch's ids are
--- looked up by key (or, in a small table, hashed).
 WITH d AS (
-    SELECT u.id, ($4::timestamptz[])[u.part] AS fired_at, u.ack_ms, u.misfired, u.claimer
-    FROM unnest($1::uuid[], $2::int4[], $5::int4[], $6::boolean[],
-                array_fill($3::text, ARRAY[cardinality($1::uuid[])]))
-        AS u(id, part, ack_ms, misfired, claimer)
+    SELECT u.id, ($3::timestamptz[])[u.part] AS fired_at, u.ack_ms, u.misfired
+    FROM unnest($1::uuid[], $2::int4[], $4::int4[], $5::boolean[])
+        AS u(id, part, ack_ms, misfired)
 ), marked AS (
     UPDATE actions a
-    SET state = CASE WHEN a.state = 'PENDING' THEN 'DISPATCHED' ELSE a.state END,
-        fired_at = d.fired_at, ack_deadline = d.fired_at + d.ack_ms * interval '1 millisecond',
-        claimed_by = NULL, lease_until = NULL, misfired = d.misfired, version = a.version + 1,
-        updated_at = d.fired_at
+    SET state = 'DISPATCHED', fired_at = d.fired_at,
+        ack_deadline = d.fired_at + d.ack_ms * interval '1 millisecond',
+        misfired = d.misfired, version = a.version + 1, updated_at = d.fired_at
     FROM d
-    WHERE a.id = d.id AND a.claimed_by = d.claimer
+    WHERE a.id = d.id
     RETURNING a.id, a.attempt, d.fired_at
 )
 INSERT INTO action_history (action_id, attempt, state, at)
 SELECT id, attempt, 'DISPATCHED', fired_at FROM marked;
 
 -- name: next_wake
--- The earliest instant at which a round could find something: an attempt to fire, a lease to
--- take over, or an ack deadline to expire. That is min(greatest(fire_at, lease_until)) over
--- what could fire, read from the index of pending occurrences by fire_at and never by a scan
--- of them all (millions may be stored): the first one not leased beyond its fire time, and
--- the lease ends of the (in-flight) ones before it.
--- The second part walks the same index in fire_at order (ORDER BY ... LIMIT) and looks each
--- row's schedule up on its own: its bound comes from the first part, so the planner cannot
--- know how many rows it covers, and as a join it once hashed all 10 M stored schedules and
--- scanned every action (13 s per call, bench/README.md). Only leased occurrences lie before
--- the first free one, a few rounds' worth per ticker; past 100,000 of them the earliest
--- lease end among the rest is not seen, and the ticker wakes at the next NOTIFY, due instant
--- or max idle instead.
+-- The earliest instant at which a round could find something: an occurrence to fire or an ack
+-- deadline to expire. The first is the first pending occurrence by fire_at that no round holds
+-- (passed over as the claim passes over them: FOR KEY SHARE SKIP LOCKED, a lock taken for this
+-- statement only), read from the index of pending occurrences and never by a scan of them all
+-- (millions may be stored). A round rolled back frees its rows without a NOTIFY: the tickers
+-- find them at their next wake (a due instant, a NOTIFY or max idle).
 WITH first_free AS (
     SELECT a.fire_at FROM actions a JOIN schedules s ON s.id = a.schedule_id
     WHERE a.state = 'PENDING' AND NOT a.held
-      AND (a.lease_until IS NULL OR a.lease_until <= a.fire_at)
       AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
     ORDER BY a.fire_at
     LIMIT 1
+    FOR KEY SHARE OF a SKIP LOCKED
 )
 SELECT least(
     (SELECT fire_at FROM first_free),
-    (SELECT min(leased.lease_until) FROM (
-         SELECT a.lease_until FROM actions a
-         WHERE a.state = 'PENDING' AND NOT a.held AND a.lease_until > a.fire_at
-           AND a.fire_at < coalesce((SELECT fire_at FROM first_free), 'infinity')
-           AND (a.origin = 'MANUAL'
-                OR (SELECT s.state FROM schedules s WHERE s.id = a.schedule_id) <> 'PAUSED')
-         ORDER BY a.fire_at
-         LIMIT 100000) AS leased),
     (SELECT min(ack_deadline) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING'))
 );
 
@@ -289,7 +270,7 @@ WHERE a.id IN (SELECT id FROM actions
 -- A failed or timed-out attempt with attempts left: the next one fires at $3.
 UPDATE actions
 SET state = 'PENDING', attempt = attempt + 1, fire_at = $3, ack_deadline = NULL,
-    claimed_by = NULL, lease_until = NULL, version = version + 1, updated_at = $2
+    version = version + 1, updated_at = $2
 WHERE id = $1;
 
 -- name: fail_action
@@ -299,7 +280,7 @@ WHERE id = $1;
 
 -- name: lock_action
 SELECT a.id, a.schedule_id, a.tenant, a.type, a.due_at, a.state, a.attempt, a.version,
-       a.claimed_by, a.fired_at, s.ack_timeout_ms, s.name, s.namespace, s.spec,
+       a.fired_at, s.ack_timeout_ms, s.name, s.namespace, s.spec,
        s.version AS schedule_version, s.created_at AS schedule_created_at
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.id = $1 AND a.tenant = $2
@@ -308,12 +289,38 @@ FOR UPDATE OF a;
 -- name: lock_actions
 -- lock_action for many occurrences of one tenant (acks in bulk), without the definition: an
 -- ack that needs it (FAILED: retry policy) is applied by lock_action's path.
-SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.claimed_by, a.fired_at,
-       s.ack_timeout_ms
+SELECT a.id, a.schedule_id, a.state, a.attempt, a.version, a.fired_at, s.ack_timeout_ms
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.id = ANY($1::uuid[]) AND a.tenant = $2
 ORDER BY a.id
 FOR UPDATE OF a;
+
+-- name: dispatch_acked
+-- Occurrences acknowledged while still PENDING at the attempt the ack names ($1, $2; of tenant
+-- $4), due by $3 (the ack's instant) and not held: a round published them and was then rolled
+-- back (its transaction failed between the broker's ack and its commit), so the acker records
+-- the fire the round could not: DISPATCHED at $3 (the release instant is lost with the round),
+-- with its ack deadline and history row. The rows are locked already (lock_actions or
+-- lock_action). Returns what the series successors need (shared/persistence/successors.py).
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+), fired AS (
+    UPDATE actions a
+    SET state = 'DISPATCHED', fired_at = $3,
+        ack_deadline = $3 + s.ack_timeout_ms * interval '1 millisecond',
+        version = a.version + 1, updated_at = $3
+    FROM u, schedules s
+    WHERE a.id = u.id AND a.attempt = u.attempt AND a.tenant = $4 AND s.id = a.schedule_id
+      AND a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $3
+    RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.attempt, a.due_at, a.fire_at,
+              s.version AS schedule_version
+), history AS (
+    INSERT INTO action_history (action_id, attempt, state, at, message)
+    SELECT id, attempt, 'DISPATCHED', $3,
+           'published by a round that was rolled back; recorded when its ack came'
+    FROM fired
+)
+SELECT * FROM fired;
 
 -- name: apply_in_flight_acks
 -- RUNNING and SUCCEEDED acks of the attempt in flight (DISPATCHED or RUNNING), one per
@@ -376,18 +383,13 @@ ORDER BY h.n;
 SELECT attempt, state, at, message, output FROM action_history WHERE action_id = $1 ORDER BY id;
 
 -- name: mark_skipped
--- A claimed occurrence whose condition said no (or failed): SKIPPED, with the reason.
--- The claimer and the state are compared as columns of `d`, as in mark_dispatched: neither
--- may become a filter on actions estimated from stale statistics.
+-- A claimed occurrence whose condition said no (or failed), in the claim's transaction:
+-- SKIPPED, with the reason.
 WITH skipped AS (
     UPDATE actions a
-    SET state = 'SKIPPED', claimed_by = NULL, lease_until = NULL, version = a.version + 1,
-        updated_at = d.at
-    FROM unnest($1::uuid[], $2::timestamptz[], $4::text[],
-                array_fill($3::text, ARRAY[cardinality($1::uuid[])]),
-                array_fill('PENDING'::text, ARRAY[cardinality($1::uuid[])]))
-        AS d(id, at, reason, claimer, state)
-    WHERE a.id = d.id AND a.claimed_by = d.claimer AND a.state = d.state
+    SET state = 'SKIPPED', version = a.version + 1, updated_at = d.at
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS d(id, at, reason)
+    WHERE a.id = d.id
     RETURNING a.id, a.attempt, d.at, d.reason
 )
 INSERT INTO action_history (action_id, attempt, state, at, message)
