@@ -565,9 +565,9 @@ def idle_timeout(
     """Seconds to sleep when a round found nothing: until the lookahead before `nxt` (the next
     instant a round could find work), at most `max_idle`.
 
-    `nxt` may be a lease end or an ack deadline, which no claim takes ahead of time: when the
-    lookahead before it has already begun, sleep until `nxt` itself rather than ask again and
-    again until then."""
+    `nxt` may be an ack deadline, which no claim takes ahead of time: when the lookahead
+    before it has already begun, sleep until `nxt` itself rather than ask again and again until
+    then."""
     if nxt is None:
         return max_idle
     wake_at = nxt - lookahead
