@@ -301,15 +301,14 @@ async def apply_acks(
             ids = [action_ids[i] for i in rest if action_ids[i] is not None]
             rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
             early = [i for i in rest if _published_unrecorded(acks[i], rows.get(action_ids[i]))]
+            early_ids = [action_ids[i] for i in early]
             if early and await _dispatch_acked(
-                conn,
-                tenant,
-                [action_ids[i] for i in early],
-                [acks[i].data.attempt for i in early],
-                now,
-                metrics,
+                conn, tenant, early_ids, [acks[i].data.attempt for i in early], now, metrics
             ):
-                rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
+                # read again as they are now (DISPATCHED, or left PENDING: not due, or held)
+                rows.update(
+                    (r["id"], r) for r in await conn.fetch(Q.lock_actions, early_ids, tenant)
+                )
             changes: list[tuple[ActionAck, _Change]] = []
             for index in rest:
                 found, change, _ = _decide(acks[index], rows.get(action_ids[index]), now, topics)

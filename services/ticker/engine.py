@@ -234,10 +234,8 @@ class Ticker:
             try:
                 await self._mark(conn, claimed)
                 await transaction.commit()
-            except BaseException:
-                await self._give_up(claimed)
-                raise
-            await self._give_up(claimed)  # committed: only the connection goes back
+            finally:
+                await self._give_up(claimed)  # failed: rolled back; committed: only returned
         finally:
             for send in sends:
                 send.cancel()  # only those still running: a failed round is published again
