@@ -12,20 +12,31 @@ Records are keyed as `steady_lateness`'s load is: the i-th by schedule i // per_
 that a release fills as many partitions as one of that load does. The same plain consumer
 as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window. Per release,
 `rtt_ms` is the broker's own round trip (sent -> acknowledged) and `ack_ms` the first record's
-due -> acknowledged. `--no-consumer` measures the produce path alone. No Chime service runs.
-One JSON line.
+due -> acknowledged. When the broker runs here (the embedded one), `broker_cores_by_window` is
+the CPU it used in each window, in cores: the embedded broker's delivery to a consumer costs
+more with every record it holds (bench/README.md, profile notes). `--no-consumer` measures the
+produce path alone. No Chime service runs. One JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 
 import orjson
 
-from bench.common import figures_ms, line, p99_by_window, receive, servers
+from bench.common import (
+    cores_by_window,
+    figures_ms,
+    line,
+    listening_pid,
+    p99_by_window,
+    receive,
+    servers,
+)
 from services.ticker.engine import RELEASE_STEP, ROUNDS_IN_FLIGHT
 from shared.messaging import BatchSender, Outgoing
 from shared.settings import Settings
@@ -80,12 +91,21 @@ async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: b
         topic = settings.topics.actions_due
         start = time.time() + 1
         total = rate * seconds
+        window = 10 if seconds <= 300 else 60
+        broker = listening_pid(settings.kafka_bootstrap_servers)
+        broker_cores: list[float] = []
+        watching = None
+        if broker is not None:
+            watching = asyncio.create_task(cores_by_window(broker, start, window, broker_cores))
         producing = asyncio.create_task(produce(settings, rate, seconds, start, per_schedule))
         received = []
         if consume:
             received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
         releases = await producing
-    window = 10 if seconds <= 300 else 60
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
     figures = {
         "scenario": "broker_lateness",
         "rate_per_s": rate,
@@ -99,6 +119,8 @@ async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: b
         ),
         "ack_ms": figures_ms([acked - first for first, _, acked in releases]),
     }
+    if broker is not None:
+        figures["broker_cores_by_window"] = broker_cores
     if consume:
         late = [(due, at - due) for at, due in received]
         figures |= {

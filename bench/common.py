@@ -112,6 +112,12 @@ def _cpu_ticks() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
+def _vmstat() -> dict[str, int]:
+    """/proc/vmstat's counters so far."""
+    lines = Path("/proc/vmstat").read_text().splitlines()
+    return {name: int(value) for name, value in (line.split() for line in lines)}
+
+
 def machine_counters() -> dict[str, float]:
     """What the machine gives the processes, from /proc (Linux): CPU time stolen by the
     hypervisor and spent waiting for I/O (seconds), time some task stalled for CPU, I/O or memory
@@ -124,8 +130,8 @@ def machine_counters() -> dict[str, float]:
         with contextlib.suppress(OSError):
             some = Path(f"/proc/pressure/{kind}").read_text().split("\n", 1)[0]
             counters[f"stall_{kind}_us"] = int(some.rsplit("total=", 1)[1])
-    vmstat = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
-    counters |= {"major_faults": int(vmstat["pgmajfault"]), "read_kib": int(vmstat["pgpgin"])}
+    vmstat = _vmstat()
+    counters |= {"major_faults": vmstat["pgmajfault"], "read_kib": vmstat["pgpgin"]}
     lines = Path("/proc/meminfo").read_text().splitlines()
     meminfo = {name: int(rest.split()[0]) / 1024 for name, rest in (x.split(":", 1) for x in lines)}
     return counters | {"available_mib": meminfo["MemAvailable"], "cached_mib": meminfo["Cached"]}
@@ -153,14 +159,40 @@ def _stat(pid: int) -> list[str]:
 def process_cpu_s(pid: int, reaped: bool = False) -> float:
     """CPU seconds (user and system) a process has used so far; with `reaped`, its ended
     children's too (a postmaster's backends that have exited). 0 once it is gone."""
+    return process_usage(pid, reaped)[0]
+
+
+def process_usage(pid: int, reaped: bool = False) -> tuple[float, int]:
+    """CPU seconds (user and system) and page faults (minor and major) a process has had so
+    far; with `reaped`, its ended children's too. (0, 0) once it is gone."""
     try:
         fields = _stat(pid)
     except OSError:
-        return 0.0
+        return 0.0, 0
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    faults = int(fields[7]) + int(fields[9])  # minflt, majflt
     if reaped:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / TICKS_PER_S
+        faults += int(fields[8]) + int(fields[10])  # cminflt, cmajflt
+    return ticks / TICKS_PER_S, faults
+
+
+async def cores_by_window(pid: int, start: float, window: float, out: list[float]) -> None:
+    """Until cancelled: the cores a process used (CPU seconds per second) in each `window`
+    seconds from `start` (epoch seconds), appended to `out` as each window ends; the window
+    under way when cancelled is appended too, over the time it ran."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    used, since = process_cpu_s(pid), time.monotonic()
+    try:
+        while True:
+            await asyncio.sleep(max(0.0, since + window - time.monotonic()))
+            now_used, now = process_cpu_s(pid), time.monotonic()
+            out.append(round((now_used - used) / (now - since), 2))
+            used, since = now_used, now
+    except asyncio.CancelledError:
+        if (elapsed := time.monotonic() - since) > 0.1:
+            out.append(round((process_cpu_s(pid) - used) / elapsed, 2))
+        raise
 
 
 def child_pids(parent: int) -> list[int]:
@@ -194,7 +226,8 @@ def _postgres_parent(backend: int) -> int | None:
 
 
 class CpuMeter:
-    """CPU time each part of a run uses between two readings (from /proc: Linux), per operation.
+    """CPU time and page faults of each part of a run between two readings (from /proc: Linux),
+    per operation.
 
     The parts: the whole machine (all cores' busy time), PostgreSQL (its main process, its
     live processes and the ended ones it has reaped), the embedded broker, each service
@@ -202,6 +235,10 @@ class CpuMeter:
     of the machine's time is none of theirs: the kernel's interrupt work and anything else
     running. Idle time costs nothing, so the figure per operation does not depend on how much
     of the window was spent waiting (a consumer group joining, the wait for a due instant).
+
+    Page faults (minor and major; the machine's from /proc/vmstat) say how much memory each
+    part touches afresh per operation: each one is kernel time (and, on a virtual machine
+    that hands freed memory back to its host, the host's time too).
     """
 
     def __init__(
@@ -210,6 +247,8 @@ class CpuMeter:
         self.services, self.postmaster, self.broker = services, postmaster, broker
         self.before: dict[str, float] = {}
         self.after: dict[str, float] = {}
+        self.faults_before: dict[str, int] = {}
+        self.faults_after: dict[str, int] = {}
 
     @classmethod
     async def of(
@@ -221,42 +260,53 @@ class CpuMeter:
             listening_pid(settings.kafka_bootstrap_servers),
         )
 
-    def read(self) -> dict[str, float]:
-        """CPU seconds used so far, by part."""
+    def read(self) -> tuple[dict[str, float], dict[str, int]]:
+        """CPU seconds used and page faults had so far, by part."""
         user, nice, system, _idle, _iowait, irq, softirq = _cpu_ticks()[:7]
         seconds = {"machine": (user + nice + system + irq + softirq) / TICKS_PER_S}
+        faults = {"machine": _vmstat()["pgfault"]}
+        usage: dict[str, tuple[float, int]] = {}
         if self.postmaster is not None:
-            seconds["postgres"] = process_cpu_s(self.postmaster, reaped=True) + sum(
-                process_cpu_s(pid) for pid in child_pids(self.postmaster)
-            )
+            parts = [process_usage(self.postmaster, reaped=True)]
+            parts += [process_usage(pid) for pid in child_pids(self.postmaster)]
+            usage["postgres"] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
         if self.broker is not None:
-            seconds["broker"] = process_cpu_s(self.broker)
-        seconds |= {label: process_cpu_s(pid) for label, pid in self.services.items()}
-        times = os.times()
-        return seconds | {"bench": times.user + times.system}
+            usage["broker"] = process_usage(self.broker)
+        usage |= {label: process_usage(pid) for label, pid in self.services.items()}
+        usage["bench"] = process_usage(os.getpid())
+        seconds |= {part: used[0] for part, used in usage.items()}
+        times = os.times()  # finer than /proc's ticks for this process
+        seconds["bench"] = times.user + times.system
+        return seconds, faults | {part: used[1] for part, used in usage.items()}
 
     def start(self) -> None:
-        self.before = self.read()
+        self.before, self.faults_before = self.read()
 
     def stop(self) -> None:
-        self.after = self.read()
+        self.after, self.faults_after = self.read()
 
     def per_operation(self, operations: int, target_per_s: int) -> dict[str, Any]:
         """From `start` to `stop`: µs of CPU per operation by part ("other": what the named
         parts do not account for, not below zero since the counters tick every 10 ms), and how
         many cores of this machine's speed `target_per_s` operations a second would take at
-        that cost."""
+        that cost; and page faults per operation by part."""
         if not self.before or not self.after or not operations:
             return {"us_per_op": None, "cores_for_target": None, "cores": os.cpu_count()}
         used = {part: self.after[part] - self.before.get(part, 0.0) for part in self.after}
         us = {part: round(s * 1e6 / operations, 1) for part, s in used.items()}
         parts = sum(s for part, s in used.items() if part != "machine")
         us["other"] = round(max(0.0, used["machine"] - parts) * 1e6 / operations, 1)
-        return {
+        figures: dict[str, Any] = {
             "us_per_op": us,
             "cores_for_target": round(used["machine"] / operations * target_per_s, 2),
             "cores": os.cpu_count(),
         }
+        if self.faults_after:
+            figures["faults_per_op"] = {
+                part: round((n - self.faults_before.get(part, 0)) / operations, 2)
+                for part, n in self.faults_after.items()
+            }
+        return figures
 
 
 # What `receive` holds undecoded before it decodes (see there): a 60-second steady run holds

@@ -44,6 +44,7 @@ from bench.common import (
     machine_counters,
     machine_window,
     p99_by_window,
+    process_cpu_s,
     receive,
     rss_mib,
     servers,
@@ -133,10 +134,11 @@ async def watch_churn(url: str, every: int, out: list[dict], broker: int | None)
     of process (on PostgreSQL 17 or later), what the client sessions running a statement were
     doing, sampled every second (`session_waits`: samples per wait event, "CPU" for none; the
     longest-running statement seen), what the machine gave (`machine_window`); the broker's
-    RSS when it runs here (`broker`, its pid)."""
+    RSS and the cores it used in the window when it runs here (`broker`, its pid)."""
     conn = await connect(url)
     started = time.monotonic()
     before, machine_before = await _io(conn), machine_counters()
+    broker_before = (started, process_cpu_s(broker)) if broker is not None else None
     try:
         while True:
             waits: Counter[str] = Counter()
@@ -167,9 +169,14 @@ async def watch_churn(url: str, every: int, out: list[dict], broker: int | None)
             sample["session_waits"] = dict(waits.most_common())
             sample["longest_statement_ms"] = round(longest * MS, 1)
             sample["machine"] = machine_window(machine_before, machine_after)
-            if broker is not None:
+            if broker is not None and broker_before is not None:
                 with contextlib.suppress(OSError):
                     sample["broker_rss_mib"] = round(rss_mib(broker))
+                at, used = time.monotonic(), process_cpu_s(broker)
+                sample["broker_cores"] = round(
+                    (used - broker_before[1]) / (at - broker_before[0]), 2
+                )
+                broker_before = (at, used)
             before, machine_before = after, machine_after
             out.append(sample)
     finally:

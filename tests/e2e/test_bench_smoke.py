@@ -50,6 +50,9 @@ def assert_cpu(cpu: dict, processes: set[str]) -> None:
     assert parts <= set(us) <= parts | {"postgres", "broker"}, us
     assert us["machine"] > 0 and all(v >= 0 for v in us.values()), us
     assert cpu["cores_for_target"] > 0 and cpu["cores"] == os.cpu_count()
+    faults = cpu["faults_per_op"]  # the same parts' page faults (none is "other")
+    assert set(faults) == set(us) - {"other"} and all(v >= 0 for v in faults.values()), faults
+    assert faults["machine"] >= max(faults.values()), faults  # the machine counts them all
 
 
 async def test_fire_throughput_smoke() -> None:
@@ -113,6 +116,7 @@ async def test_steady_lateness_smoke() -> None:
     assert 0 < machine["available_mib"] and 0 <= machine["cached_mib"]
     if not os.environ.get("CHIME_KAFKA_BOOTSTRAP_SERVERS") and not docker_available():
         assert churn["broker_rss_mib"] > 0  # the embedded broker, found by its listener
+        assert churn["broker_cores"] > 0  # it delivered the window's events
 
 
 async def test_broker_lateness_smoke() -> None:
@@ -124,6 +128,12 @@ async def test_broker_lateness_smoke() -> None:
     # a release is sent once its first record is due: sent -> acknowledged lies within due ->
     # acknowledged
     assert 0 < figures["rtt_ms"]["max"] <= figures["ack_ms"]["max"]
+    if not os.environ.get("CHIME_KAFKA_BOOTSTRAP_SERVERS") and not docker_available():
+        # the embedded broker's CPU: the run's one window (10 s), over the 2 s it lasted
+        (cores,) = figures["broker_cores_by_window"]
+        assert 0 < cores <= os.cpu_count()
+    else:
+        assert "broker_cores_by_window" not in figures  # a broker elsewhere is not measured
 
 
 async def test_broker_gaps_smoke() -> None:
