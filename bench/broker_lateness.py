@@ -14,7 +14,7 @@ as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window.
 `rtt_ms` is the broker's own round trip (sent -> acknowledged) and `ack_ms` the first record's
 due -> acknowledged. When the broker runs here (the embedded one), `broker_cores_by_window` is
 the CPU it used in each window, in cores: the embedded broker's delivery to a consumer costs
-more with every record it holds (bench/README.md, profile notes). `--no-consumer` measures the
+more with every batch it holds (bench/README.md, profile notes). `--no-consumer` measures the
 produce path alone. No Chime service runs. One JSON line.
 """
 

@@ -8,9 +8,11 @@ ticker then fires them as they fall due while a plain consumer reads them. The t
 (firedAt - dueAt) is also read from the stored rows, and a churn probe samples the claim's read
 cost, the table's dead rows, PostgreSQL's page reads and writes, what its sessions waited on
 (sampled every second) and what the machine gave (stolen CPU, pressure stalls, page cache)
-every window. `--seconds 1800 --no-consumer` is the soak: row churn must not slow the claim over
-time (see `fired.p99_by_window_ms` and `churn`); without the consumer the broker's own delivery
-cost stays out of it (see `broker_lateness`).
+every window; the embedded broker's CPU is given per window of the run as well
+(`broker_cores_by_window`, in cores: its delivery costs more with every batch it holds, and the
+received figure with it; bench/README.md, profile notes). `--seconds 1800 --no-consumer` is the
+soak: row churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`);
+without the consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
 `--stored 10000000` first stores that many future schedules (with `chime import`'s code) and
 vacuums and analyzes them, as a database that has held them for a while would be: the scale run,
 to compare with the empty database. With `--keep-stored`, on a PostgreSQL server that outlives
@@ -36,6 +38,7 @@ import asyncpg
 import orjson
 
 from bench.common import (
+    cores_by_window,
     figures_ms,
     keep_as_template,
     line,
@@ -44,7 +47,6 @@ from bench.common import (
     machine_counters,
     machine_window,
     p99_by_window,
-    process_cpu_s,
     receive,
     rss_mib,
     servers,
@@ -134,11 +136,10 @@ async def watch_churn(url: str, every: int, out: list[dict], broker: int | None)
     of process (on PostgreSQL 17 or later), what the client sessions running a statement were
     doing, sampled every second (`session_waits`: samples per wait event, "CPU" for none; the
     longest-running statement seen), what the machine gave (`machine_window`); the broker's
-    RSS and the cores it used in the window when it runs here (`broker`, its pid)."""
+    RSS when it runs here (`broker`, its pid)."""
     conn = await connect(url)
     started = time.monotonic()
     before, machine_before = await _io(conn), machine_counters()
-    broker_before = (started, process_cpu_s(broker)) if broker is not None else None
     try:
         while True:
             waits: Counter[str] = Counter()
@@ -169,14 +170,9 @@ async def watch_churn(url: str, every: int, out: list[dict], broker: int | None)
             sample["session_waits"] = dict(waits.most_common())
             sample["longest_statement_ms"] = round(longest * MS, 1)
             sample["machine"] = machine_window(machine_before, machine_after)
-            if broker is not None and broker_before is not None:
+            if broker is not None:
                 with contextlib.suppress(OSError):
                     sample["broker_rss_mib"] = round(rss_mib(broker))
-                at, used = time.monotonic(), process_cpu_s(broker)
-                sample["broker_cores"] = round(
-                    (used - broker_before[1]) / (at - broker_before[0]), 2
-                )
-                broker_before = (at, used)
             before, machine_before = after, machine_after
             out.append(sample)
     finally:
@@ -233,6 +229,7 @@ async def scenario(
     total = rate * seconds
     window = 10 if seconds <= 300 else 60  # seconds per bucket of the per-window figures
     churn: list[dict] = []
+    broker_cores: list[float] = []
     template = f"bench_stored_{stored}" if stored and keep_stored else None
     async with servers("steady", template) as settings:
         url = settings.database_url
@@ -250,7 +247,10 @@ async def scenario(
             assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
             await running.start("ticker")
             broker = listening_pid(settings.kafka_bootstrap_servers)
-            watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
+            watchers = [asyncio.create_task(watch_churn(url, window, churn, broker))]
+            if broker is not None:  # the embedded broker: its CPU in the windows of the run
+                watch = cores_by_window(broker, start.timestamp(), window, broker_cores)
+                watchers.append(asyncio.create_task(watch))
             if consume:
                 topic = settings.topics.actions_due
                 received = await receive(settings, topic, total, seconds + 120, _event)
@@ -258,9 +258,10 @@ async def scenario(
                 await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + seconds + 5)
                 received = []
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",
@@ -272,6 +273,8 @@ async def scenario(
         "window_s": window,
         "fired": fired,  # firedAt - dueAt from the database: the ticker's part
     }
+    if broker is not None:
+        figures["broker_cores_by_window"] = broker_cores
     if received:
         late = [at - due for at, (_, due) in received]
         ids = {action_id for _, (action_id, _) in received}
