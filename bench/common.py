@@ -238,7 +238,9 @@ class CpuMeter:
 
     Page faults (minor and major; the machine's from /proc/vmstat) say how much memory each
     part touches afresh per operation: each one is kernel time (and, on a virtual machine
-    that hands freed memory back to its host, the host's time too).
+    that hands freed memory back to its host, the host's time too). A process counts from its
+    reading at `start` (one started later, from its start), and an ended backend its whole life:
+    in a run of a few hundred operations the parts need not sum to the machine's figure.
     """
 
     def __init__(

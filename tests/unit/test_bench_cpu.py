@@ -96,7 +96,7 @@ def test_a_meter_reads_the_machine_and_this_process() -> None:
     faults = figures["faults_per_op"]
     assert set(faults) == {"machine", "self", "bench"}
     assert faults["self"] == faults["bench"] >= 1024  # the pages it touched afresh
-    assert faults["machine"] >= faults["bench"]  # and the machine's count has them
+    assert faults["machine"] >= 1024  # the machine's count has them too
 
 
 async def test_cores_by_window_follow_a_process_that_works_then_waits() -> None:
