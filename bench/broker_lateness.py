@@ -1,7 +1,7 @@
 """The broker alone at a steady rate: what it adds to `steady_lateness`'s received figure.
 
     python -m bench.broker_lateness [--rate 5000] [--seconds 60] [--per-schedule 1000]
-                                    [--no-consumer]
+                                    [--step-ms 3] [--no-consumer]
 
 Records the size of an `action.due` event go to the `actions.due` topic at a constant rate,
 each carrying the instant it was due, sent as the ticker sends: every `RELEASE_STEP` (3 ms)
@@ -15,7 +15,8 @@ as `steady_lateness` reads them: received - due, p50/p99/max and p99 per window.
 due -> acknowledged. When the broker runs here (the embedded one), `broker_cores_by_window` is
 the CPU it used in each window, in cores: the embedded broker's delivery to a consumer costs
 more with every batch it holds (bench/README.md, profile notes). `--no-consumer` measures the
-produce path alone. No Chime service runs. One JSON line.
+produce path alone; `--step-ms` releases at another step than the ticker's (the same records in
+fewer or more batches). No Chime service runs. One JSON line.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ EVENT_BYTES = 700  # an action.due event with a small payload
 
 
 async def produce(
-    settings: Settings, rate: int, seconds: int, start: float, per_schedule: int
+    settings: Settings, rate: int, seconds: int, start: float, per_schedule: int, step: float
 ) -> list[tuple[float, float, float]]:
-    """`rate` records per second from `start` (epoch seconds), released every RELEASE_STEP;
+    """`rate` records per second from `start` (epoch seconds), released every `step` seconds;
     returns (first due, sent, acknowledged) of each release."""
     sender = BatchSender(settings)
     await sender.start()
@@ -77,7 +78,7 @@ async def produce(
                     messages.append(Outgoing(topic, body, keys[i // per_schedule]))
                 sent = due_now
                 sending.add(asyncio.create_task(send(first, messages)))
-            await asyncio.sleep(RELEASE_STEP)
+            await asyncio.sleep(step)
         await asyncio.gather(*sending)
     finally:
         for task in sending:
@@ -86,7 +87,13 @@ async def produce(
     return releases
 
 
-async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: bool = True) -> dict:
+async def scenario(
+    rate: int,
+    seconds: int,
+    per_schedule: int = 1000,
+    consume: bool = True,
+    step: float = RELEASE_STEP,
+) -> dict:
     async with servers("broker") as settings:
         topic = settings.topics.actions_due
         start = time.time() + 1
@@ -97,7 +104,8 @@ async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: b
         watching = None
         if broker is not None:
             watching = asyncio.create_task(cores_by_window(broker, start, window, broker_cores))
-        producing = asyncio.create_task(produce(settings, rate, seconds, start, per_schedule))
+        load = produce(settings, rate, seconds, start, per_schedule, step)
+        producing = asyncio.create_task(load)
         received = []
         if consume:
             received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
@@ -111,6 +119,8 @@ async def scenario(rate: int, seconds: int, per_schedule: int = 1000, consume: b
         "rate_per_s": rate,
         "seconds": seconds,
         "per_schedule": per_schedule,
+        "step_ms": round(step * 1000, 3),
+        "releases": len(releases),  # produce requests, a record batch per partition each
         "window_s": window,
         # per release: sent -> acknowledged (acks=all), and its first record's due -> acknowledged
         "rtt_ms": figures_ms([acked - sent for _, sent, acked in releases]),
@@ -143,10 +153,17 @@ async def main() -> None:
         help="consecutive records per key (steady_lateness's occurrences per schedule)",
     )
     parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=RELEASE_STEP * 1000,
+        help="milliseconds between releases (default: the ticker's RELEASE_STEP)",
+    )
+    parser.add_argument(
         "--no-consumer", action="store_true", help="only publish: the broker's produce path"
     )
     args = parser.parse_args()
-    line(**await scenario(args.rate, args.seconds, args.per_schedule, not args.no_consumer))
+    step = args.step_ms / 1000
+    line(**await scenario(args.rate, args.seconds, args.per_schedule, not args.no_consumer, step))
 
 
 if __name__ == "__main__":

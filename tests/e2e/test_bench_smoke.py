@@ -124,9 +124,12 @@ async def test_steady_lateness_smoke() -> None:
 
 
 async def test_broker_lateness_smoke() -> None:
-    args = ["--rate", "100", "--seconds", "2", "--per-schedule", "10"]
+    args = ["--rate", "100", "--seconds", "2", "--per-schedule", "10", "--step-ms", "20"]
     (figures,) = await run("broker_lateness", *args)
     assert (figures["scenario"], figures["per_schedule"]) == ("broker_lateness", 10)
+    # a release every 20 ms (and after each send's own wait): at most 100 in the 2 s, where the
+    # ticker's 3 ms would make some 600
+    assert figures["step_ms"] == 20 and 10 <= figures["releases"] <= 101, figures
     assert (figures["received"], figures["not_received"]) == (200, 0)
     assert 0 <= figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
     # a release is sent once its first record is due: sent -> acknowledged lies within due ->
