@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
 import uuid
 
 import orjson
 
 from bench.common import (
-    cores_by_window,
     figures_ms,
     line,
     listening_pid,
     p99_by_window,
     receive,
     servers,
+    watching_cores,
 )
 from services.ticker.engine import RELEASE_STEP, ROUNDS_IN_FLIGHT
 from shared.messaging import BatchSender, Outgoing
@@ -100,20 +99,13 @@ async def scenario(
         total = rate * seconds
         window = 10 if seconds <= 300 else 60
         broker = listening_pid(settings.kafka_bootstrap_servers)
-        broker_cores: list[float] = []
-        watching = None
-        if broker is not None:
-            watching = asyncio.create_task(cores_by_window(broker, start, window, broker_cores))
-        load = produce(settings, rate, seconds, start, per_schedule, step)
-        producing = asyncio.create_task(load)
-        received = []
-        if consume:
-            received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
-        releases = await producing
-        if watching is not None:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+        async with watching_cores(broker, start, window) as broker_cores:
+            load = produce(settings, rate, seconds, start, per_schedule, step)
+            producing = asyncio.create_task(load)
+            received = []
+            if consume:
+                received = await receive(settings, topic, total, seconds + 120, lambda v: v["due"])
+            releases = await producing
     figures = {
         "scenario": "broker_lateness",
         "rate_per_s": rate,
@@ -129,7 +121,7 @@ async def scenario(
         ),
         "ack_ms": figures_ms([acked - first for first, _, acked in releases]),
     }
-    if broker is not None:
+    if broker_cores is not None:
         figures["broker_cores_by_window"] = broker_cores
     if consume:
         late = [(due, at - due) for at, due in received]

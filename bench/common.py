@@ -195,6 +195,26 @@ async def cores_by_window(pid: int, start: float, window: float, out: list[float
         raise
 
 
+@asynccontextmanager
+async def watching_cores(
+    pid: int | None, start: float, window: float
+) -> AsyncIterator[list[float] | None]:
+    """`cores_by_window` of `pid` for the length of the block: the list it fills, complete
+    (the last window's part too) once the block is left; None when there is no process to
+    watch (a broker elsewhere)."""
+    if pid is None:
+        yield None
+        return
+    cores: list[float] = []
+    watching = asyncio.create_task(cores_by_window(pid, start, window, cores))
+    try:
+        yield cores
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+
 def child_pids(parent: int) -> list[int]:
     """The processes whose parent is `parent` now."""
     found = []

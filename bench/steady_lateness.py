@@ -38,7 +38,6 @@ import asyncpg
 import orjson
 
 from bench.common import (
-    cores_by_window,
     figures_ms,
     keep_as_template,
     line,
@@ -50,6 +49,7 @@ from bench.common import (
     receive,
     rss_mib,
     servers,
+    watching_cores,
 )
 from services.cli.bulk import bulk_import
 from shared.contracts import format_instant
@@ -229,7 +229,6 @@ async def scenario(
     total = rate * seconds
     window = 10 if seconds <= 300 else 60  # seconds per bucket of the per-window figures
     churn: list[dict] = []
-    broker_cores: list[float] = []
     template = f"bench_stored_{stored}" if stored and keep_stored else None
     async with servers("steady", template) as settings:
         url = settings.database_url
@@ -247,21 +246,20 @@ async def scenario(
             assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
             await running.start("ticker")
             broker = listening_pid(settings.kafka_bootstrap_servers)
-            watchers = [asyncio.create_task(watch_churn(url, window, churn, broker))]
-            if broker is not None:  # the embedded broker: its CPU in the windows of the run
-                watch = cores_by_window(broker, start.timestamp(), window, broker_cores)
-                watchers.append(asyncio.create_task(watch))
-            if consume:
-                topic = settings.topics.actions_due
-                received = await receive(settings, topic, total, seconds + 120, _event)
-            else:
-                await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + seconds + 5)
-                received = []
+            watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
+            # the embedded broker's CPU in the windows of the received figures
+            async with watching_cores(broker, start.timestamp(), window) as broker_cores:
+                if consume:
+                    topic = settings.topics.actions_due
+                    received = await receive(settings, topic, total, seconds + 120, _event)
+                else:
+                    wait = (start - datetime.now(UTC)).total_seconds() + seconds + 5
+                    await asyncio.sleep(wait)
+                    received = []
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-            for watcher in watchers:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",
@@ -273,7 +271,7 @@ async def scenario(
         "window_s": window,
         "fired": fired,  # firedAt - dueAt from the database: the ticker's part
     }
-    if broker is not None:
+    if broker_cores is not None:
         figures["broker_cores_by_window"] = broker_cores
     if received:
         late = [at - due for at, (_, due) in received]

@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from bench.common import CpuMeter, child_pids, cores_by_window, process_cpu_s, process_usage
+from bench.common import (
+    CpuMeter,
+    child_pids,
+    cores_by_window,
+    process_cpu_s,
+    process_usage,
+    watching_cores,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -122,3 +129,13 @@ async def test_cores_by_window_follow_a_process_that_works_then_waits() -> None:
     assert len(cores) >= 3 and all(0 <= c <= 1.2 for c in cores), cores
     assert sum(cores) * window >= 0.3  # its 0.4 s of work, over the windows
     assert cores[-2] <= 0.1  # a window of waiting used no core
+
+
+async def test_watching_cores_fills_its_list_by_the_end_of_the_block_or_gives_none() -> None:
+    async with watching_cores(None, time.time(), 10) as nothing:
+        pass
+    assert nothing is None  # no process here to watch: a broker elsewhere
+    async with watching_cores(os.getpid(), time.time(), 10) as cores:
+        await asyncio.sleep(0.05)  # the watcher takes its first reading
+        _burn(0.3)  # within the first window, which the block leaves before it ends
+    assert cores is not None and len(cores) == 1 and cores[0] >= 0.5, cores
