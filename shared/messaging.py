@@ -242,6 +242,8 @@ class BatchSender:
             client_id="chime",
             acks="all",
             linger_ms=1,
+            # a round's part as one batch a partition: the embedded broker charges per batch
+            # (64 KiB batches doubled its CPU a fire; bench/README.md, profile notes)
             max_batch_size=1024 * 1024,
             max_request_size=20 * 1024 * 1024,
         )
