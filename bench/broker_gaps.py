@@ -11,8 +11,10 @@ a partition again from the offset expected when its offsets jump (`shared/offset
 Chime's consumers do). The topic is neither compacted nor transactional, so its offsets are
 consecutive and every jump is records stepped over. Once the producers stop, each consumer
 reads to the partition's end (one partition: the records acknowledged are offsets 0 to
-`records` - 1). Per consumer: `jumps` seen and `missed` (records never received). No Chime
-service runs. One JSON line.
+`records` - 1). Per consumer: `jumps` seen, `missed` (records below the furthest offset it
+read that it never received: stepped over for good) and `not_reached` (records past that
+offset when its minute to catch up ran out: a broker slow to deliver, not a record lost). No
+Chime service runs. One JSON line.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ async def follow(
 ) -> dict[str, int]:
     """Follow the partition from its start until the producers are done (`total`: the records
     they had acknowledged, offsets 0 to total - 1), then to that end (for at most `within`
-    seconds more): jumps seen, records missed."""
+    seconds more): jumps seen, records stepped over for good, records not reached."""
     tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
@@ -77,7 +79,12 @@ async def follow(
                 expected = record.offset + 1
             if deadline is None and total.done():
                 deadline = time.monotonic() + within
-        return {"jumps": jumps, "missed": total.result() - len(seen)}
+        reached = max(seen) + 1 if seen else 0
+        return {
+            "jumps": jumps,
+            "missed": reached - len(seen),
+            "not_reached": total.result() - reached,
+        }
     finally:
         await consumer.stop()
 

@@ -149,7 +149,9 @@ async def test_broker_gaps_smoke() -> None:
     assert (figures["scenario"], figures["producers"], figures["batch"]) == ("broker_gaps", 2, 10)
     assert figures["records"] > 0 and figures["records"] % 10 == 0
     assert len(figures["plain"]) == len(figures["reading_again"]) == 1
-    assert 0 <= figures["plain"][0]["missed"] <= figures["records"]
+    for follower in (*figures["plain"], *figures["reading_again"]):
+        assert follower["missed"] >= 0
+        assert follower["not_reached"] == 0  # a second of records is delivered within a minute
     # what the plain one steps over (if the broker's race came up) is read again: none missed
     assert figures["reading_again"][0]["missed"] == 0 <= figures["reading_again"][0]["jumps"]
 
