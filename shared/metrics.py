@@ -96,6 +96,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.broker_wait = Histogram(
+            "chime_broker_ack_wait_seconds",
+            "How long a ticker round waited, after its last release, for the broker to "
+            "acknowledge every event of it (three rounds waiting hold back the next release).",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
         self.acks = Counter(
             "chime_acks",
             "Acks applied or ignored, by state and result.",

@@ -230,7 +230,9 @@ class Ticker:
                 if part:
                     sends.append(asyncio.ensure_future(self.publish(part)))
             claimed.all_released.set()
+            released = self.clock.now()
             await self._publish_keeping(claimed, sends)
+            self.metrics.broker_wait.observe((self.clock.now() - released).total_seconds())
             try:
                 await self._mark(conn, claimed)
                 await transaction.commit()

@@ -381,6 +381,7 @@ async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> Non
     assert 'chime_firing_lateness_seconds_bucket{le="1.0"} 1.0' in ticker
     assert "chime_due_backlog 0.0" in ticker
     assert "chime_claim_batch_size_count 1.0" in ticker
+    assert "chime_broker_ack_wait_seconds_count 1.0" in ticker  # the round, acknowledged
     scheduler = get(f"{services.urls['scheduler']}/metrics")[1]
     assert (
         'chime_commands_total{outcome="schedule.created",type="schedule.create"} 1.0' in scheduler

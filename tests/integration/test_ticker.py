@@ -287,6 +287,30 @@ async def test_a_retry_claimed_ahead_fires_at_its_own_instant_not_its_due_time(d
     assert ticker.metrics.firing_lateness.sum == 0.0  # each published at its own fire_at
 
 
+async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
+    clock = await once_due_now(db)
+    sink = Collector()
+
+    async def slow_broker(messages: Sequence[Outgoing]) -> None:
+        clock.advance(timedelta(milliseconds=300))  # the acknowledgement comes 0.3 s later
+        await sink(messages)
+
+    ticker = make_ticker(pool, clock, sink)
+    ticker.publish = slow_broker
+    assert await ticker.fire_due() == 1
+    sample = ticker.metrics.registry.get_sample_value
+    name = "chime_broker_ack_wait_seconds"
+    assert sample(f"{name}_count") == 1
+    assert sample(f"{name}_sum") == 0.3
+    assert (sample(f"{name}_bucket", {"le": "0.25"}), sample(f"{name}_bucket", {"le": "0.5"})) == (
+        0,
+        1,
+    )
+    # the wait is the broker's, after the release: the event still went out at its instant
+    [due] = sink.of_type("action.due")
+    assert due["data"]["firedAt"] == due["data"]["dueAt"]
+
+
 async def test_late_ticker_fires_once_then_resumes_on_schedule(db, pool) -> None:
     clock = SettableClock(START)
     await run(
