@@ -10,8 +10,12 @@ cost, the table's dead rows, PostgreSQL's page reads and writes, what its sessio
 (sampled every second) and what the machine gave (stolen CPU, pressure stalls, page cache)
 every window; the embedded broker's CPU is given per window of the run as well
 (`broker_cores_by_window`, in cores: its delivery costs more with every batch it holds, and the
-received figure with it; bench/README.md, profile notes). `--seconds 1800 --no-consumer` is the
-soak: row churn must not slow the claim over time (see `fired.p99_by_window_ms` and `churn`);
+received figure with it; bench/README.md, profile notes), and so is how long the ticker's
+rounds waited for the broker's acknowledgement after their last release
+(`broker_ack_wait_ms_by_window`: rounds and their mean wait, from the ticker's
+`chime_broker_ack_wait_seconds`; three rounds waiting hold back the next release, and the
+ticker's part with it). `--seconds 1800 --no-consumer` is the soak: row churn must not slow
+the claim over time (see `fired.p99_by_window_ms` and `churn`);
 without the consumer the broker's own delivery cost stays out of it (see `broker_lateness`).
 `--stored 10000000` first stores that many future schedules (with `chime import`'s code) and
 vacuums and analyzes them, as a database that has held them for a while would be: the scale run,
@@ -30,6 +34,7 @@ import io
 import os
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +128,51 @@ async def stored_backlog(settings, count: int, template: str | None) -> dict[str
 
 PROBES = parse_queries((Path(__file__).parent / "sql" / "steady.sql").read_text())
 MS = 1000
+
+
+ACK_WAIT = "chime_broker_ack_wait_seconds"
+
+
+def _ack_wait(metrics_url: str) -> tuple[float, float]:
+    """(rounds, seconds waited in all) so far, from a ticker's /metrics."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    found = {}
+    for row in text.splitlines():
+        name, _, value = row.partition(" ")
+        if name in (f"{ACK_WAIT}_count", f"{ACK_WAIT}_sum"):
+            found[name] = float(value)
+    return found[f"{ACK_WAIT}_count"], found[f"{ACK_WAIT}_sum"]
+
+
+async def ack_wait_by_window(
+    metrics_url: str, start: float, window: float, out: list[dict]
+) -> None:
+    """Until cancelled: the ticker's rounds acknowledged in each `window` seconds from `start`
+    (epoch seconds) and their mean wait for the broker after their last release, in ms;
+    appended to `out` as each window ends, the window under way when cancelled too."""
+
+    async def read() -> tuple[float, float]:
+        return await asyncio.to_thread(_ack_wait, metrics_url)
+
+    def part(before: tuple[float, float], after: tuple[float, float]) -> dict:
+        rounds = after[0] - before[0]
+        mean = (after[1] - before[1]) / rounds * MS if rounds else None
+        return {"rounds": round(rounds), "mean_ms": None if mean is None else round(mean, 1)}
+
+    await asyncio.sleep(max(0.0, start - time.time()))
+    before, since = await read(), time.monotonic()
+    try:
+        while True:
+            await asyncio.sleep(max(0.0, since + window - time.monotonic()))
+            now = await read()
+            out.append(part(before, now))
+            before, since = now, time.monotonic()
+    except asyncio.CancelledError:
+        if time.monotonic() - since > 0.1:
+            with contextlib.suppress(OSError):
+                out.append(part(before, await read()))
+        raise
 
 
 def _ms(value: timedelta | None) -> float | None:
@@ -247,6 +297,11 @@ async def scenario(
             await running.start("ticker")
             broker = listening_pid(settings.kafka_bootstrap_servers)
             watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
+            ack_wait: list[dict] = []
+            metrics = f"{running.urls['ticker']}/metrics"
+            waits = asyncio.create_task(
+                ack_wait_by_window(metrics, start.timestamp(), window, ack_wait)
+            )
             # the embedded broker's CPU in the windows of the received figures
             async with watching_cores(broker, start.timestamp(), window) as broker_cores:
                 if consume:
@@ -257,9 +312,10 @@ async def scenario(
                     await asyncio.sleep(wait)
                     received = []
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, waits):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",
@@ -273,6 +329,7 @@ async def scenario(
     }
     if broker_cores is not None:
         figures["broker_cores_by_window"] = broker_cores
+    figures["broker_ack_wait_ms_by_window"] = ack_wait  # the ticker's, from its /metrics
     if received:
         late = [at - due for at, (_, due) in received]
         ids = {action_id for _, (action_id, _) in received}

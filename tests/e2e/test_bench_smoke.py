@@ -97,6 +97,11 @@ async def test_steady_lateness_smoke() -> None:
     assert figures["lateness_ms"]["p50"] <= figures["lateness_ms"]["max"]
     fired = figures["fired"]  # the same run as the database saw it
     assert (fired["due"], fired["not_fired"], fired["early"], fired["retried"]) == (300, 0, 0, 0)
+    # the ticker's rounds, read from its /metrics: each waited for the broker's acknowledgement
+    waits = figures["broker_ack_wait_ms_by_window"]
+    assert sum(w["rounds"] for w in waits) > 0, waits
+    assert all((w["mean_ms"] is None) == (w["rounds"] == 0) for w in waits), waits
+    assert all(w["mean_ms"] is None or w["mean_ms"] >= 0 for w in waits), waits
     assert 0 <= fired["lateness_ms"]["p50"] <= fired["lateness_ms"]["max"]
     assert max(fired["max_by_window_ms"]) == fired["lateness_ms"]["max"]  # per window, then all
     (churn,) = figures["churn"]
