@@ -150,12 +150,19 @@ async def ack_wait_by_window(
 ) -> None:
     """Until cancelled: the ticker's rounds acknowledged in each `window` seconds from `start`
     (epoch seconds) and their mean wait for the broker after their last release, in ms;
-    appended to `out` as each window ends, the window under way when cancelled too."""
+    appended to `out` as each window ends, the window under way when cancelled too. A window
+    whose reading failed (the ticker's HTTP server did not answer) has None for both, and the
+    next one covers it as well: the run's other figures are not lost to it."""
 
-    async def read() -> tuple[float, float]:
-        return await asyncio.to_thread(_ack_wait, metrics_url)
+    async def read() -> tuple[float, float] | None:
+        try:
+            return await asyncio.to_thread(_ack_wait, metrics_url)
+        except OSError:
+            return None
 
-    def part(before: tuple[float, float], after: tuple[float, float]) -> dict:
+    def part(before: tuple[float, float] | None, after: tuple[float, float] | None) -> dict:
+        if before is None or after is None:
+            return {"rounds": None, "mean_ms": None}
         rounds = after[0] - before[0]
         mean = (after[1] - before[1]) / rounds * MS if rounds else None
         return {"rounds": round(rounds), "mean_ms": None if mean is None else round(mean, 1)}
@@ -167,11 +174,12 @@ async def ack_wait_by_window(
             await asyncio.sleep(max(0.0, since + window - time.monotonic()))
             now = await read()
             out.append(part(before, now))
-            before, since = now, time.monotonic()
+            if now is not None or before is None:
+                before = now
+            since = time.monotonic()
     except asyncio.CancelledError:
         if time.monotonic() - since > 0.1:
-            with contextlib.suppress(OSError):
-                out.append(part(before, await read()))
+            out.append(part(before, await read()))
         raise
 
 

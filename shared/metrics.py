@@ -96,7 +96,7 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.broker_wait = Histogram(
+        self.broker_ack_wait = Histogram(
             "chime_broker_ack_wait_seconds",
             "How long a ticker round waited, after its last release, for the broker to "
             "acknowledge every event of it (three rounds waiting hold back the next release).",

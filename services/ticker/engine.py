@@ -232,7 +232,7 @@ class Ticker:
             claimed.all_released.set()
             released = self.clock.now()
             await self._publish_keeping(claimed, sends)
-            self.metrics.broker_wait.observe((self.clock.now() - released).total_seconds())
+            self.metrics.broker_ack_wait.observe((self.clock.now() - released).total_seconds())
             try:
                 await self._mark(conn, claimed)
                 await transaction.commit()
