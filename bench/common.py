@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -177,22 +177,55 @@ def process_usage(pid: int, reaped: bool = False) -> tuple[float, int]:
     return ticks / TICKS_PER_S, faults
 
 
+async def by_window(
+    read: Callable[[], Awaitable[Any]],
+    part: Callable[[Any, Any, float], Any],
+    start: float,
+    window: float,
+    out: list,
+) -> None:
+    """Until cancelled: `read()` at `start` (epoch seconds) and at the end of every `window`
+    seconds after, and `part(before, after, seconds)` of each window appended to `out` as it
+    ends; the window under way when cancelled too, over the time it ran."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    before, since = await read(), time.monotonic()
+    try:
+        while True:
+            await asyncio.sleep(max(0.0, since + window - time.monotonic()))
+            after, now = await read(), time.monotonic()
+            out.append(part(before, after, now - since))
+            before, since = after, now
+    except asyncio.CancelledError:
+        if (elapsed := time.monotonic() - since) > 0.1:
+            out.append(part(before, await read(), elapsed))
+        raise
+
+
 async def cores_by_window(pid: int, start: float, window: float, out: list[float]) -> None:
     """Until cancelled: the cores a process used (CPU seconds per second) in each `window`
     seconds from `start` (epoch seconds), appended to `out` as each window ends; the window
     under way when cancelled is appended too, over the time it ran."""
-    await asyncio.sleep(max(0.0, start - time.time()))
-    used, since = process_cpu_s(pid), time.monotonic()
+
+    async def read() -> float:
+        return process_cpu_s(pid)
+
+    def cores(used: float, now_used: float, seconds: float) -> float:
+        return round((now_used - used) / seconds, 2)
+
+    await by_window(read, cores, start, window, out)
+
+
+@asynccontextmanager
+async def watching(watch: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`watch` (a watcher that runs until cancelled) in a task for the length of the block;
+    cancelled and awaited when the block is left, so what it fills is complete by then."""
+    task = asyncio.create_task(watch)
     try:
-        while True:
-            await asyncio.sleep(max(0.0, since + window - time.monotonic()))
-            now_used, now = process_cpu_s(pid), time.monotonic()
-            out.append(round((now_used - used) / (now - since), 2))
-            used, since = now_used, now
-    except asyncio.CancelledError:
-        if (elapsed := time.monotonic() - since) > 0.1:
-            out.append(round((process_cpu_s(pid) - used) / elapsed, 2))
-        raise
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @asynccontextmanager
@@ -206,13 +239,8 @@ async def watching_cores(
         yield None
         return
     cores: list[float] = []
-    watching = asyncio.create_task(cores_by_window(pid, start, window, cores))
-    try:
+    async with watching(cores_by_window(pid, start, window, cores)):
         yield cores
-    finally:
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
 
 
 def child_pids(parent: int) -> list[int]:

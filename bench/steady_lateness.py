@@ -43,6 +43,7 @@ import asyncpg
 import orjson
 
 from bench.common import (
+    by_window,
     figures_ms,
     keep_as_template,
     line,
@@ -54,6 +55,7 @@ from bench.common import (
     receive,
     rss_mib,
     servers,
+    watching,
     watching_cores,
 )
 from services.cli.bulk import bulk_import
@@ -150,9 +152,9 @@ async def ack_wait_by_window(
 ) -> None:
     """Until cancelled: the ticker's rounds acknowledged in each `window` seconds from `start`
     (epoch seconds) and their mean wait for the broker after their last release, in ms;
-    appended to `out` as each window ends, the window under way when cancelled too. A window
-    whose reading failed (the ticker's HTTP server did not answer) has None for both, and the
-    next one covers it as well: the run's other figures are not lost to it."""
+    appended to `out` as each window ends, the window under way when cancelled too. A reading
+    that failed (the ticker's HTTP server did not answer) leaves None for both in the two
+    windows it ends and begins: the run's other figures are not lost to it."""
 
     async def read() -> tuple[float, float] | None:
         try:
@@ -160,27 +162,16 @@ async def ack_wait_by_window(
         except OSError:
             return None
 
-    def part(before: tuple[float, float] | None, after: tuple[float, float] | None) -> dict:
+    def part(
+        before: tuple[float, float] | None, after: tuple[float, float] | None, _: float
+    ) -> dict:
         if before is None or after is None:
             return {"rounds": None, "mean_ms": None}
         rounds = after[0] - before[0]
         mean = (after[1] - before[1]) / rounds * MS if rounds else None
         return {"rounds": round(rounds), "mean_ms": None if mean is None else round(mean, 1)}
 
-    await asyncio.sleep(max(0.0, start - time.time()))
-    before, since = await read(), time.monotonic()
-    try:
-        while True:
-            await asyncio.sleep(max(0.0, since + window - time.monotonic()))
-            now = await read()
-            out.append(part(before, now))
-            if now is not None or before is None:
-                before = now
-            since = time.monotonic()
-    except asyncio.CancelledError:
-        if time.monotonic() - since > 0.1:
-            out.append(part(before, await read()))
-        raise
+    await by_window(read, part, start, window, out)
 
 
 def _ms(value: timedelta | None) -> float | None:
@@ -304,14 +295,14 @@ async def scenario(
             assert datetime.now(UTC) < start, "loading took longer than planned: raise the lead"
             await running.start("ticker")
             broker = listening_pid(settings.kafka_bootstrap_servers)
-            watcher = asyncio.create_task(watch_churn(url, window, churn, broker))
             ack_wait: list[dict] = []
             metrics = f"{running.urls['ticker']}/metrics"
-            waits = asyncio.create_task(
-                ack_wait_by_window(metrics, start.timestamp(), window, ack_wait)
-            )
-            # the embedded broker's CPU in the windows of the received figures
-            async with watching_cores(broker, start.timestamp(), window) as broker_cores:
+            # the embedded broker's CPU and the ticker's waits in the received figures' windows
+            async with (
+                watching(watch_churn(url, window, churn, broker)),
+                watching(ack_wait_by_window(metrics, start.timestamp(), window, ack_wait)),
+                watching_cores(broker, start.timestamp(), window) as broker_cores,
+            ):
                 if consume:
                     topic = settings.topics.actions_due
                     received = await receive(settings, topic, total, seconds + 120, _event)
@@ -319,11 +310,7 @@ async def scenario(
                     wait = (start - datetime.now(UTC)).total_seconds() + seconds + 5
                     await asyncio.sleep(wait)
                     received = []
-            rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
-            for task in (watcher, waits):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",
