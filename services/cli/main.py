@@ -7,6 +7,10 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 __all__ = ["main"]
 
@@ -72,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings() -> Settings | None:
+    """The environment's settings; None, after naming each bad one by its variable (without a
+    traceback), when some are not valid."""
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = "_".join(str(part) for part in error["loc"]).upper()
+            name = f"CHIME_{loc}" if loc else "settings"
+            print(f"chime: {name}: {error['msg']}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -89,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         from services.cli.dev import dev
 
+        if _settings() is None:  # refused before the embedded servers start
+            return 2
         return asyncio.run(dev(args.kafka_port, args.postgres_port, args.data_dir))
 
     from shared.runtime import configure_logging
-    from shared.settings import Settings
 
-    settings = Settings()
+    settings = _settings()
+    if settings is None:
+        return 2
     configure_logging(settings.log_level)
     if args.command == "migrate":
         from shared.persistence.migrate import migrate

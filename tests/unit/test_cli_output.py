@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from services.cli.client import pretty
+from services.cli.main import main
 from shared.runtime import JsonFormatter
 
 
@@ -56,3 +59,18 @@ def test_log_lines_are_json_with_the_fields_given() -> None:
     assert line["message"] == "command rejected: x" and line["level"] == "INFO"
     assert (line["correlationId"], line["commandId"]) == ("c-1", "k-1")
     assert "ignored" not in line
+
+
+def test_a_bad_setting_is_named_by_its_variable_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHIME_KAFKA_COMPRESSION", "brotli")
+    monkeypatch.setenv("CHIME_TOPIC_PARTITIONS", "0")
+    for command in (["migrate"], ["dev"]):  # before anything connects or starts
+        assert main(command) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == [
+            "chime: CHIME_TOPIC_PARTITIONS: Input should be greater than or equal to 1",
+            "chime: CHIME_KAFKA_COMPRESSION: Input should be 'none', 'gzip', 'snappy', 'lz4' or"
+            " 'zstd'",
+        ]
