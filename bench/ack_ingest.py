@@ -70,6 +70,7 @@ async def scenario(total: int, ackers: int) -> dict:
     states = [v["data"].get("state") for _, v in events if v["type"] == "action.state-changed"]
     return {
         "scenario": "ack_ingest",
+        "compression": settings.kafka_compression,
         "total": len(acks),
         "ackers": ackers,
         "applied": states.count("SUCCEEDED"),

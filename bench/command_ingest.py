@@ -87,6 +87,7 @@ async def scenario(total: int, schedulers: int) -> dict:
         kinds[value["type"]] = kinds.get(value["type"], 0) + 1
     return {
         "scenario": "command_ingest",
+        "compression": settings.kafka_compression,
         "total": total,
         "schedulers": schedulers,
         "answered": len(results),

@@ -90,6 +90,7 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
     ids = [v["data"]["actionId"] for _, v in received]
     return {
         "scenario": "fire_throughput",
+        "compression": settings.kafka_compression,
         "total": total,
         "tickers": tickers,
         "batch": batch or Settings().ticker_batch_size,

@@ -314,6 +314,7 @@ async def scenario(
         fired = await fired_from_database(url, start, window)
     figures: dict = {
         "scenario": "steady_lateness",
+        "compression": settings.kafka_compression,
         "rate_per_s": rate,
         "seconds": seconds,
         "per_schedule": per_schedule,

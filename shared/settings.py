@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         10_000, description="Consumer group session timeout (Kafka needs >= 6000)."
     )
     kafka_heartbeat_interval_ms: int = Field(3_000, description="Consumer heartbeat interval.")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="Compression of the record batches Chime publishes: none, gzip, snappy, "
+        "lz4 or zstd. Consumers of Chime's topics need the codec (every Kafka client has "
+        "them; aiokafka with `aiokafka[zstd]` and the like). Chime reads every codec.",
+    )
     consumer_batch_size: int = Field(
         2000,
         ge=1,

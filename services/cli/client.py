@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.messaging import kafka_client_options
+from shared.messaging import compression, kafka_client_options
 from shared.offsets import OffsetGaps
 from shared.settings import Settings
 
@@ -40,7 +40,9 @@ async def _send_and_wait(
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )
-    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all")
+    producer = AIOKafkaProducer(
+        **kafka_client_options(settings), acks="all", compression_type=compression(settings)
+    )
     await consumer.start()
     await producer.start()
     try:

@@ -56,12 +56,20 @@ def assert_cpu(cpu: dict, processes: set[str]) -> None:
 
 
 async def test_fire_throughput_smoke() -> None:
-    raw, chime = await run("fire_throughput", "--total", "300", "--raw-claimers", "2")
+    # the services take the environment's settings: here their batches compressed (zstd)
+    raw, chime = await run(
+        "fire_throughput",
+        "--total",
+        "300",
+        "--raw-claimers",
+        "2",
+        env={"CHIME_KAFKA_COMPRESSION": "zstd"},
+    )
     assert raw["scenario"] == "raw_reference_claim_loop" and raw["received"] == 300
     assert raw["published"]["rate_per_s"] > 0 and raw["all_within_s"] > 0
     assert raw["claimers"] == 2 and len(raw["published_by_each"]) == 2
     assert sum(raw["published_by_each"]) == 300  # what each claimer published, together
-    assert chime["scenario"] == "fire_throughput"
+    assert chime["scenario"] == "fire_throughput" and chime["compression"] == "zstd"
     assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
     assert chime["first_late_s"] >= 0  # never early
     assert chime["fired"]["count"] == 300 and chime["fired"]["all_within_s"] >= 0

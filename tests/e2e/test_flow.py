@@ -11,7 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from shared.contracts import ActionDue, CommandResult, format_instant
 from shared.memory import malloc_trim
@@ -299,6 +301,35 @@ async def test_every_example_over_the_broker(services, bus: Bus, settings) -> No
         assert result.value["type"] == result_type, (name, result.value)
     # the manual trigger of example 002 fires through the ticker
     await bus.wait_for(settings.topics.actions_due, lambda r: r.value["data"]["type"] == "tax-run")
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_commands_compressed_by_a_teams_producer_are_answered(
+    services, bus: Bus, settings, codec: str
+) -> None:
+    """Chime reads every codec a Kafka producer may compress with (a consumer without the
+    codec's library fails every fetch of that partition, and would stall on it)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", compression_type=codec
+    )
+    await producer.start()
+    try:
+        body = command(
+            "schedule.create",
+            {
+                "name": f"compressed-{codec}",
+                "trigger": {"kind": "cron", "expression": "0 9 * * *"},
+                "action": {"type": "report"},
+            },
+        )
+        await producer.send_and_wait(settings.topics.commands, orjson.dumps(body))
+    finally:
+        await producer.stop()
+    [result] = await bus.wait_for(
+        settings.topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
+    )
+    assert result.value["type"] == "schedule.created", result.value
 
 
 async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:

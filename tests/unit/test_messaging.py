@@ -100,10 +100,27 @@ async def test_a_stop_ends_a_failing_retry_but_not_a_working_action() -> None:
 def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.settings import Settings
 
-    original = Settings(topic_prefix="x.", ticker_batch_size=7, action_topics="a,b")
+    original = Settings(
+        topic_prefix="x.", ticker_batch_size=7, action_topics="a,b", kafka_compression="zstd"
+    )
     for name, value in original.to_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+def test_an_unknown_codec_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from shared.messaging import compression
+    from shared.settings import Settings
+
+    assert compression(Settings()) is None  # uncompressed by default
+    assert compression(Settings(kafka_compression="lz4")) == "lz4"
+    monkeypatch.setenv("CHIME_KAFKA_COMPRESSION", "brotli")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    [error] = refused.value.errors()
+    assert error["loc"] == ("kafka_compression",) and "'zstd'" in error["msg"]
 
 
 class _Record:
