@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from shared.contracts import ActionDue, CommandResult, format_instant
 from shared.memory import malloc_trim
 from shared.persistence.database import connect
+from tests.batches import CODECS, batch_codecs
 from tests.cli import run_chime
 from tests.e2e.conftest import Bus, Received
 
@@ -231,6 +232,7 @@ async def test_chime_publish_prints_the_result_and_exit_code(services, settings,
         **os.environ,
         "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+        "CHIME_KAFKA_COMPRESSION": "zstd",  # the CLI's producer compresses as the services do
     }
     example = Path(__file__).resolve().parents[2] / "examples" / "quickstart.json"
 
@@ -242,6 +244,8 @@ async def test_chime_publish_prints_the_result_and_exit_code(services, settings,
     assert code == 0 and '"type": "schedule.created"' in out
     code, out = await publish(example)  # same name again: rejected, exit 1
     assert code == 1 and '"code": "CONFLICT"' in out
+    commands = await batch_codecs(settings.kafka_bootstrap_servers, settings.topics.commands)
+    assert commands == [CODECS["zstd"]] * 2
 
 
 async def test_idempotency_survives_a_scheduler_restart(services, bus: Bus, settings) -> None:

@@ -9,37 +9,13 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.client import AIOKafkaClient
-from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.record.memory_records import MemoryRecords
+from aiokafka import AIOKafkaConsumer
 
 from shared.messaging import BatchSender, build_broker, ensure_topics, json_message
 from shared.settings import Settings
+from tests.batches import CODECS, batch_codecs
 
-# the codec ids of a record batch's attributes (Kafka's protocol)
-CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 BODIES = [{"n": n, "text": "the same words again " * 10} for n in range(50)]
-
-
-async def batch_codecs(settings: Settings, topic: str) -> list[int]:
-    """The codec of every record batch partition 0 of `topic` holds, as the broker serves it."""
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await client.bootstrap()
-    try:
-        await client.force_metadata_update()
-        leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
-        request = FetchRequest(1_000, 1, 10_000_000, 0, [(topic, [(0, 0, 10_000_000)])])
-        response = await client.send(leader, request)
-    finally:
-        await client.close()
-    [(_, [partition])] = response.topics  # in every version: its error second, records last
-    assert partition[1] == 0
-    raw = partition[-1]
-    records, codecs = MemoryRecords(raw), []
-    while (batch := records.next_batch()) is not None:
-        codecs.append(batch.compression_type)
-    return codecs
 
 
 async def read_back(settings: Settings, topic: str, count: int) -> list[dict]:
@@ -95,6 +71,6 @@ async def test_chimes_batches_are_compressed_as_configured(
     topic = settings.topics.actions_due
     await ensure_topics(settings, [topic])
     await publish(settings, topic)
-    codecs = await batch_codecs(settings, topic)
+    codecs = await batch_codecs(settings.kafka_bootstrap_servers, topic)
     assert codecs and set(codecs) == {CODECS[codec]}
     assert await read_back(settings, topic, len(BODIES)) == BODIES
