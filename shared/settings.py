@@ -67,7 +67,8 @@ class Settings(BaseSettings):
         "none",
         description="Compression of the record batches Chime publishes: none, gzip, snappy, "
         "lz4 or zstd. Consumers of Chime's topics need the codec (every Kafka client has "
-        "them; aiokafka with `aiokafka[zstd]` and the like). Chime reads every codec.",
+        "them; aiokafka with `aiokafka[zstd]` and the like). Chime reads every codec. Prefer zstd "
+        "or snappy: aiokafka compresses lz4 at its slowest level.",
     )
     consumer_batch_size: int = Field(
         2000,
