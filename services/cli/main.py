@@ -91,6 +91,9 @@ def _settings() -> Settings | None:
             name = f"CHIME_{loc}" if loc else "settings"
             print(f"chime: {name}: {error['msg']}", file=sys.stderr)
         return None
+    except ValueError as exc:  # a CHIME_<NAME>_FILE that cannot be read (names itself)
+        print(f"chime: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

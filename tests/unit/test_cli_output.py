@@ -74,3 +74,14 @@ def test_a_bad_setting_is_named_by_its_variable_without_a_traceback(
             "chime: CHIME_KAFKA_COMPRESSION: Input should be 'none', 'gzip', 'snappy', 'lz4' or"
             " 'zstd'",
         ]
+
+
+def test_a_settings_file_that_cannot_be_read_is_named_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    missing = tmp_path / "absent"
+    monkeypatch.setenv("CHIME_DATABASE_URL_FILE", str(missing))
+    assert main(["migrate"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"chime: CHIME_DATABASE_URL_FILE: cannot read {missing}: No such file or directory"
+    ]
