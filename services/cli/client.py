@@ -43,9 +43,9 @@ async def _send_and_wait(
     producer = AIOKafkaProducer(
         **kafka_client_options(settings), acks="all", compression_type=compression(settings)
     )
-    await consumer.start()
-    await producer.start()
-    try:
+    try:  # stopped also when a start failed: nothing left open
+        await consumer.start()
+        await producer.start()
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
         gaps = OffsetGaps()  # the embedded broker can step a fetch over the reply: read again
         for partition in consumer.assignment():
@@ -191,11 +191,11 @@ async def tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
     )
-    await consumer.start()
     seen = 0
     # A partition whose offsets jump is read again from the one expected (shared/offsets.py).
     gaps = OffsetGaps(start=0 if from_beginning else None)
     try:
+        await consumer.start()
         while True:
             records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             if _show(records, as_json, limit - seen if limit else None):
@@ -263,8 +263,8 @@ async def _lag(settings: Settings, group: str, topic: str) -> int | None:
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings), group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer.topics()  # loads the cluster metadata
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = await consumer.end_offsets(partitions)

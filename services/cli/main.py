@@ -123,6 +123,46 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_level)
+    if args.command == "run":
+        return _run_service(args.service, settings)  # waits for its servers by itself
+    try:
+        return _command(args, settings)
+    except Exception as exc:
+        server = _unreachable(exc, settings, args.command)
+        if server is None:
+            raise
+        print(f"chime {args.command}: cannot reach {server}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _unreachable(exc: Exception, settings: Settings, command: str) -> str | None:
+    """The server that did not answer, as `exc` says (None: another error)."""
+    import socket
+
+    import asyncpg
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from shared.persistence.database import redacted
+
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
+        return f"Kafka at {settings.kafka_bootstrap_servers}"
+    if isinstance(
+        exc,
+        ConnectionError
+        | socket.gaierror
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError,
+    ):
+        url = settings.database_url
+        if command == "migrate":
+            url = settings.database_migration_url or url
+        return f"PostgreSQL at {redacted(url)}"
+    return None
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
+    """A command that talks to PostgreSQL or Kafka once and ends."""
     if args.command == "migrate":
         from shared.persistence.migrate import migrate
 
@@ -143,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         except ImportFailed as exc:
             print(f"chime import: {exc}", file=sys.stderr)
             return 2
-    if args.command == "run":
-        return _run_service(args.service, settings)
     from services.cli import client
 
     if args.command == "publish":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,30 @@ def test_a_settings_file_that_cannot_be_read_is_named_without_a_traceback(
     assert capsys.readouterr().err.splitlines() == [
         f"chime: CHIME_DATABASE_URL_FILE: cannot read {missing}: No such file or directory"
     ]
+
+
+@pytest.mark.parametrize(
+    ("command", "server"),
+    [
+        (["migrate"], "PostgreSQL at postgresql://chime:***@127.0.0.1:1/chime"),
+        (["status"], "PostgreSQL at postgresql://chime:***@127.0.0.1:1/chime"),
+        (["publish", "examples/quickstart.json"], "Kafka at 127.0.0.1:1"),
+        (["ack", "0190f5c2-0000-7000-8000-000000000000", "--state", "SUCCEEDED"], "Kafka at"),
+        (["tail", "commands", "--max", "1"], "Kafka at 127.0.0.1:1"),
+    ],
+)
+def test_a_server_that_does_not_answer_is_named_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    server: str,
+) -> None:
+    # nothing listens on port 1: refused at once
+    monkeypatch.setenv("CHIME_DATABASE_URL", "postgresql://chime:secret@127.0.0.1:1/chime")
+    monkeypatch.setenv("CHIME_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert main(command) == 2
+    err = capsys.readouterr().err  # before the last line, the Kafka client's own log lines
+    line = err.splitlines()[-1]
+    assert line.startswith(f"chime {command[0]}: cannot reach {server}"), line
+    assert "Traceback" not in err and "secret" not in err
