@@ -128,15 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args, settings)
     except Exception as exc:
-        server = _unreachable(exc, settings, args.command)
-        if server is None:
+        failure = _server_failure(exc, settings, args.command)
+        if failure is None:
             raise
-        print(f"chime {args.command}: cannot reach {server}: {exc}", file=sys.stderr)
+        print(f"chime {args.command}: {failure}: {exc}", file=sys.stderr)
         return 2
 
 
-def _unreachable(exc: Exception, settings: Settings, command: str) -> str | None:
-    """The server that did not answer, as `exc` says (None: another error)."""
+def _server_failure(exc: Exception, settings: Settings, command: str) -> str | None:
+    """Which server did not answer or refused the connection, as `exc` says (None: another
+    error)."""
     import socket
 
     import asyncpg
@@ -145,7 +146,10 @@ def _unreachable(exc: Exception, settings: Settings, command: str) -> str | None
     from shared.persistence.database import redacted
 
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
-        return f"Kafka at {settings.kafka_bootstrap_servers}"
+        return f"cannot reach Kafka at {settings.kafka_bootstrap_servers}"
+    url = settings.database_url
+    if command == "migrate":
+        url = settings.database_migration_url or url
     if isinstance(
         exc,
         ConnectionError
@@ -154,10 +158,11 @@ def _unreachable(exc: Exception, settings: Settings, command: str) -> str | None
         | asyncpg.PostgresConnectionError
         | asyncpg.CannotConnectNowError,
     ):
-        url = settings.database_url
-        if command == "migrate":
-            url = settings.database_migration_url or url
-        return f"PostgreSQL at {redacted(url)}"
+        return f"cannot reach PostgreSQL at {redacted(url)}"
+    if isinstance(  # a wrong password or user, a database that does not exist
+        exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidCatalogNameError
+    ):
+        return f"PostgreSQL at {redacted(url)} refused the connection"
     return None
 
 

@@ -137,3 +137,15 @@ async def test_import_that_cannot_go_on_says_why(tmp_path: Path) -> None:
         2,
         f"chime import: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory",
     )
+
+
+async def test_a_database_that_refuses_the_connection_is_named_without_a_traceback(
+    postgres: PostgresHandle,
+) -> None:
+    url = postgres.database_url("chime_no_such_database")
+    code, _, err = await chime(url, "status")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"chime status: PostgreSQL at {url} refused the connection:"
+        ' database "chime_no_such_database" does not exist'
+    )
