@@ -39,9 +39,7 @@ def _transition_after(low: datetime, high: datetime, tz: tzinfo) -> datetime:
     return low + lo * _SECOND
 
 
-def to_instants(
-    wall: datetime, tz: tzinfo, real_time: bool = False, later: bool = False
-) -> list[datetime]:
+def to_instants(wall: datetime, tz: tzinfo, real_time: bool, later: bool) -> list[datetime]:
     """Instants (aware UTC, ascending) at which the naive wall time `wall` happens in `tz`."""
     first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)

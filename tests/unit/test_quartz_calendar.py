@@ -48,6 +48,35 @@ QUARTZ = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        # 1W when the 1st is a Saturday: Monday the 3rd (W never leaves the month)
+        (
+            "0 0 9 1W * ?",
+            "2022-01-01T00:00:00Z",
+            ["2022-01-03T09:00:00Z", "2022-02-01T09:00:00Z", "2022-03-01T09:00:00Z"],
+        ),
+        # 31W when the 31st is a Sunday: Friday the 29th (and in months without a 31st: none)
+        (
+            "0 0 9 31W * ?",
+            "2023-12-01T00:00:00Z",
+            ["2023-12-29T09:00:00Z", "2024-01-31T09:00:00Z", "2024-03-29T09:00:00Z"],
+        ),
+        # L-30: the 1st of 31-day months only
+        (
+            "0 0 9 L-30 * ?",
+            "2026-01-01T00:00:00Z",
+            ["2026-01-01T09:00:00Z", "2026-03-01T09:00:00Z", "2026-05-01T09:00:00Z"],
+        ),
+        # a single year after the start's: the years in between are walked, not skipped past
+        ("0 0 12 1 1 ? 2027", "2026-01-01T00:00:00Z", ["2027-01-01T12:00:00Z"]),
+    ],
+)
+def test_quartz_edges(expression: str, after: str, expected: list[str]) -> None:
+    assert fires(cron(expression), after, 3) == expected
+
+
 @pytest.mark.parametrize(("expression", "expected"), QUARTZ)
 def test_quartz_forms(expression: str, expected: list[str]) -> None:
     assert fires(cron(expression), "2026-01-01T00:00:00Z", 3) == expected
@@ -162,6 +191,71 @@ def test_calendar_time_zone_short_id_and_expiration() -> None:
     ]
 
 
+# Edges of the selectors, each the one value a slip in the bounds would get wrong.
+EDGES = [
+    # a RANGE includes both ends and nothing past them
+    (
+        cal("DAILY", hours=sel(RANGE, "22", "23")),
+        ["2026-01-01T22:00:00Z", "2026-01-01T23:00:00Z", "2026-01-02T22:00:00Z"],
+    ),
+    (
+        cal("DAILY", hours=sel(RANGE, "9", "10")),
+        ["2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z", "2026-01-02T09:00:00Z"],
+    ),
+    # hours stepped from 0 by 4 up to 20, never an hour 24
+    (
+        cal("DAILY", hours=sel(LIST, "0", interval=4)),
+        [
+            "2026-01-01T04:00:00Z",
+            "2026-01-01T08:00:00Z",
+            "2026-01-01T12:00:00Z",
+            "2026-01-01T16:00:00Z",
+            "2026-01-01T20:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2026-01-02T04:00:00Z",
+        ],
+    ),
+    # a RANGE of one value
+    (
+        cal("DAILY", hours=sel(RANGE, "7", "7")),
+        ["2026-01-01T07:00:00Z", "2026-01-02T07:00:00Z", "2026-01-03T07:00:00Z"],
+    ),
+    (
+        cal("MONTHLY", days=sel(RANGE, "5", "5")),
+        ["2026-01-05T09:00:00Z", "2026-02-05T09:00:00Z", "2026-03-05T09:00:00Z"],
+    ),
+    # days of the month stepped from one LIST value: the 5th, 15th, 25th, never before the 5th
+    (
+        cal("MONTHLY", days=sel(LIST, "5", interval=10)),
+        [
+            "2026-01-05T09:00:00Z",
+            "2026-01-15T09:00:00Z",
+            "2026-01-25T09:00:00Z",
+            "2026-02-05T09:00:00Z",
+        ],
+    ),
+    # L-30, the furthest back: the 1st of a 31-day month, no day of a shorter one
+    (
+        cal("MONTHLY", days=sel(LIST, "L-30")),
+        ["2026-01-01T09:00:00Z", "2026-03-01T09:00:00Z", "2026-05-01T09:00:00Z"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("trigger", "expected"), EDGES)
+def test_calendar_edges(trigger: dict, expected: list[str]) -> None:
+    assert fires(trigger, "2026-01-01T00:00:00Z", len(expected)) == expected
+
+
+def test_calendar_expiration_includes_its_instant() -> None:
+    trigger = cal("DAILY", expiration="2026-01-03T09:00:00Z")
+    assert fires(trigger, "2026-01-01T00:00:00Z", 5) == [
+        "2026-01-01T09:00:00Z",
+        "2026-01-02T09:00:00Z",
+        "2026-01-03T09:00:00Z",
+    ]
+
+
 @pytest.mark.parametrize(
     ("trigger", "field", "message"),
     [
@@ -196,6 +290,12 @@ def test_calendar_time_zone_short_id_and_expiration() -> None:
             "one LIST value",
         ),
         (cal("DAILY", hours=sel(RANGE, "9")), "trigger.hours.values", "exactly two values"),
+        (cal("MONTHLY", days=sel(LIST, "L-31")), "trigger.days.values[0]", "between 0 and 30"),
+        (
+            cal("MONTHLY", days=sel(LIST, "L", interval=2)),
+            "trigger.days.interval",
+            "one numeric LIST value",
+        ),
     ],
 )
 def test_calendar_rules(trigger: dict, field: str, message: str) -> None:

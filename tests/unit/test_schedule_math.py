@@ -14,7 +14,7 @@ from shared.contracts.triggers import CronTrigger, DailyTrigger, IntervalTrigger
 from shared.schedule import ScheduleError, Series, compile_series, compile_trigger
 from shared.schedule.durations import format_duration, parse_duration
 from shared.schedule.timezones import resolve_zone
-from shared.schedule.wallclock import MEMO_SIZE
+from shared.schedule.wallclock import MEMO_SIZE, to_instants
 
 
 def utc(text: str) -> datetime:
@@ -77,6 +77,29 @@ def test_daily_across_dst(
 ) -> None:
     trigger = DailyTrigger(kind="daily", hours=hhmm[0], minutes=hhmm[1])
     assert fires(trigger, zone, after, 2) == expected
+
+
+@pytest.mark.parametrize(
+    ("zone", "gap_start", "gap_minutes", "transition"),
+    [
+        ("Europe/London", (2026, 3, 29, 1), 60, "2026-03-29T01:00:00Z"),
+        ("America/New_York", (2026, 3, 8, 2), 60, "2026-03-08T07:00:00Z"),
+        ("Australia/Lord_Howe", (2026, 10, 4, 2), 30, "2026-10-03T15:30:00Z"),
+    ],
+)
+def test_every_wall_time_in_a_gap_fires_at_the_transition(
+    zone: str, gap_start: tuple[int, ...], gap_minutes: int, transition: str
+) -> None:
+    """Whatever second of the missing hour a schedule names, it fires at the very second the
+    clocks jump: walls spread over the gap send the search for the transition down different
+    paths."""
+    tz = ZoneInfo(zone)
+    start = datetime(*gap_start)  # naive wall time: the first second that does not exist
+    walls = [start + timedelta(seconds=s) for s in range(0, gap_minutes * 60, 433)]
+    walls.append(start + timedelta(minutes=gap_minutes, seconds=-1))
+    for wall in walls:
+        assert to_instants(wall, tz, real_time=False, later=False) == [utc(transition)], wall
+        assert to_instants(wall, tz, real_time=True, later=False) == [], wall
 
 
 def test_every_hour_follows_real_time_through_fall_back() -> None:
@@ -154,6 +177,7 @@ def test_short_zone_ids() -> None:
         ("*/0 * * * *", "minute step in '*/0' must be at least 1"),
         ("0 5-1 * * *", "hour range '5-1'"),
         ("@fortnightly", "unknown cron macro"),
+        ("   ", "must be a non-empty string"),
     ],
 )
 def test_cron_errors_name_the_field(expression: str, message: str) -> None:
@@ -178,6 +202,8 @@ def test_interval_strictly_after_creation_and_minimum() -> None:
     created = utc("2026-01-01T00:00:00Z")
     source, _ = compile_trigger(IntervalTrigger(kind="interval", every="PT10S"), "UTC", created)
     assert Series(source).first(created) == created + timedelta(seconds=10)
+    shortest, _ = compile_trigger(IntervalTrigger(kind="interval", every="PT1S"), "UTC", created)
+    assert Series(shortest).first(created) == created + timedelta(seconds=1)
     with pytest.raises(ScheduleError, match="at least 1 second"):
         compile_trigger(IntervalTrigger(kind="interval", every="PT0.5S"), "UTC", created)
     with pytest.raises(ScheduleError, match="no fixed length"):
@@ -209,6 +235,13 @@ def test_past_once_still_fires_first() -> None:
     assert Series(source).preview(utc("2026-02-01T00:00:00Z"), 3) == []
 
 
+def test_once_fires_strictly_after() -> None:
+    at = utc("2026-03-01T12:00:00Z")
+    source, _ = compile_trigger(OnceTrigger(kind="once", at=at), "UTC", utc("2026-01-01T00:00:00Z"))
+    assert source.next_after(at - timedelta(microseconds=1)) == at
+    assert source.next_after(at) is None  # fired at `at`: no second time
+
+
 def test_quartz_form_of_triggers() -> None:
     now = utc("2026-01-01T00:00:00Z")
     assert (
@@ -232,6 +265,14 @@ def test_quartz_form_of_triggers() -> None:
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(90, "PT1M30S"), (5, "PT5S"), (1.5, "PT1.5S"), (0.25, "PT0.25S"), (86400, "P1D"), (0, "PT0S")],
+)
+def test_duration_text(seconds: float, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
 
 
 @pytest.mark.parametrize("text", ["5M", "P", "PT", "P1H", "PT-5S", ""])
