@@ -119,6 +119,8 @@ def test_unauthorized(auth: Authenticator, headers: list, reason: str) -> None:
     token = headers[0][1].decode("latin-1").removeprefix("Bearer ") if headers else ""
     if len(token) > 20:
         assert token not in denied.message
+    again = auth.check(headers, "acct-1", SCOPE_WRITE, "schedule.create")
+    assert again == denied  # a refused token is not remembered as verified
 
 
 def test_forbidden_other_tenant_and_missing_scope(auth: Authenticator) -> None:
@@ -142,6 +144,22 @@ def test_scope_forms_and_header_case(auth: Authenticator) -> None:
         token = jwt.encode(claims(scope=None) | form, SECRET.decode(), algorithm="HS256")
         headers = [("Authorization", f"bearer {token}".encode())]
         assert auth.check(headers, "acct-1", SCOPE_ACK, "action.ack") is None
+
+
+def test_a_token_without_kid_needs_a_single_key(tmp_path: Path) -> None:
+    unnamed = jwt.encode(claims(), RSA_KEY, algorithm="RS256")  # no kid in its header
+    one = tmp_path / "one.json"
+    key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key())) | {"alg": "RS256"}
+    one.write_text(json.dumps({"keys": [key]}))
+    single = Authenticator.from_settings(Settings(auth_mode="jwt", auth_jwks_file=str(one)))
+    assert single is not None
+    assert single.check(bearer(unnamed), "acct-1", SCOPE_WRITE, "x") is None
+    several = Authenticator.from_settings(
+        Settings(auth_mode="jwt", auth_jwks_file=str(jwks_file(tmp_path)))
+    )
+    assert several is not None
+    denied = several.check(bearer(unnamed), "acct-1", SCOPE_WRITE, "x")
+    assert denied is not None and "kid" in denied.message  # which key? it cannot guess
 
 
 def test_issuer_and_audience_when_configured() -> None:

@@ -1,11 +1,12 @@
-"""Misfire decisions: what a first attempt fired at `now` does, under each policy."""
+"""Misfire decisions: what a first attempt fired at `now` does, under each policy; and the
+wait before a retry."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.contracts.commands import Policy
-from shared.policy import MisfireDecision, decide_misfire
+from shared.policy import JITTER, MisfireDecision, decide_misfire, retry_delay
 
 DUE = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
@@ -38,3 +39,26 @@ def test_fire_all_fires_late_ones_back_to_the_catchup_window_only() -> None:
     older = decide_misfire(policy, DUE, DUE + timedelta(hours=2))
     assert (older.fire, older.misfired) == (False, True)
     assert older.reason is not None and "catchupWindow PT1H" in older.reason
+
+
+def test_retry_backoff_grows_by_the_multiplier_up_to_the_cap() -> None:
+    policy = Policy.model_validate(
+        {
+            "retry": {
+                "maxAttempts": 9,
+                "initialBackoff": "PT10S",
+                "multiplier": 3.0,
+                "maxBackoff": "PT2M",
+            }
+        }
+    )
+    waits = [retry_delay(policy, failed, 0.0).total_seconds() for failed in range(1, 6)]
+    assert waits == [10, 30, 90, 120, 120]
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_retry_jitter_only_shortens_the_wait(rand: float) -> None:
+    policy = Policy.model_validate({"retry": {"initialBackoff": "PT10S", "maxBackoff": "PT10S"}})
+    wait = retry_delay(policy, 4, rand).total_seconds()
+    assert wait == pytest.approx(10 * (1 - JITTER * rand))
+    assert 10 * (1 - JITTER) < wait <= 10  # never above maxBackoff
