@@ -13,7 +13,7 @@ import pytest
 
 from services.acker.acks import apply_ack, apply_acks
 from services.cli.preview import preview_times
-from services.ticker.engine import Ticker
+from services.ticker.engine import ROUNDS_IN_FLIGHT, Ticker
 from shared import specs
 from shared.clock import SettableClock
 from shared.contracts import ActionAck, ActionDead, ActionDue, ActionEvent, format_instant
@@ -677,6 +677,68 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
     # report their own failure and recovery).
     assert health[0] is False
     assert health[-1] is True
+
+
+async def test_rounds_waiting_for_the_broker_hold_back_the_next_claims(db, database_url) -> None:
+    """At most ROUNDS_IN_FLIGHT rounds wait for the broker's acknowledgement; the next round is
+    claimed and waits for the oldest, and what falls due after it is not claimed at all:
+    backpressure, not rounds piling up. Once the broker answers, everything fires once."""
+    clock = SettableClock(START)
+    at = [f"2026-10-24T12:00:0{i}Z" for i in range(10)]
+    data = schedule("burst", actions=[{"type": "t", "at": instant} for instant in at])
+    await run(db, command("schedule.create", data), clock.now())
+    clock.set(START + timedelta(seconds=10))
+    released: list[Outgoing] = []
+    sink, gate = Collector(), asyncio.Event()
+
+    async def unanswering_broker(messages: Sequence[Outgoing]) -> None:
+        released.extend(messages)
+        await gate.wait()
+        await sink(messages)
+
+    async def free_pending() -> int:  # pending rows no round holds
+        return await db.fetchval(
+            "SELECT count(*) FROM (SELECT id FROM actions WHERE state = 'PENDING'"
+            " FOR KEY SHARE SKIP LOCKED) AS free"
+        )
+
+    async def until(condition) -> None:
+        for _ in range(500):  # bounded: 10 s
+            if await condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("condition not met within 10 s")
+
+    pool = await create_pool(database_url, 10)  # room for more rounds than the cap allows
+    ticker = make_ticker(pool, clock, sink, ticker_batch_size=2)
+    ticker.publish = unanswering_broker
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(ticker.run(stop, wake))
+    try:
+        held = 2 * (ROUNDS_IN_FLIGHT + 1)  # the rounds waiting, and the one claimed after them
+
+        async def capped() -> bool:
+            return len(released) == 2 * ROUNDS_IN_FLIGHT and await free_pending() == 10 - held
+
+        await until(capped)
+        for _ in range(10):  # the loop, woken again and again, claims no more
+            wake.set()
+            await asyncio.sleep(0.02)
+            assert await capped()
+        gate.set()
+
+        async def all_fired() -> bool:
+            return len(sink.fired) == 10
+
+        await until(all_fired)
+    finally:
+        gate.set()
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+        await pool.close()
+    assert sorted(e["data"]["dueAt"] for e in sink.fired) == at
+    assert len({e["meta"]["eventId"] for e in sink.fired}) == 10
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE state = 'DISPATCHED'") == 10
 
 
 async def test_run_loop_survives_a_failing_wait_for_work(db, pool) -> None:
