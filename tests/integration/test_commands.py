@@ -167,10 +167,17 @@ async def test_explicit_actions_inside_window(db: asyncpg.Connection) -> None:
 
 
 async def test_payload_too_large(db: asyncpg.Connection) -> None:
-    data = schedule(trigger=DAILY)
-    data["action"]["payload"] = {"blob": "x" * (256 * 1024)}
+    """256 KiB of payload (as JSON) is allowed, one byte more is not."""
+    wrapper = len('{"blob":""}')
+    data = schedule("at-limit", trigger=DAILY)
+    data["action"]["payload"] = {"blob": "x" * (256 * 1024 - wrapper)}
+    assert (await run(db, command("schedule.create", data), NOW))["type"] == "schedule.created"
+    data = schedule("past-limit", trigger=DAILY)
+    data["action"]["payload"] = {"blob": "x" * (256 * 1024 - wrapper + 1)}
     result = await run(db, command("schedule.create", data), NOW)
     assert result["errors"][0]["code"] == "PAYLOAD_TOO_LARGE"
+    assert result["errors"][0]["field"] == "data.action.payload"
+    assert "262145 bytes" in result["errors"][0]["message"]
 
 
 async def test_migrate_is_idempotent(database_url: str) -> None:
