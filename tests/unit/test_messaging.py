@@ -1,4 +1,5 @@
-"""What counts as a dependency being away (retry) versus a real error (answer or raise)."""
+"""What counts as a dependency being away (retry) versus a real error (answer or raise); what
+is too large to read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import weakref
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
 
-from shared.messaging import Stopping, is_transient, retry_forever
+from shared.messaging import Stopping, is_transient, retry_forever, too_large
 from shared.runtime import collector_paused, runs_by_size
 
 
@@ -168,3 +170,23 @@ async def test_a_retry_frees_what_the_failed_attempt_left_in_cycles_while_paused
         assert await retry_forever("applying", down_once, first_delay=0.001) == "done"
         assert left[0]() is None  # freed before the retry, with the collector still paused
         assert not gc.isenabled()
+
+
+def _record(value: bytes | None) -> ConsumerRecord:
+    return ConsumerRecord("chime.commands", 2, 41, 0, 0, b"k", value, None, 1, 0, [])
+
+
+def test_a_record_over_the_limit_is_dead_lettered_as_it_came() -> None:
+    assert too_large(_record(b"x" * 100), 100, "chime.dlq") is None  # at the limit: read
+    assert too_large(_record(None), 0, "chime.dlq") is None  # a tombstone is no size
+    letter = too_large(_record(b"x" * 101), 100, "chime.dlq")
+    assert letter is not None
+    assert (letter.topic, letter.value, letter.key) == ("chime.dlq", b"x" * 101, b"k")
+    assert letter.headers is not None
+    assert letter.headers["chime-reason"] == (
+        "message of 101 bytes exceeds max_message_bytes (100)"
+    )
+    assert (letter.headers["chime-source-partition"], letter.headers["chime-source-offset"]) == (
+        "2",
+        "41",
+    )

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared.messaging import kafka_client_options
+from shared.messaging import kafka_client_options, kafka_security
 from shared.persistence.database import redacted
 from shared.settings import Settings
 
@@ -101,6 +101,18 @@ def test_kafka_ssl_and_sasl_plaintext() -> None:
     assert plain["sasl_mechanism"] == "SCRAM-SHA-512"
 
 
-def test_kafka_sasl_without_credentials_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs kafka_sasl_username and kafka_sasl_password"):
-        kafka_client_options(Settings(kafka_security_protocol="SASL_SSL"))
+@pytest.mark.parametrize(
+    "credentials", [{}, {"kafka_sasl_username": "u"}, {"kafka_sasl_password": "p"}]
+)
+def test_kafka_sasl_without_credentials_is_refused(credentials: dict[str, str]) -> None:
+    settings = Settings(kafka_security_protocol="SASL_SSL", **credentials)
+    for options in (kafka_client_options, kafka_security):  # the plain clients, FastStream's
+        with pytest.raises(ValueError, match="needs kafka_sasl_username and kafka_sasl_password"):
+            options(settings)
+
+
+def test_faststream_gets_tls_from_the_same_settings() -> None:
+    assert kafka_security(Settings()) is None
+    security = kafka_security(Settings(kafka_security_protocol="SSL"))
+    assert security is not None and security.use_ssl
+    assert isinstance(security.ssl_context, ssl.SSLContext)
