@@ -26,6 +26,7 @@ from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings, Topics
 from tests.e2e.conftest import Bus, own_postgres, read_all
+from tests.integration.helpers import until
 from tests.processes import Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -144,15 +145,6 @@ class Worker:
             f"the worker: {state}, {len(self.failed)} ack sends failed and retried{first}; "
             f"the test's consumer: {consumer}"
         )
-
-
-async def until(condition, timeout: float, every: float = 0.5) -> None:
-    """Poll an async condition until true (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)
 
 
 def ready(url: str) -> bool:

@@ -1,8 +1,11 @@
-"""Building commands and driving service functions in tests."""
+"""Building commands and driving service functions in tests; waiting on a condition."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +26,17 @@ def command(kind: str, data: dict[str, Any], tenant: str = "acct-1", **meta: Any
         },
         "data": data,
     }
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.5
+) -> None:
+    """Poll an async condition until true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)
 
 
 async def run(conn: asyncpg.Connection, body: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from shared.messaging import Outgoing
 from shared.persistence.database import connect, create_pool
 from shared.persistence.queries import load_queries
 from shared.settings import Settings
-from tests.integration.helpers import add_schedule, command, plan_of, run, schedule
+from tests.integration.helpers import add_schedule, command, plan_of, run, schedule, until
 
 START = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
 TOPICS = Settings().topics
@@ -702,25 +702,19 @@ async def test_rounds_waiting_for_the_broker_hold_back_the_next_claims(db, datab
             " FOR KEY SHARE SKIP LOCKED) AS free"
         )
 
-    async def until(condition) -> None:
-        for _ in range(500):  # bounded: 10 s
-            if await condition():
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("condition not met within 10 s")
-
     pool = await create_pool(database_url, 10)  # room for more rounds than the cap allows
-    ticker = make_ticker(pool, clock, sink, ticker_batch_size=2)
+    batch = 2
+    ticker = make_ticker(pool, clock, sink, ticker_batch_size=batch)
     ticker.publish = unanswering_broker
     stop, wake = asyncio.Event(), asyncio.Event()
     loop = asyncio.create_task(ticker.run(stop, wake))
     try:
-        held = 2 * (ROUNDS_IN_FLIGHT + 1)  # the rounds waiting, and the one claimed after them
+        held = batch * (ROUNDS_IN_FLIGHT + 1)  # the rounds waiting, the one claimed after them
 
         async def capped() -> bool:
-            return len(released) == 2 * ROUNDS_IN_FLIGHT and await free_pending() == 10 - held
+            return len(released) == batch * ROUNDS_IN_FLIGHT and await free_pending() == 10 - held
 
-        await until(capped)
+        await until(capped, 10, every=0.02)
         for _ in range(10):  # the loop, woken again and again, claims no more
             wake.set()
             await asyncio.sleep(0.02)
@@ -730,7 +724,7 @@ async def test_rounds_waiting_for_the_broker_hold_back_the_next_claims(db, datab
         async def all_fired() -> bool:
             return len(sink.fired) == 10
 
-        await until(all_fired)
+        await until(all_fired, 10, every=0.02)
     finally:
         gate.set()
         stop.set()
