@@ -150,3 +150,31 @@ async def test_row_level_security_binds_the_service_role(
     finally:
         await raw.close()
     assert await db.fetchval("SELECT max(version) FROM schedules WHERE tenant = 'acct-2'") == 1
+
+
+async def test_a_connection_keeps_no_tenant_after_a_command_or_an_ack(
+    service_database_url: str,
+) -> None:
+    """A command or an ack sets its tenant for its own transaction only: on a connection that
+    names no tenant (as the scheduler's and acker's pools do), what runs next sees no rows
+    until it sets one. Not only through the pool: asyncpg's pool also resets a connection it
+    takes back, but a connection kept for several transactions must not carry a tenant over."""
+    conn = await connect(service_database_url, tenant=None)
+    try:
+        once = {"kind": "once", "at": "2030-01-02T00:00:00Z"}
+        created = await run(conn, command("schedule.create", schedule(trigger=once)), NOW)
+        assert created["type"] == "schedule.created"
+        assert await conn.fetchval("SELECT count(*) FROM schedules") == 0
+        ack = ActionAck.model_validate(
+            {
+                "type": "action.ack",
+                "meta": {"tenant": "acct-1"},
+                "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "RUNNING"},
+            }
+        )
+        async with conn.transaction():
+            await apply_ack(conn, ack, NOW, TOPICS, lambda: 0.0)
+        assert await conn.fetchval("SELECT count(*) FROM actions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM processed_commands") == 0
+    finally:
+        await conn.close()
