@@ -287,6 +287,98 @@ async def test_resume_from_paused_at_catches_up_once(db, pool) -> None:
     assert await ticker.next_wake() == datetime(2026, 3, 10, 12, 11, tzinfo=UTC)
 
 
+async def _stored(db: asyncpg.Connection, schedule_id: str) -> tuple[dict, list[dict]]:
+    """A schedule's row and its occurrences, as stored."""
+    sid = uuid.UUID(schedule_id)
+    row = await db.fetchrow(
+        "SELECT state, version, paused_at, updated_at, spec FROM schedules WHERE id = $1", sid
+    )
+    actions = await db.fetch(
+        "SELECT id, origin, state, version, due_at, fire_at FROM actions"
+        " WHERE schedule_id = $1 ORDER BY due_at, id",
+        sid,
+    )
+    return dict(row), [dict(a) for a in actions]
+
+
+async def test_each_command_changes_its_schedule_and_not_the_others(db) -> None:
+    """Update, pause, resume and delete of one schedule leave every other schedule of the same
+    tenant as it was: its row, its series, its explicit actions (one falls due meanwhile)."""
+    clock = SettableClock(NOW)
+    both = {
+        "trigger": {"kind": "interval", "every": "PT1M"},
+        "actions": [
+            {"type": "START", "at": "2026-03-10T12:02:30Z"},
+            {"type": "STOP", "at": "2026-03-10T12:30:00Z"},
+        ],
+    }
+    mine = await create(db, clock.now(), name="mine", **both)
+    other = await create(db, clock.now(), name="other", **both)
+    before = await _stored(db, other["id"])
+    assert [a["origin"] for a in before[1]] == ["SERIES", "EXPLICIT", "EXPLICIT"]
+    ref = {"id": mine["id"]}
+    steps = [
+        ("schedule.update", {**ref, "changes": {"description": "redone"}}, timedelta(0)),
+        ("schedule.pause", ref, timedelta(0)),
+        ("schedule.resume", {**ref, "resumeFrom": "NOW"}, timedelta(minutes=5)),
+        ("schedule.delete", ref, timedelta(0)),
+    ]
+    for kind, data, later in steps:
+        clock.advance(later)
+        answer = await run(db, command(kind, data), clock.now())
+        assert answer["type"] != "command.rejected", answer
+        assert await _stored(db, other["id"]) == before, kind
+    assert [a["state"] for a in (await _stored(db, mine["id"]))[1]] == [
+        "SKIPPED",  # START: fell due while paused, resumed from NOW
+        "CANCELLED",  # the series' next, redone on resume, then deleted
+        "CANCELLED",  # STOP
+    ]
+
+
+async def test_resume_from_now_fires_what_is_due_at_that_very_instant(db, pool) -> None:
+    """Resuming from NOW skips what fell due while paused; an action due at the resume
+    instant itself was not missed: it fires."""
+    clock, sink = SettableClock(NOW), Collector()
+    actions = [
+        {"type": "START", "at": "2026-03-10T12:02:30Z"},
+        {"type": "STOP", "at": "2026-03-10T12:05:00Z"},
+    ]
+    data = await create(
+        db, clock.now(), trigger={"kind": "once", "at": "2026-03-10T13:00:00Z"}, actions=actions
+    )
+    await run(db, command("schedule.pause", {"id": data["id"]}), clock.now())
+    clock.set(datetime(2026, 3, 10, 12, 5, tzinfo=UTC))
+    await run(db, command("schedule.resume", {"id": data["id"], "resumeFrom": "NOW"}), clock.now())
+    await make_ticker(pool, clock, sink).tick()
+    assert [e["data"]["type"] for e in sink.fired] == ["STOP"]
+    states = await db.fetch(
+        "SELECT type, state FROM actions WHERE origin = 'EXPLICIT' ORDER BY due_at"
+    )
+    assert [(r["type"], r["state"]) for r in states] == [
+        ("START", "SKIPPED"),
+        ("STOP", "DISPATCHED"),
+    ]
+
+
+async def test_an_update_while_paused_keeps_the_instant_it_was_paused(db, pool) -> None:
+    """resumeFrom PAUSED_AT catches up from when the schedule was paused, also after an
+    update made while it was paused (the update does not restart the pause)."""
+    clock, sink = SettableClock(NOW), Collector()
+    data = await create(db, clock.now(), trigger={"kind": "interval", "every": "PT1M"})
+    await run(db, command("schedule.pause", {"id": data["id"]}), clock.now())
+    clock.advance(timedelta(minutes=5))
+    changes = {"id": data["id"], "changes": {"description": "edited while paused"}}
+    updated = await run(db, command("schedule.update", changes), clock.now())
+    assert updated["data"]["state"] == "PAUSED"
+    clock.advance(timedelta(minutes=5))
+    await run(
+        db, command("schedule.resume", {"id": data["id"], "resumeFrom": "PAUSED_AT"}), clock.now()
+    )
+    await make_ticker(pool, clock, sink).tick()
+    # the first run missed since 12:00, not since the update at 12:05
+    assert [e["data"]["dueAt"] for e in sink.events] == ["2026-03-10T12:01:00Z"]
+
+
 async def test_trigger_fires_now_outside_the_series_with_reason(db, pool) -> None:
     clock, sink = SettableClock(NOW), Collector()
     data = await create(db, clock.now(), trigger=DAILY)
