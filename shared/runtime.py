@@ -146,6 +146,7 @@ class ServiceRuntime:
         # a consumer marks its batches; trimmed by `trim_heap`
         self.heap = HeapTrimmer(observe=self.metrics.heap_trim.observe)
         self._probe: asyncio.Task[None] | None = None
+        self._probe_every = 0.0
         self._trimming: asyncio.Task[None] | None = None
         self._unwatch_gc: Callable[[], None] | None = None
 
@@ -157,11 +158,17 @@ class ServiceRuntime:
 
     def watch(self, pool: asyncpg.Pool, every: float = 5.0) -> None:
         """Probe PostgreSQL and Kafka in the background, so that an idle service's readiness
-        tells the truth too. Logs once per change."""
+        tells the truth too. Logs once per change. A Kafka request unanswered for half of
+        `every` fails the check: the client gives up by itself and closes the connection it
+        opened (cancelled from outside halfway through its metadata request, aiokafka's
+        bootstrap would leave that connection open). Any check still running after twice
+        `every` fails too."""
         log = logging.getLogger(f"chime.{self.name}")
+        self._probe_every = every
 
         async def kafka() -> None:
-            client = AIOKafkaClient(**kafka_client_options(self.settings))
+            options = kafka_client_options(self.settings)
+            client = AIOKafkaClient(**options, request_timeout_ms=int(every * 500))
             try:
                 await client.bootstrap()
             finally:
@@ -173,10 +180,10 @@ class ServiceRuntime:
         checks = {"postgresql": postgresql, "kafka": kafka}
 
         async def loop() -> None:
-            while True:
+            while not self.stopping.is_set():
                 for name, check in checks.items():
                     try:
-                        await asyncio.wait_for(check(), every)
+                        await asyncio.wait_for(check(), 2 * every)
                         ok = True
                     except Exception:
                         ok = False
@@ -188,7 +195,8 @@ class ServiceRuntime:
                             "reachable again" if ok else "unreachable",
                         )
                     self.reachable[name] = ok
-                await asyncio.sleep(every)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), every)
 
         self._probe = asyncio.create_task(loop())
 
@@ -197,6 +205,9 @@ class ServiceRuntime:
         self._trimming = asyncio.create_task(self.heap.run())
 
     async def stop(self) -> None:
+        self.stopping.set()
+        if self._probe is not None:  # ends after the check in hand, which closes its client
+            await asyncio.wait({self._probe}, timeout=self._probe_every)
         for task in (self._probe, self._trimming):
             if task is not None:
                 task.cancel()
