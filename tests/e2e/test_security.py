@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from shared.contracts import format_instant
 from shared.persistence.database import connect
 from shared.settings import Settings
+from tests.cli import run_chime
 from tests.e2e.conftest import SERVICES, Bus, read_all
 from tests.processes import Services
 
@@ -123,7 +125,7 @@ async def _fire_and_ack(bus: Bus, name: str) -> None:
 
 
 async def test_token_failures_change_nothing_and_are_logged_without_the_token(
-    secured: Services, bus: Bus, settings: Settings
+    secured: Services, bus: Bus, settings: Settings, tmp_path: Path
 ) -> None:
     topics = settings.topics
     later = datetime.now(UTC) + timedelta(days=1)
@@ -212,6 +214,19 @@ async def test_token_failures_change_nothing_and_are_logged_without_the_token(
         ),
         timeout=60,
     )
+    # `chime publish` sends CHIME_AUTH_TOKEN as its bearer token: applied with it, refused without.
+    env = {
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    for name, extra, code, answer in [
+        ("by-cli", {"CHIME_AUTH_TOKEN": token()}, 0, '"type": "schedule.created"'),
+        ("by-cli-without-token", {}, 1, '"code": "UNAUTHORIZED"'),
+    ]:
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(orjson.dumps(create(name, later)))
+        exit_code, out, err = await run_chime({**env, **extra}, "publish", str(path))
+        assert exit_code == code and answer in out, (name, exit_code, out, err)
     logs = "".join(secured.logs[n].read_text() for n in SERVICES)
     assert "UNAUTHORIZED" in logs or "expired" in logs  # the reasons are logged ...
     for _, headers, _, _ in cases:
