@@ -276,6 +276,8 @@ async def test_overlap_buffer_one(db, pool) -> None:
     await ticker.tick()  # 12:01 fires
     clock.set(at(120))
     await ticker.tick()  # 12:02 is held behind it
+    # held, it waits for the ack, not for the clock: the ticker sleeps until 12:03
+    assert await ticker.next_wake() == at(180)
     clock.set(at(180))
     await ticker.tick()  # 12:03: one is already buffered, so it is skipped
     assert [e["data"]["dueAt"][11:16] for e in sink.fired] == ["12:01"]

@@ -154,6 +154,36 @@ async def test_max_occurrences_ends_series_and_completes(db, pool) -> None:
     )
 
 
+async def test_a_schedule_completes_when_nothing_is_left_to_fire_and_only_then(db, pool) -> None:
+    """A series that ended is not the end while an explicit action is still to fire; and
+    another schedule's occurrences, still to fire, do not hold this one's completion back."""
+    clock = SettableClock(START)
+    ending = schedule(
+        "ending",
+        trigger={"kind": "once", "at": "2026-10-24T12:01:00Z"},
+        actions=[{"type": "STOP", "at": "2026-10-24T12:05:00Z"}],
+    )
+    created = (await run(db, command("schedule.create", ending), clock.now()))["data"]
+    daily = schedule("neighbour", trigger={"kind": "daily", "hours": 3})
+    assert (await run(db, command("schedule.create", daily), clock.now()))["type"] == (
+        "schedule.created"
+    )
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+
+    async def state() -> str:
+        sid = uuid.UUID(created["id"])
+        return await db.fetchval("SELECT state FROM schedules WHERE id = $1", sid)
+
+    clock.set(START + timedelta(minutes=1))
+    assert await ticker.tick() == 1  # the series' one occurrence: the series has ended
+    assert await state() == "ACTIVE"  # STOP is still to fire
+    clock.set(START + timedelta(minutes=5))
+    assert await ticker.tick() == 1
+    assert [e["data"]["type"] for e in sink.fired] == ["billing-run", "STOP"]
+    assert await state() == "COMPLETED"  # though the neighbour has occurrences to fire
+
+
 async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:
     clock = SettableClock(datetime(2026, 3, 15, 7, 0, tzinfo=UTC))
     data = schedule(
