@@ -88,6 +88,21 @@ async def test_next_wake_equals_its_definition(
         assert await db.fetchval(Q.next_wake) == await db.fetchval(REFERENCE, claimed)
 
 
+async def test_next_wake_is_the_first_ack_deadline_when_it_comes_before_any_fire(
+    db: asyncpg.Connection,
+) -> None:
+    """Attempts in flight wake the ticker at the earliest of their deadlines (to time them out),
+    not the latest, when that comes before the next occurrence to fire."""
+    sid = await add_schedule(db, NOW)
+    flight = [("RUNNING", minutes(20)), ("DISPATCHED", minutes(5)), ("RUNNING", minutes(12))]
+    rows = [
+        {"schedule": sid, "fire_at": minutes(-1), "state": state, "ack_deadline": deadline}
+        for state, deadline in flight
+    ]
+    await add_actions(db, [*rows, {"schedule": sid, "fire_at": minutes(30)}], NOW)
+    assert await db.fetchval(Q.next_wake) == minutes(5)
+
+
 async def test_next_wake_reads_the_index_not_every_pending_row(
     db: asyncpg.Connection, database_url: str
 ) -> None:
