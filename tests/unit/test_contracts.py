@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import pytest
 from pydantic import ValidationError
 
-from shared.contracts import ActionAck, CommandEnvelope, ScheduleSpec, errors_from_validation
+from shared.contracts import (
+    ActionAck,
+    CommandEnvelope,
+    ScheduleSpec,
+    errors_from_validation,
+    format_instant,
+)
 
 BASE = {"name": "nightly-billing", "action": {"type": "billing-run"}}
 ONCE = {**BASE, "trigger": {"kind": "once", "at": "2030-01-01T00:00:00Z"}}
@@ -152,3 +161,31 @@ def test_payload_nested_deeper_is_refused_naming_the_field(depth: int) -> None:
     [(field, message)] = errors_of({**ONCE, "action": {"type": "x", "payload": _nested(depth)}})
     assert field == "data.action.payload"
     assert "nests deeper than 32 levels" in message
+
+
+def test_labels_keys_and_values_are_bounded_naming_the_label() -> None:
+    fine = {"team": "x", "a.b/c-d_e": "v" * 256, "k" * 63: ""}
+    assert ScheduleSpec.model_validate({**ONCE, "labels": fine}).labels == fine
+    for labels, message in [
+        ({"-lead": "x"}, "key '-lead' must be 1-63 letters, digits, . _ / -"),
+        ({"sp ace": "x"}, "key 'sp ace' must be 1-63 letters"),
+        ({"k" * 64: "x"}, f"key {'k' * 64!r} must be 1-63 letters"),
+        ({"team": "v" * 257}, "value of 'team' exceeds 256 characters"),
+    ]:
+        [(field, text)] = errors_of({**ONCE, "labels": labels})
+        assert field == "data.labels" and message in text, (labels, field, text)
+
+
+def test_a_window_may_open_and_close_at_one_instant_but_not_close_before_it() -> None:
+    at = "2030-01-01T00:00:00Z"
+    spec = ScheduleSpec.model_validate({**ONCE, "startsAt": at, "endsAt": at})
+    assert spec.to_wire()["startsAt"] == spec.to_wire()["endsAt"] == at
+    errors = errors_of({**ONCE, "startsAt": at, "endsAt": "2029-12-31T23:59:59Z"})
+    assert errors == [("data", "endsAt must not be before startsAt")]
+
+
+def test_an_instant_in_any_zone_is_written_in_utc_with_z() -> None:
+    summer = datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # CEST, +02:00
+    assert format_instant(summer) == "2026-03-29T01:30:00Z"
+    behind = datetime(2026, 1, 1, 19, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=-5)))
+    assert format_instant(behind) == "2026-01-02T00:00:00.250000Z"
