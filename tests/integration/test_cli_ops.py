@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
+from shared.settings import Settings
 from tests.cli import run_chime
+from tests.integration.helpers import add_actions, add_schedule
 from tests.servers import PostgresHandle
 
 
@@ -149,3 +152,42 @@ async def test_a_database_that_refuses_the_connection_is_named_without_a_traceba
         f"chime status: PostgreSQL at {url} refused the connection:"
         ' database "chime_no_such_database" does not exist'
     )
+
+
+async def test_status_counts_what_is_due_in_flight_and_failed(
+    db: asyncpg.Connection, settings: Settings
+) -> None:
+    """`chime status` against stored rows: held occurrences are neither due nor next."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    active, paused = await add_schedule(db, now), await add_schedule(db, now, "PAUSED")
+    hours = [timedelta(hours=n) for n in range(3)]
+    await add_actions(
+        db,
+        [
+            {"schedule": active, "fire_at": now - hours[2], "held": True},
+            {"schedule": active, "fire_at": now - hours[1], "held": True},
+            {"schedule": active, "fire_at": now - hours[1]},  # due: the backlog
+            {"schedule": active, "fire_at": now + hours[1]},
+            {"schedule": paused, "fire_at": now - hours[1], "state": "DISPATCHED"},
+            {"schedule": paused, "fire_at": now - hours[2], "state": "RUNNING"},
+            {"schedule": active, "fire_at": now - hours[2], "state": "FAILED"},
+            {"schedule": active, "fire_at": now - hours[2], "state": "SUCCEEDED"},
+        ],
+        now,
+    )
+    env = {
+        "CHIME_DATABASE_URL": settings.database_url,
+        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    code, out, err = await run_chime(env, "status")
+    assert code == 0, err
+    report = json.loads(out)
+    del report["consumerLag"]
+    assert report == {
+        "schedules": {"ACTIVE": 1, "PAUSED": 1},
+        "backlog": 1,
+        "inFlight": 2,
+        "failed": 1,
+        "nextDue": (now - hours[1]).isoformat().replace("+00:00", "Z"),
+    }
