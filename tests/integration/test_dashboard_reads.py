@@ -83,7 +83,11 @@ async def test_a_short_lookahead_still_lists_true_next_fires(db: asyncpg.Connect
     busy = await add_schedule(db, NOW)
     others = [await add_schedule(db, NOW) for _ in range(8)]
     await add_actions(db, [{"schedule": busy, "fire_at": minutes(i)} for i in range(50)], NOW)
-    later = [{"schedule": s, "fire_at": minutes(100 + i)} for i, s in enumerate(others)]
+    later = [
+        {"schedule": s, "fire_at": minutes(base + i)}
+        for i, s in enumerate(others)
+        for base in (100, 200)  # two each: the first is the next fire
+    ]
     await add_actions(db, later, NOW)
     listed = await db.fetch(Q.dashboard_schedules, 5, 10)
     truth = {r["id"]: r["next_fire"] for r in await db.fetch(SCHEDULES, 100)}

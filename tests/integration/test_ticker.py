@@ -21,7 +21,15 @@ from shared.messaging import Outgoing
 from shared.persistence.database import connect, create_pool
 from shared.persistence.queries import load_queries
 from shared.settings import Settings
-from tests.integration.helpers import add_schedule, command, plan_of, run, schedule, until
+from tests.integration.helpers import (
+    add_actions,
+    add_schedule,
+    command,
+    plan_of,
+    run,
+    schedule,
+    until,
+)
 
 START = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
 TOPICS = Settings().topics
@@ -182,6 +190,28 @@ async def test_a_schedule_completes_when_nothing_is_left_to_fire_and_only_then(d
     assert await ticker.tick() == 1
     assert [e["data"]["type"] for e in sink.fired] == ["billing-run", "STOP"]
     assert await state() == "COMPLETED"  # though the neighbour has occurrences to fire
+
+
+async def test_the_backlog_gauge_counts_what_is_due_and_free_to_fire(db, pool) -> None:
+    """chime_due_backlog: pending occurrences due by now, not those held behind a running one
+    nor those due later; an occurrence due at this very instant counts."""
+    sid = await add_schedule(db, START)
+    await add_actions(
+        db,
+        [
+            {"schedule": sid, "fire_at": START - timedelta(minutes=2)},
+            {"schedule": sid, "fire_at": START},
+            {"schedule": sid, "fire_at": START - timedelta(minutes=1), "held": True},
+            {"schedule": sid, "fire_at": START - timedelta(minutes=3), "held": True},
+            {"schedule": sid, "fire_at": START - timedelta(minutes=3), "held": True},
+            {"schedule": sid, "fire_at": START - timedelta(minutes=5), "state": "RUNNING"},
+            {"schedule": sid, "fire_at": START + timedelta(seconds=1)},
+        ],
+        START,
+    )
+    ticker = make_ticker(pool, SettableClock(START), Collector())
+    await ticker.refresh_backlog()
+    assert ticker.metrics.registry.get_sample_value("chime_due_backlog") == 2
 
 
 async def test_explicit_actions_fire_at_their_instants(db, pool) -> None:
