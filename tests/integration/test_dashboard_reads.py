@@ -94,6 +94,10 @@ async def test_a_short_lookahead_still_lists_true_next_fires(db: asyncpg.Connect
     assert len(listed) == 5
     assert listed[0]["id"] == busy and listed[0]["next_fire"] == minutes(0)
     assert all(r["next_fire"] == truth[r["id"]] for r in listed)
+    # The fill: the five newest others (by id, time-ordered for real rows), of which the four
+    # firing first (others[i] first at minute 100 + i) follow the one the lookahead found.
+    newest = sorted(others, reverse=True)[:5]
+    assert [r["id"] for r in listed] == [busy, *sorted(newest, key=others.index)[:4]]
 
 
 async def test_recent_actions_are_the_last_written(db: asyncpg.Connection) -> None:
