@@ -46,16 +46,20 @@ async def series(db: asyncpg.Connection, sid: uuid.UUID, states: list[str]) -> l
 async def test_finished_occurrences_past_retention_go_with_their_history(
     db: asyncpg.Connection, service_database_url: str
 ) -> None:
-    """Old finished occurrences of every terminal state go, with their history; recent ones,
-    and old ones still pending, in flight or timed out (to be retried), stay; so does each
-    schedule's last series occurrence, however old, which the series counts from."""
+    """Old finished occurrences of every terminal state go, with their history; recent ones
+    (due within the retention, or exactly at its limit), and old ones still pending, in flight
+    or timed out (to be retried), stay; so does each schedule's last series occurrence, however
+    old, which the series counts from."""
     sid = await add_schedule(db, NOW)
     finished = await add_actions(
         db, [{"schedule": sid, "fire_at": OLD, "state": s} for s in sorted(TERMINAL)], NOW
     )
     kept = await add_actions(
         db,
-        [{"schedule": sid, "fire_at": RECENT, "state": "SUCCEEDED"}]
+        [
+            {"schedule": sid, "fire_at": RECENT, "state": "SUCCEEDED"},
+            {"schedule": sid, "fire_at": NOW - KEEP, "state": "SUCCEEDED"},  # due at the limit
+        ]
         + [
             {"schedule": sid, "fire_at": OLD, "state": s}
             for s in ("PENDING", "DISPATCHED", "RUNNING", "TIMED_OUT")
