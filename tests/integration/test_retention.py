@@ -68,7 +68,9 @@ async def test_finished_occurrences_past_retention_go_with_their_history(
     )
     other = await add_schedule(db, NOW)
     *older, last = await series(db, other, ["SUCCEEDED", "FAILED", "SKIPPED", "SUCCEEDED"])
-    await histories(db, finished + kept + older + [last])
+    longer = await add_schedule(db, NOW)  # a longer series: each keeps its own last
+    *longer_older, longer_last = await series(db, longer, ["SUCCEEDED"] * 6)
+    await histories(db, finished + kept + older + [last] + longer_older + [longer_last])
 
     pool = await create_pool(service_database_url, 2, "*")
     try:
@@ -77,13 +79,13 @@ async def test_finished_occurrences_past_retention_go_with_their_history(
     finally:
         await pool.close()
 
-    gone = set(finished + older)
-    assert pruned == len(gone) == 7
-    assert metrics.pruned._value.get() == 7
+    gone = set(finished + older + longer_older)
+    assert pruned == len(gone) == 12
+    assert metrics.pruned._value.get() == 12
     left = {r["id"] for r in await db.fetch("SELECT id FROM actions")}
-    assert left == set(kept) | {last}
+    assert left == set(kept) | {last, longer_last}
     with_history = {r["action_id"] for r in await db.fetch("SELECT action_id FROM action_history")}
-    assert with_history == set(kept) | {last}
+    assert with_history == set(kept) | {last, longer_last}
     assert await db.fetchval(Q.last_series_seq, other) == 4  # the series goes on from 4
 
 
