@@ -215,17 +215,13 @@ async def test_token_failures_change_nothing_and_are_logged_without_the_token(
         timeout=60,
     )
     # `chime publish` sends CHIME_AUTH_TOKEN as its bearer token: applied with it, refused without.
-    env = {
-        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
-    }
     for name, extra, code, answer in [
         ("by-cli", {"CHIME_AUTH_TOKEN": token()}, 0, '"type": "schedule.created"'),
         ("by-cli-without-token", {}, 1, '"code": "UNAUTHORIZED"'),
     ]:
         path = tmp_path / f"{name}.json"
         path.write_bytes(orjson.dumps(create(name, later)))
-        exit_code, out, err = await run_chime({**env, **extra}, "publish", str(path))
+        exit_code, out, err = await run_chime({**settings.to_env(), **extra}, "publish", str(path))
         assert exit_code == code and answer in out, (name, exit_code, out, err)
     logs = "".join(secured.logs[n].read_text() for n in SERVICES)
     assert "UNAUTHORIZED" in logs or "expired" in logs  # the reasons are logged ...

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.contracts import format_instant
 from shared.settings import Settings
 from tests.cli import run_chime
 from tests.integration.helpers import add_actions, add_schedule
@@ -175,12 +176,7 @@ async def test_status_counts_what_is_due_in_flight_and_failed(
         ],
         now,
     )
-    env = {
-        "CHIME_DATABASE_URL": settings.database_url,
-        "CHIME_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "CHIME_TOPIC_PREFIX": settings.topic_prefix,
-    }
-    code, out, err = await run_chime(env, "status")
+    code, out, err = await run_chime(settings.to_env(), "status")
     assert code == 0, err
     report = json.loads(out)
     del report["consumerLag"]
@@ -189,5 +185,5 @@ async def test_status_counts_what_is_due_in_flight_and_failed(
         "backlog": 1,
         "inFlight": 2,
         "failed": 1,
-        "nextDue": (now - hours[1]).isoformat().replace("+00:00", "Z"),
+        "nextDue": format_instant(now - hours[1]),
     }

@@ -173,9 +173,8 @@ async def test_a_schedule_completes_when_nothing_is_left_to_fire_and_only_then(d
     )
     created = (await run(db, command("schedule.create", ending), clock.now()))["data"]
     daily = schedule("neighbour", trigger={"kind": "daily", "hours": 3})
-    assert (await run(db, command("schedule.create", daily), clock.now()))["type"] == (
-        "schedule.created"
-    )
+    neighbour = await run(db, command("schedule.create", daily), clock.now())
+    assert neighbour["type"] == "schedule.created"
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
 
