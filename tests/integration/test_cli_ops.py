@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import asyncpg
 from shared.contracts import format_instant
 from shared.settings import Settings
 from tests.cli import run_chime
-from tests.integration.helpers import add_actions, add_schedule
+from tests.integration.helpers import add_actions, add_schedule, until
 from tests.servers import PostgresHandle
 
 
@@ -141,6 +145,70 @@ async def test_import_that_cannot_go_on_says_why(tmp_path: Path) -> None:
         2,
         f"chime import: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory",
     )
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The multiprocessing workers `pid` started (not its resource tracker)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        pids = [int(child) for child in children.read().split()]
+    workers = []
+    for child in pids:
+        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+            if b"spawn_main" in cmdline.read():
+                workers.append(child)
+    return workers
+
+
+async def test_import_worker_killed_without_a_word_fails_the_import(tmp_path: Path) -> None:
+    """A --jobs worker that dies before it can say so (SIGKILL) is noticed by its exit code:
+    the import ends naming that part, instead of waiting for it forever."""
+    source = tmp_path / "schedules.jsonl"
+    line = {"name": "a", "trigger": {"kind": "daily", "hours": 1}, "action": {"type": "x"}}
+    source.write_text(json.dumps(line) + "\n" + json.dumps({**line, "name": "b"}) + "\n")
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts each worker's connection and never answers it
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "import",
+        str(source),
+        "--tenant",
+        "t",
+        "--jobs",
+        "2",
+        env={**os.environ, "CHIME_DATABASE_URL": f"postgresql://chime:chime@127.0.0.1:{port}/c"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def both_connected() -> bool:
+            return len(held) == 2
+
+        await until(both_connected, timeout=60, every=0.1)
+        workers = spawned_workers(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        for writer in held:  # the other worker's connection is cut: it fails and says so
+            writer.close()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        server.close()
+        await server.wait_closed()
+    message = err.decode().strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in err.decode(), err
+    assert message.count("the process ended with exit code -9") == 1, message
+    assert "part 1 of 2: " in message and "part 2 of 2: " in message, message
+    assert "run the import again to finish" in message, message
 
 
 async def test_a_database_that_refuses_the_connection_is_named_without_a_traceback(
