@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -57,7 +58,8 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
 ) -> None:
     """A command and an ack in hand, the ticker claiming, PostgreSQL stopped: each service
     leaves the work it cannot finish (uncommitted, it is redelivered) and exits 0 at once,
-    instead of retrying until the shutdown grace period runs out."""
+    instead of retrying until the shutdown grace period runs out. Meanwhile the records behind
+    the work in hand show as the consumer's lag."""
     async with own_postgres(settings, tmp_path / "pg") as (pg, own):
         running = Services(own)
         services = ("scheduler", "ticker", "acker")
@@ -87,6 +89,27 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
                 while what + b" failed, retrying" not in running.logs[name].read_bytes():
                     assert time.monotonic() < deadline, running.logs[name].read_text()[-2000:]
                     await asyncio.sleep(0.2)
+            # what arrives behind the work in hand is counted as each consumer's lag
+            for n in range(3):
+                meta = {**meta, "commandId": f"c-{n + 2}", "correlationId": f"c-{n + 2}"}
+                await bus.send(
+                    own.topics.commands, {"type": "schedule.create", "meta": meta, "data": data}
+                )
+            for _ in range(2):
+                await bus.send(
+                    own.topics.actions_acks,
+                    {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack},
+                    b"k",
+                )
+            for name, topic, behind in (
+                ("scheduler", own.topics.commands, 3),
+                ("acker", own.topics.actions_acks, 2),
+            ):
+                gauge = f'chime_consumer_lag{{topic="{topic}"}} {float(behind)}'
+                deadline = time.monotonic() + 30
+                while gauge not in (metrics := await asyncio.to_thread(scrape, running, name)):
+                    assert time.monotonic() < deadline, metrics
+                    await asyncio.sleep(0.2)
             started = time.monotonic()
             codes = await asyncio.wait_for(running.stop_all(), 30)
             took = time.monotonic() - started
@@ -98,6 +121,11 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
         assert took < 10, f"stopping took {took:.1f} s: a retry held the shutdown"
         for name in ("scheduler", "acker"):
             assert b"left as the service stops" in running.logs[name].read_bytes()
+
+
+def scrape(running: Services, name: str) -> str:
+    with urllib.request.urlopen(f"{running.urls[name]}/metrics", timeout=5) as response:
+        return response.read().decode()
 
 
 FAILING_LOOP = """
