@@ -164,6 +164,7 @@ async def test_the_timeline_is_a_ring_of_one_day(db: asyncpg.Connection) -> None
     sid = uuid.uuid4()
     await db.execute(HISTORY, sid, "DISPATCHED", minutes(0))
     await db.execute(HISTORY, sid, "DISPATCHED", minutes(0))
+    await db.execute(HISTORY, sid, "FAILED", minutes(0))
     day_later = NOW + timedelta(days=1)
     await db.execute(HISTORY, sid, "SUCCEEDED", day_later)
     await db.execute(HISTORY, sid, "DISPATCHED", minutes(0))  # late: its slot is taken

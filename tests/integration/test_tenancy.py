@@ -116,6 +116,14 @@ async def test_an_ack_from_another_tenant_changes_nothing(conn: asyncpg.Connecti
     assert [a["state"] for a in mine["data"]["recentActions"]] == ["PENDING"]
 
 
+# Per table, the columns that make a copied row a new one (its key within a tenant).
+FOREIGN_ROW = {
+    "schedules": "'id', gen_random_uuid(), 'name', 'copied'",
+    "actions": "'id', gen_random_uuid(), 'seq', NULL",
+    "processed_commands": "'command_id', 'copied'",
+}
+
+
 async def test_row_level_security_binds_the_service_role(
     db: asyncpg.Connection, service_database_url: str
 ) -> None:
@@ -135,9 +143,23 @@ async def test_row_level_security_binds_the_service_role(
             # ... nor write a row for acct-2.
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
                 await raw.execute("UPDATE schedules SET tenant = 'acct-2' WHERE tenant = 'acct-1'")
+        for table, fresh in FOREIGN_ROW.items():
+            # A copy of an acct-1 row made acct-2's, written blind (no RETURNING, no WHERE on
+            # the new row): only the policy's WITH CHECK stands in the way.
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+                async with raw.transaction():
+                    await raw.execute("SELECT set_config('chime.tenant', 'acct-1', true)")
+                    await raw.execute(
+                        f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table},"
+                        f" to_jsonb(t) || jsonb_build_object('tenant', 'acct-2', {fresh}))).*"
+                        f" FROM {table} t"
+                    )
         async with raw.transaction():
             await raw.execute("SELECT set_config('chime.tenant', '*', true)")
             assert await raw.fetchval("SELECT count(DISTINCT tenant) FROM schedules") == 2
+            # Acting for every tenant (the ticker, operator tools) writes every tenant's rows.
+            for table in FOREIGN_ROW:
+                assert await raw.execute(f"UPDATE {table} SET tenant = tenant") == "UPDATE 2"
         # No DDL, and the policies cannot be switched off by the service role.
         for ddl in (
             "CREATE TABLE intruder (x int)",
