@@ -63,8 +63,10 @@ async def test_retry_forever_raises_real_errors() -> None:
     async def broken() -> None:
         raise ValueError("a bug, not an outage")
 
+    states: list[bool] = []
     with pytest.raises(ValueError, match="a bug"):
-        await retry_forever("working", broken)
+        await retry_forever("working", broken, states.append)
+    assert states == []  # never failed over: nothing to report as recovered
 
 
 async def test_an_answer_after_an_outage_counts_as_recovered() -> None:
