@@ -90,10 +90,10 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
                     assert time.monotonic() < deadline, running.logs[name].read_text()[-2000:]
                     await asyncio.sleep(0.2)
             # what arrives behind the work in hand is counted as each consumer's lag
-            for n in range(3):
-                meta = {**meta, "commandId": f"c-{n + 2}", "correlationId": f"c-{n + 2}"}
+            for n in range(2, 5):
+                behind = {**meta, "commandId": f"c-{n}", "correlationId": f"c-{n}"}
                 await bus.send(
-                    own.topics.commands, {"type": "schedule.create", "meta": meta, "data": data}
+                    own.topics.commands, {"type": "schedule.create", "meta": behind, "data": data}
                 )
             for _ in range(2):
                 await bus.send(
@@ -101,11 +101,11 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
                     {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack},
                     b"k",
                 )
-            for name, topic, behind in (
+            for name, topic, lag in (
                 ("scheduler", own.topics.commands, 3),
                 ("acker", own.topics.actions_acks, 2),
             ):
-                gauge = f'chime_consumer_lag{{topic="{topic}"}} {float(behind)}'
+                gauge = f'chime_consumer_lag{{topic="{topic}"}} {float(lag)}'
                 deadline = time.monotonic() + 30
                 while gauge not in (metrics := await asyncio.to_thread(scrape, running, name)):
                     assert time.monotonic() < deadline, metrics
