@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import asyncpg
 
 from shared.contracts import format_instant
 from shared.settings import Settings
-from tests.cli import run_chime
+from tests.cli import run_chime, start_chime
 from tests.integration.helpers import add_actions, add_schedule, until
 from tests.servers import PostgresHandle
 
@@ -172,19 +171,9 @@ async def test_import_worker_killed_without_a_word_fails_the_import(tmp_path: Pa
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "import",
-        str(source),
-        "--tenant",
-        "t",
-        "--jobs",
-        "2",
-        env={**os.environ, "CHIME_DATABASE_URL": f"postgresql://chime:chime@127.0.0.1:{port}/c"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    url = f"postgresql://chime:chime@127.0.0.1:{port}/c"
+    proc = await start_chime(
+        {"CHIME_DATABASE_URL": url}, "import", str(source), "--tenant", "t", "--jobs", "2"
     )
     try:
 
