@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import sys
@@ -11,12 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+from shared.embedded import die_with_parent
 from shared.settings import Settings
 
-__all__ = ["Services"]
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
-_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+__all__ = ["Services", "child_processes"]
 
 
 class Services:
@@ -64,7 +61,7 @@ class Services:
                 env={**self.env, "CHIME_TICKER_ID": label},
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.procs[label] = proc
         assert proc.stdout is not None
@@ -93,14 +90,18 @@ class Services:
         return codes
 
 
-def _die_with_parent() -> None:
-    """In the forked child, before exec: SIGTERM when the parent dies (Linux; elsewhere none).
-    Only a call of a function looked up beforehand: no lock is taken between fork and exec."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 async def _drain(proc: asyncio.subprocess.Process) -> None:
     assert proc.stdout is not None
     async for _ in proc.stdout:
         pass
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The processes `pid` started (Linux), each with its command line."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        pids = [int(child) for child in children.read().split()]
+    found = {}
+    for child in pids:
+        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+            found[child] = cmdline.read().decode(errors="replace").rstrip("\0").split("\0")
+    return found

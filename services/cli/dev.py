@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from shared.embedded import EmbeddedPostgres, Tansu, port_in_use
+from shared.embedded import EmbeddedPostgres, Tansu, die_with_parent, port_in_use
 from shared.messaging import ensure_topics
 from shared.persistence.database import redacted
 from shared.persistence.migrate import migrate
@@ -51,6 +51,7 @@ async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
             name,
             env={**env, "CHIME_HTTP_PORT": env.get("CHIME_HTTP_PORT", "0")},
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,  # a `chime dev` killed outright takes them with it
         )
         procs[name] = proc
         followers.append(asyncio.create_task(follow(name, proc)))

@@ -16,6 +16,8 @@ import pytest
 
 from shared.embedded import free_port
 from shared.settings import Settings
+from tests.integration.helpers import until
+from tests.processes import child_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -111,10 +113,9 @@ async def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
     assert f"port {port} is taken: pass --postgres-port" in out.decode()
 
 
-async def test_dev_uses_servers_named_in_the_environment(
-    settings: Settings, database_url: str, tmp_path: Path
-) -> None:
-    env = {
+def named_env(settings: Settings, database_url: str) -> dict[str, str]:
+    """`chime dev` on the tests' servers, with topics of its own."""
+    return {
         **clean_env(),
         "CHIME_DATABASE_URL": settings.database_url,  # the services' role: no DDL
         "CHIME_DATABASE_MIGRATION_URL": database_url,  # the owner migrates
@@ -123,7 +124,12 @@ async def test_dev_uses_servers_named_in_the_environment(
         "CHIME_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
     }
-    proc, lines = await start_dev(["--data-dir", str(tmp_path)], env)
+
+
+async def test_dev_uses_servers_named_in_the_environment(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    proc, lines = await start_dev(["--data-dir", str(tmp_path)], named_env(settings, database_url))
     try:
         assert lines[-1] == "chime dev: ready", lines
         shown = settings.database_url.replace(":chime_service@", ":***@")
@@ -133,3 +139,62 @@ async def test_dev_uses_servers_named_in_the_environment(
     finally:
         code, _ = await stop_dev(proc)
     assert code == 0
+
+
+async def test_dev_stops_everything_when_a_service_dies(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """A service that exits on its own is named, the others are stopped, and `chime dev`
+    exits 1: a half-running system is not left behind."""
+    proc, lines = await start_dev(["--data-dir", str(tmp_path)], named_env(settings, database_url))
+    try:
+        assert lines[-1] == "chime dev: ready", lines
+        services = dev_services(proc)
+        os.kill(services["acker"], signal.SIGKILL)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        if proc.returncode is None:
+            await stop_dev(proc)
+    assert proc.returncode == 1
+    assert "chime dev: acker exited unexpectedly; stopping" in rest.decode().splitlines()
+    assert rest.decode().rstrip().endswith("chime dev: stopped")
+    for pid in (services["scheduler"], services["ticker"]):  # stopped and reaped
+        assert not Path(f"/proc/{pid}").exists(), pid
+
+
+async def test_dev_killed_outright_takes_its_services_with_it(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL leaves `chime dev` no time to stop anything: its services get SIGTERM from the
+    kernel when it dies (instead of running on, orphaned) and stop as they do on SIGTERM."""
+    proc, lines = await start_dev(["--data-dir", str(tmp_path)], named_env(settings, database_url))
+    try:
+        assert lines[-1] == "chime dev: ready", lines
+        services = dev_services(proc)
+    finally:
+        proc.kill()
+        await proc.wait()
+
+    async def all_ended() -> bool:
+        return all(ended(pid) for pid in services.values())
+
+    await until(all_ended, timeout=30, every=0.2)
+
+
+def dev_services(proc: asyncio.subprocess.Process) -> dict[str, int]:
+    """The pid of each service `chime dev` runs, by name."""
+    services = {
+        cmdline[-1]: pid
+        for pid, cmdline in child_processes(proc.pid).items()
+        if cmdline[-2:-1] == ["run"]
+    }
+    assert set(services) == {"scheduler", "ticker", "acker"}, services
+    return services
+
+
+def ended(pid: int) -> bool:
+    """Exited: gone, or a zombie not reaped yet (an orphan's new parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

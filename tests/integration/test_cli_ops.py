@@ -15,6 +15,7 @@ from shared.contracts import format_instant
 from shared.settings import Settings
 from tests.cli import run_chime, start_chime
 from tests.integration.helpers import add_actions, add_schedule, until
+from tests.processes import child_processes
 from tests.servers import PostgresHandle
 
 
@@ -146,18 +147,6 @@ async def test_import_that_cannot_go_on_says_why(tmp_path: Path) -> None:
     )
 
 
-def spawned_workers(pid: int) -> list[int]:
-    """The multiprocessing workers `pid` started (not its resource tracker)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as children:
-        pids = [int(child) for child in children.read().split()]
-    workers = []
-    for child in pids:
-        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-            if b"spawn_main" in cmdline.read():
-                workers.append(child)
-    return workers
-
-
 async def test_import_worker_killed_without_a_word_fails_the_import(tmp_path: Path) -> None:
     """A --jobs worker that dies before it can say so (SIGKILL) is noticed by its exit code:
     the import ends naming that part, instead of waiting for it forever."""
@@ -181,7 +170,11 @@ async def test_import_worker_killed_without_a_word_fails_the_import(tmp_path: Pa
             return len(held) == 2
 
         await until(both_connected, timeout=60, every=0.1)
-        workers = spawned_workers(proc.pid)
+        workers = [  # not its multiprocessing resource tracker
+            pid
+            for pid, cmdline in child_processes(proc.pid).items()
+            if any("spawn_main" in arg for arg in cmdline)
+        ]
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
         for writer in held:  # the other worker's connection is cut: it fails and says so
