@@ -102,7 +102,9 @@ def test_a_meter_reads_the_machine_and_this_process() -> None:
     assert us["machine"] >= us["bench"] - 20_000  # this process ran on the machine
     faults = figures["faults_per_op"]
     assert set(faults) == {"machine", "self", "bench"}
-    assert faults["self"] == faults["bench"] >= 1024  # the pages it touched afresh
+    assert min(faults["self"], faults["bench"]) >= 1024  # the pages it touched afresh
+    # one process read twice, a moment apart: what the reading itself touched may fall between
+    assert abs(faults["self"] - faults["bench"]) <= 8
     assert faults["machine"] >= 1024  # the machine's count has them too
 
 
