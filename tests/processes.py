@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
@@ -73,6 +74,11 @@ class Services:
                 self._drains.append(asyncio.create_task(_drain(proc)))
                 return
         raise AssertionError(f"{label} exited before it was ready (code {await proc.wait()})")
+
+    def metrics(self, label: str) -> str:
+        """What the instance's /metrics endpoint shows now (blocking: a short local read)."""
+        with urllib.request.urlopen(f"{self.urls[label]}/metrics", timeout=5) as response:
+            return response.read().decode()
 
     async def kill(self, label: str) -> None:
         proc = self.procs[label]

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -107,7 +106,7 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
             ):
                 gauge = f'chime_consumer_lag{{topic="{topic}"}} {float(lag)}'
                 deadline = time.monotonic() + 30
-                while gauge not in (metrics := await asyncio.to_thread(scrape, running, name)):
+                while gauge not in (metrics := await asyncio.to_thread(running.metrics, name)):
                     assert time.monotonic() < deadline, metrics
                     await asyncio.sleep(0.2)
             started = time.monotonic()
@@ -121,11 +120,6 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
         assert took < 10, f"stopping took {took:.1f} s: a retry held the shutdown"
         for name in ("scheduler", "acker"):
             assert b"left as the service stops" in running.logs[name].read_bytes()
-
-
-def scrape(running: Services, name: str) -> str:
-    with urllib.request.urlopen(f"{running.urls[name]}/metrics", timeout=5) as response:
-        return response.read().decode()
 
 
 FAILING_LOOP = """
