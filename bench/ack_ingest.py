@@ -35,7 +35,7 @@ TARGET_PER_S = 30_000  # issue #8's ack target: what `cpu.cores_for_target` is r
 
 async def scenario(total: int, ackers: int) -> dict:
     async with servers("acks") as settings:
-        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+        async with Services(settings, tidy=True, CHIME_LOG_LEVEL="WARNING") as running:
             await running.start("scheduler")
             due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
             await load_through_commands(settings, total, due)

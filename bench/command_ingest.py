@@ -73,7 +73,7 @@ async def scenario(total: int, schedulers: int) -> dict:
     async with servers("ingest") as settings:
         bodies = [create_command(i) for i in range(total)]
         publish_s = await publish(settings, settings.topics.commands, bodies)
-        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+        async with Services(settings, tidy=True, CHIME_LOG_LEVEL="WARNING") as running:
             await asyncio.gather(*(running.start(f"scheduler-{i}") for i in range(schedulers)))
             meter = await CpuMeter.of(settings, running.procs)
             meter.start()

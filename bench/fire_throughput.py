@@ -69,7 +69,7 @@ async def _fired(url: str, due: datetime) -> dict:
 async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> dict:
     async with servers("fire") as settings:
         tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
-        async with Services(settings, CHIME_LOG_LEVEL="WARNING", **tuning) as running:
+        async with Services(settings, tidy=True, CHIME_LOG_LEVEL="WARNING", **tuning) as running:
             await running.start("scheduler")
             lead = timedelta(seconds=max(20, total / 2000))
             due = (datetime.now(UTC) + lead).replace(microsecond=0)

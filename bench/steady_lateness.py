@@ -282,7 +282,7 @@ async def scenario(
     async with servers("steady", template) as settings:
         url = settings.database_url
         backlog = await stored_backlog(settings, stored, template) if stored else {}
-        async with Services(settings, CHIME_LOG_LEVEL="WARNING") as running:
+        async with Services(settings, tidy=True, CHIME_LOG_LEVEL="WARNING") as running:
             await running.start("scheduler")
             start = datetime.now(UTC) + timedelta(seconds=15 + total / 10_000)
             step = timedelta(seconds=1 / rate)

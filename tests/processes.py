@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -23,7 +24,9 @@ class Services:
     A replica is named `<service>` or `<service>-<n>` (`ticker-2`). Each process's stderr goes
     to a file in `logdir` (`logs[label]`), its health URL to `urls[label]`. Every instance is
     listed in `created`: a failing end-to-end test reports the tail of each log, a passing one
-    removes them (tests/e2e/conftest.py).
+    removes them (tests/e2e/conftest.py). A benchmark, which has no such hook, passes
+    `tidy=True`: a block that ends normally, its services stopped cleanly, removes them; any other
+    end keeps them and names the folder on stderr.
 
     As a context manager (`async with Services(...) as running`), whatever still runs at the
     end of the block is stopped, however the block ends. On Linux each service also gets
@@ -33,21 +36,28 @@ class Services:
 
     created: ClassVar[list[Services]] = []
 
-    def __init__(self, settings: Settings, **env: str) -> None:
+    def __init__(self, settings: Settings, *, tidy: bool = False, **env: str) -> None:
         self.env = {**os.environ, **settings.to_env(), "CHIME_HTTP_PORT": "0", **env}
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.urls: dict[str, str] = {}
         self.logs: dict[str, Path] = {}
         self.logdir = Path(tempfile.mkdtemp(prefix="chime-e2e-logs-"))
         self._drains: list[asyncio.Task[None]] = []
+        self.tidy = tidy
         Services.created.append(self)
 
     async def __aenter__(self) -> Services:
         return self
 
-    async def __aexit__(self, *_: object) -> None:
+    async def __aexit__(self, failure: type[BaseException] | None, *_: object) -> None:
         if any(proc.returncode is None for proc in self.procs.values()):
             await self.stop_all()
+        if not self.tidy:
+            return
+        if failure is None and all(proc.returncode == 0 for proc in self.procs.values()):
+            shutil.rmtree(self.logdir, ignore_errors=True)
+        else:
+            print(f"service logs kept in {self.logdir}", file=sys.stderr)
 
     async def start(self, label: str) -> None:
         service = label.split("-")[0]

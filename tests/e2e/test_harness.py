@@ -51,13 +51,26 @@ async def _ended(pid: int, within: float) -> bool:
     return not _running(pid)
 
 
-async def test_a_failing_block_stops_its_services(settings: Settings) -> None:
+async def test_a_failing_block_stops_its_services_and_keeps_their_logs(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(RuntimeError, match="the block failed"):
-        async with Services(settings) as running:
+        async with Services(settings, tidy=True) as running:
             await running.start("ticker")
             proc = running.procs["ticker"]
             raise RuntimeError("the block failed")
     assert proc.returncode == 0  # stopped with SIGTERM, cleanly
+    assert (running.logdir / "ticker.log").exists()
+    assert f"service logs kept in {running.logdir}" in capsys.readouterr().err
+
+
+async def test_a_tidy_block_that_ends_well_removes_its_logs(settings: Settings) -> None:
+    """What a benchmark run leaves: nothing (each run once left a folder of logs in /tmp)."""
+    async with Services(settings, tidy=True) as running:
+        await running.start("ticker")
+        assert (running.logdir / "ticker.log").exists()
+    assert running.procs["ticker"].returncode == 0
+    assert not running.logdir.exists()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
