@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root, so as root the server runs as a system user m
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import os
 import pwd
@@ -33,12 +34,13 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 _prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
 
 
-def die_with_parent() -> None:
-    """A `preexec_fn`: in the forked child, before exec, SIGTERM when the parent dies (Linux;
-    elsewhere nothing). Only a call of a function looked up beforehand: no lock is taken
-    between fork and exec."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """A `preexec_fn`: in the forked child, before exec (and after any change of user), `sig`
+    when the parent dies (Linux; elsewhere nothing). The parent is the thread that started the
+    child: start it from one that lives as long as the process. Only a call of a function
+    looked up beforehand: no lock is taken between fork and exec."""
     if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        _prctl(PR_SET_PDEATHSIG, sig)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -111,12 +113,15 @@ def _give_to(user: str, path: Path) -> None:
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server on 127.0.0.1:port with its data in `data_dir`."""
+    """A PostgreSQL server on 127.0.0.1:port with its data in `data_dir`. `tied`: it shuts
+    down (fast: SIGINT) when the thread that started it ends, as a process killed outright
+    does (`die_with_parent`)."""
 
-    def __init__(self, data_dir: Path, port: int, durable: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int, durable: bool = True, tied: bool = False) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.durable = durable
+        self.tied = tied
         self.process: subprocess.Popen[bytes] | None = None
         self.user = _run_as()
         # Drop root's group too: with gid 0 a root-owned 0701 folder would deny access.
@@ -178,6 +183,7 @@ class EmbeddedPostgres:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGINT) if self.tied else None,
             **self.as_user,
         )
         wait_for_port(self.port, timeout, self.process)
@@ -215,10 +221,12 @@ class EmbeddedPostgres:
 
 
 class Tansu:
-    """The Tansu broker (memory storage) on 127.0.0.1:port."""
+    """The Tansu broker (memory storage) on 127.0.0.1:port. `tied`: it stops (SIGTERM) when
+    the thread that started it ends (`die_with_parent`)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tied: bool = False) -> None:
         self.port = port
+        self.tied = tied
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -239,6 +247,7 @@ class Tansu:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent if self.tied else None,
             env={**os.environ, "RUST_LOG": "error"},
         )
         wait_for_port(self.port, timeout, self.process)

@@ -101,8 +101,10 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
                     "or set CHIME_DATABASE_URL to use that server"
                 )
                 return 2
-            postgres = EmbeddedPostgres(Path(data_dir) / "postgres", postgres_port)
-            await asyncio.to_thread(postgres.start)
+            # Started from this (the main) thread, tied to it: a `chime dev` killed outright
+            # takes its servers with it, as it does its services.
+            postgres = EmbeddedPostgres(Path(data_dir) / "postgres", postgres_port, tied=True)
+            postgres.start()
             env["CHIME_DATABASE_URL"] = postgres.url("chime")
         if "CHIME_KAFKA_BOOTSTRAP_SERVERS" not in env:
             if port_in_use(kafka_port):
@@ -111,8 +113,8 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
                     "or set CHIME_KAFKA_BOOTSTRAP_SERVERS to use that broker"
                 )
                 return 2
-            broker = Tansu(kafka_port)
-            await asyncio.to_thread(broker.start)
+            broker = Tansu(kafka_port, tied=True)
+            broker.start()
             env["CHIME_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         _say(f"CHIME_KAFKA_BOOTSTRAP_SERVERS={env['CHIME_KAFKA_BOOTSTRAP_SERVERS']}")
         _say(f"CHIME_DATABASE_URL={redacted(env['CHIME_DATABASE_URL'])}")
