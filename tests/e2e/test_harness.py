@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.processes import Services
 
 pytestmark = pytest.mark.e2e
 
-# A parent that starts a ticker, says its pid, and waits to be killed.
+# A parent that starts a ticker, says its pid and log folder, and waits to be killed.
 PARENT = """
 import asyncio
 from shared.settings import Settings
@@ -27,7 +28,7 @@ from tests.processes import Services
 async def main():
     running = Services(Settings())
     await running.start("ticker")
-    print(running.procs["ticker"].pid, flush=True)
+    print(running.procs["ticker"].pid, running.logdir, flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -86,7 +87,8 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
         cwd=Path(__file__).resolve().parents[2],
     )
     assert parent.stdout is not None
-    ticker = int(await asyncio.wait_for(parent.stdout.readline(), 90))
+    said = (await asyncio.wait_for(parent.stdout.readline(), 90)).decode().split()
+    ticker, logdir = int(said[0]), Path(said[1])
     assert _running(ticker)
     parent.send_signal(signal.SIGKILL)
     await parent.wait()
@@ -95,6 +97,7 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
     finally:
         if _running(ticker):
             os.kill(ticker, signal.SIGKILL)
+        shutil.rmtree(logdir)  # its parent, killed, could not
 
 
 async def test_the_bus_reads_again_what_its_consumer_stepped_over() -> None:
