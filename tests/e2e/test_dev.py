@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from shared.embedded import free_port
@@ -180,6 +181,8 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
             if pid not in services.values()
         }
         assert sorted(servers.values()) == ["postgres", "tansu"], children
+        # A client of the database (a user's psql) does not keep it up: a fast shutdown.
+        client = await asyncpg.connect(re.sub(r"/chime$", "/postgres", database_url(lines)))
     finally:
         proc.kill()
         await proc.wait()
@@ -189,7 +192,9 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
 
     try:
         await until(all_ended, timeout=30, every=0.2)
+        assert client.is_closed()
     finally:
+        client.terminate()
         for pid in [*services.values(), *servers]:
             if not ended(pid):  # failed: left behind, not to run on after the test
                 os.kill(pid, signal.SIGKILL)
@@ -200,6 +205,11 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
     finally:
         code, rest = await stop_dev(again)
     assert code == 0, rest
+
+
+def database_url(lines: list[str]) -> str:
+    """The database `chime dev` said it uses."""
+    return next(line.split("=", 1)[1] for line in lines if line.startswith("CHIME_DATABASE_URL="))
 
 
 def dev_services(proc: asyncio.subprocess.Process) -> dict[str, int]:
