@@ -175,8 +175,13 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
 
     await migrate(database_url)  # as the owner, a no-op on the test database: idempotent
     # Runs of a few messages (commands and acks here are 0.3-2 KB): every batch that holds
-    # more is applied in several transactions, the path a batch of large commands takes.
-    running = Services(settings, CHIME_CONSUMER_RUN_BYTES="4096")
+    # more is applied in several transactions, the path a batch of large commands takes. The
+    # ticker never polls on its own (max idle 10 min instead of 5 s): every fire here comes
+    # from a NOTIFY or the next due instant it computed, so a wake-up lost shows as a test
+    # that times out rather than as an event 5 s late.
+    running = Services(
+        settings, CHIME_CONSUMER_RUN_BYTES="4096", CHIME_TICKER_MAX_IDLE_SECONDS="600"
+    )
     await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in SERVICES)), 90)
     yield running
     codes = await running.stop_all()

@@ -374,6 +374,49 @@ async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
     }
 
 
+async def answered(bus: Bus, kind: str, data: dict) -> dict:
+    """Send a command; its result."""
+    body = command(kind, data)
+    await bus.send(bus.settings.topics.commands, body)
+    [result] = await bus.wait_for(
+        bus.settings.topics.command_results,
+        lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
+    )
+    return result.value
+
+
+async def test_the_due_backlog_gauge_counts_what_waits_past_its_instant(
+    services, bus: Bus, settings
+) -> None:
+    """chime_due_backlog, as the ticker's /metrics shows it (refreshed at each scrape): an
+    explicit action of a paused schedule past its instant waits (a pause keeps explicit
+    actions), and counts; deleted, it does not."""
+    import urllib.request
+
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    name = f"backlog-{uuid.uuid4().hex[:8]}"
+    actions = [{"type": "START", "at": iso(at + timedelta(seconds=1))}]
+    window = {"startsAt": iso(at - timedelta(minutes=1)), "endsAt": iso(at + timedelta(hours=1))}
+    created = await create(
+        bus, {"name": name, **window, "actions": actions, "action": {"type": "START"}}
+    )
+    assert created["type"] == "schedule.created", created
+    paused = await answered(bus, "schedule.pause", {"name": name})
+    assert paused["type"] == "schedule.paused", paused
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds() + 1.5))
+
+    def backlog() -> str:
+        url = f"{services.urls['ticker']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            [value] = re.findall(r"^chime_due_backlog (\S+)$", response.read().decode(), re.M)
+        return value
+
+    assert backlog() == "1.0"
+    deleted = await answered(bus, "schedule.delete", {"name": name})
+    assert deleted["type"] == "schedule.deleted", deleted
+    assert backlog() == "0.0"
+
+
 async def test_metrics_and_health_endpoints(services, bus: Bus, settings) -> None:
     import urllib.request
 
