@@ -558,3 +558,35 @@ async def test_postgres_stopped_for_ten_seconds(
 
 def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def test_idle_services_say_when_postgres_is_unreachable(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With nothing to do, no work of theirs meets an outage: each service's own probe says
+    not ready while PostgreSQL is down, and ready once it is back (the ticker sleeps for its
+    max idle, so its firing loop does not ask the database meanwhile)."""
+    async with own_postgres(settings, tmp_path / "pg") as (pg, own):
+        running = Services(own, CHIME_TICKER_MAX_IDLE_SECONDS="600")
+        names = ("scheduler", "ticker", "acker")
+        await asyncio.wait_for(asyncio.gather(*(running.start(n) for n in names)), 90)
+        try:
+
+            async def readiness() -> dict[str, bool]:
+                urls = running.urls
+                return {n: await asyncio.to_thread(ready, urls[n]) for n in names}
+
+            async def all_ready() -> bool:
+                return all((await readiness()).values())
+
+            async def none_ready() -> bool:
+                return not any((await readiness()).values())
+
+            await until(all_ready, 30, every=0.2)
+            await asyncio.to_thread(pg.stop)
+            await until(none_ready, 30, every=0.2)
+            await asyncio.to_thread(pg.start)
+            await until(all_ready, 60, every=0.2)
+        finally:
+            codes = await running.stop_all()
+        assert codes == dict.fromkeys(names, 0), codes
