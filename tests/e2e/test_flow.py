@@ -53,6 +53,10 @@ async def create(bus: Bus, data: dict) -> dict:
         lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
     )
     CommandResult.model_validate(result.value)
+    # keyed by the schedule's id (its results stay in order on one partition); a rejected
+    # command names none, and is keyed by its correlation id
+    key = (result.value.get("data") or {}).get("id") or body["meta"]["correlationId"]
+    assert result.key == key.encode()
     return result.value
 
 
@@ -127,6 +131,7 @@ async def test_whole_flow(services, bus: Bus, settings) -> None:
     )
     assert rejected.value["type"] == "command.rejected"
     assert rejected.value["errors"][0]["field"] == "data.trigger.hours"
+    assert rejected.key == bad["meta"]["correlationId"].encode()  # no schedule to key it by
     [dead] = await bus.wait_for(topics.dlq, lambda r: r.raw == b"\xff\xfe not json {")
     assert dead.headers["chime-reason"].startswith("not JSON")
     assert dead.headers["chime-source-topic"] == topics.commands

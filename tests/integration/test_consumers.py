@@ -1,0 +1,97 @@
+"""The scheduler's and the acker's batch handlers (`CommandConsumer`, `AckConsumer`) on a batch
+that mixes good records with bad ones, on the real database: what each record becomes, and
+what the service counts in /metrics (dead letters once each; a refused ack as ignored, not as
+a dead letter)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import orjson
+from aiokafka import ConsumerRecord
+
+from services.acker.app import AckConsumer
+from services.scheduler.app import CommandConsumer
+from shared.clock import SystemClock
+from shared.persistence.database import create_pool
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+from tests.integration.helpers import command, schedule
+
+SECRET = "chime-consumers-hs256-secret-0123456789"
+
+
+def record(topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Any:
+    return ConsumerRecord(topic, 0, 0, 0, 0, None, value, None, 0, len(value), headers or [])
+
+
+def counted(runtime: ServiceRuntime, name: str, **labels: str) -> float:
+    return runtime.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_the_scheduler_dead_letters_what_is_no_command_and_counts_each_once(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    topics = settings.topics
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = CommandConsumer(pool, settings, SystemClock(), runtime)
+    name = f"mixed-{uuid.uuid4().hex[:8]}"
+    good = command("schedule.create", schedule(name, trigger={"kind": "daily", "hours": 1}))
+    batch = [
+        record(topics.commands, b"\xff not json"),
+        record(topics.commands, orjson.dumps(good)),
+        record(topics.commands, b"[1, 2, 3]"),  # JSON, but no command
+        record(topics.commands, b"x" * (settings.max_message_bytes + 1)),
+    ]
+    try:
+        out = await consumer.handle(batch)
+    finally:
+        await pool.close()
+    assert [o.topic for o in out] == [topics.dlq] * 3 + [topics.command_results]
+    assert orjson.loads(out[-1].value)["type"] == "schedule.created"
+    assert counted(runtime, "chime_dlq_entries_total", service="scheduler") == 3
+    created = {"type": "schedule.create", "outcome": "schedule.created"}
+    assert counted(runtime, "chime_commands_total", **created) == 1
+
+
+async def test_the_acker_counts_a_refused_ack_as_ignored_and_not_as_a_dead_letter(
+    database_url: str,
+) -> None:
+    settings = Settings(
+        database_url=database_url, database_pool_size=3, auth_mode="jwt", auth_hs256_secret=SECRET
+    )
+    topics = settings.topics
+    runtime = ServiceRuntime("acker", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = AckConsumer(pool, settings, SystemClock(), runtime)
+    tenant = "acct-consumers"
+
+    def ack() -> bytes:  # of an occurrence never stored: the acker ignores it, saying why
+        data = {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"}
+        return orjson.dumps({"type": "action.ack", "meta": {"tenant": tenant}, "data": data})
+
+    claims = {"tenant": tenant, "scope": "actions:ack", "exp": time.time() + 60}
+    signed = [("authorization", f"Bearer {jwt.encode(claims, SECRET)}".encode())]
+    batch = [
+        record(topics.actions_acks, b"not json"),
+        record(topics.actions_acks, orjson.dumps({"type": "action.ack"})),  # no ack
+        record(topics.actions_acks, ack()),  # no token: refused before the database
+        record(topics.actions_acks, ack(), signed),  # applied: no such occurrence
+    ]
+    try:
+        out = await consumer.handle(batch)
+    finally:
+        await pool.close()
+    assert [o.topic for o in out] == [topics.dlq] * 2 + [topics.actions_events] * 2
+    refused, unknown = (orjson.loads(o.value) for o in out[2:])
+    assert refused["type"] == unknown["type"] == "action.ack-ignored"
+    assert refused["data"]["reason"].startswith("UNAUTHORIZED"), refused
+    assert not unknown["data"]["reason"].startswith("UNAUTHORIZED"), unknown
+    assert counted(runtime, "chime_dlq_entries_total", service="acker") == 2
+    ignored = {"state": "SUCCEEDED", "outcome": "action.ack-ignored"}
+    assert counted(runtime, "chime_acks_total", **ignored) == 2
