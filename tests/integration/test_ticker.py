@@ -1162,3 +1162,34 @@ async def _reads(db: asyncpg.Connection) -> dict[str, int]:
         "actions rows by index": tables["actions"]["fetched"],
         "actions rows by the index by schedule": by_schedule,
     }
+
+
+async def test_the_listen_loop_wakes_the_ticker_again_once_it_reconnects(
+    settings: Settings, database_url: str
+) -> None:
+    """A NOTIFY sent while the LISTEN connection is down is lost: whenever the loop (re)connects
+    it wakes the ticker anyway, to look for what it may have missed; and NOTIFYs wake it again."""
+    from services.ticker.app import _listen
+
+    wake, stop = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(_listen(settings, wake, stop))
+    admin = await asyncpg.connect(database_url)
+    try:
+        await asyncio.wait_for(wake.wait(), 10)  # listening
+        wake.clear()
+        await admin.execute("SELECT pg_notify('chime_due', '')")
+        await asyncio.wait_for(wake.wait(), 10)
+        wake.clear()
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%chime_due%'"
+        )
+        assert ended == 1  # the loop's connection, cut
+        await asyncio.wait_for(wake.wait(), 15)  # reconnected, no NOTIFY sent: woken to look
+        wake.clear()
+        await admin.execute("SELECT pg_notify('chime_due', '')")
+        await asyncio.wait_for(wake.wait(), 10)  # and listening again
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+        await admin.close()
