@@ -15,7 +15,7 @@ from typing import ClassVar
 from shared.embedded import die_with_parent
 from shared.settings import Settings
 
-__all__ = ["Services", "child_processes"]
+__all__ = ["Services", "alive", "child_processes"]
 
 
 class Services:
@@ -121,3 +121,12 @@ def child_processes(pid: int) -> dict[int, list[str]]:
         with open(f"/proc/{child}/cmdline", "rb") as cmdline:
             found[child] = cmdline.read().decode(errors="replace").rstrip("\0").split("\0")
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped is not: it has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

@@ -18,7 +18,7 @@ import pytest
 from shared.embedded import free_port
 from shared.settings import Settings
 from tests.integration.helpers import until
-from tests.processes import child_processes
+from tests.processes import alive, child_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -188,7 +188,7 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
         await proc.wait()
 
     async def all_ended() -> bool:
-        return all(ended(pid) for pid in [*services.values(), *servers])
+        return not any(alive(pid) for pid in [*services.values(), *servers])
 
     try:
         await until(all_ended, timeout=30, every=0.2)
@@ -196,7 +196,7 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
     finally:
         client.terminate()
         for pid in [*services.values(), *servers]:
-            if not ended(pid):  # failed: left behind, not to run on after the test
+            if alive(pid):  # failed: left behind, not to run on after the test
                 os.kill(pid, signal.SIGKILL)
     again, lines = await start_dev(args, clean_env())
     try:
@@ -221,11 +221,3 @@ def dev_services(proc: asyncio.subprocess.Process) -> dict[str, int]:
     }
     assert set(services) == {"scheduler", "ticker", "acker"}, services
     return services
-
-
-def ended(pid: int) -> bool:
-    """Exited: gone, or a zombie not reaped yet (an orphan's new parent reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True

@@ -45,8 +45,9 @@ def parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-async def create(bus: Bus, data: dict) -> dict:
-    body = command("schedule.create", data)
+async def answered(bus: Bus, kind: str, data: dict) -> dict:
+    """Send a command; its result."""
+    body = command(kind, data)
     await bus.send(bus.settings.topics.commands, body)
     [result] = await bus.wait_for(
         bus.settings.topics.command_results,
@@ -58,6 +59,10 @@ async def create(bus: Bus, data: dict) -> dict:
     key = (result.value.get("data") or {}).get("id") or body["meta"]["correlationId"]
     assert result.key == key.encode()
     return result.value
+
+
+async def create(bus: Bus, data: dict) -> dict:
+    return await answered(bus, "schedule.create", data)
 
 
 async def test_whole_flow(services, bus: Bus, settings) -> None:
@@ -379,25 +384,12 @@ async def test_chime_ack_and_status(services, bus: Bus, settings) -> None:
     }
 
 
-async def answered(bus: Bus, kind: str, data: dict) -> dict:
-    """Send a command; its result."""
-    body = command(kind, data)
-    await bus.send(bus.settings.topics.commands, body)
-    [result] = await bus.wait_for(
-        bus.settings.topics.command_results,
-        lambda r: r.value["meta"]["correlationId"] == body["meta"]["correlationId"],
-    )
-    return result.value
-
-
 async def test_the_due_backlog_gauge_counts_what_waits_past_its_instant(
     services, bus: Bus, settings
 ) -> None:
     """chime_due_backlog, as the ticker's /metrics shows it (refreshed at each scrape): an
     explicit action of a paused schedule past its instant waits (a pause keeps explicit
     actions), and counts; deleted, it does not."""
-    import urllib.request
-
     at = datetime.now(UTC) + timedelta(seconds=2)
     name = f"backlog-{uuid.uuid4().hex[:8]}"
     actions = [{"type": "START", "at": iso(at + timedelta(seconds=1))}]
@@ -411,9 +403,7 @@ async def test_the_due_backlog_gauge_counts_what_waits_past_its_instant(
     await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds() + 1.5))
 
     def backlog() -> str:
-        url = f"{services.urls['ticker']}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            [value] = re.findall(r"^chime_due_backlog (\S+)$", response.read().decode(), re.M)
+        [value] = re.findall(r"^chime_due_backlog (\S+)$", services.metrics("ticker"), re.M)
         return value
 
     assert backlog() == "1.0"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
-from tests.processes import Services
+from tests.processes import Services, alive
 
 pytestmark = pytest.mark.e2e
 
@@ -35,21 +35,12 @@ asyncio.run(main())
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie waiting to be reaped is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 async def _ended(pid: int, within: float) -> bool:
     for _ in range(int(within / 0.1)):
-        if not _running(pid):
+        if not alive(pid):
             return True
         await asyncio.sleep(0.1)
-    return not _running(pid)
+    return not alive(pid)
 
 
 async def test_a_failing_block_stops_its_services_and_keeps_their_logs(
@@ -89,13 +80,13 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
     assert parent.stdout is not None
     said = (await asyncio.wait_for(parent.stdout.readline(), 90)).decode().split()
     ticker, logdir = int(said[0]), Path(said[1])
-    assert _running(ticker)
+    assert alive(ticker)
     parent.send_signal(signal.SIGKILL)
     await parent.wait()
     try:
         assert await _ended(ticker, 30), "the ticker outlived the process that started it"
     finally:
-        if _running(ticker):
+        if alive(ticker):
             os.kill(ticker, signal.SIGKILL)
         shutil.rmtree(logdir)  # its parent, killed, could not
 
