@@ -340,14 +340,23 @@ def consumer_app(
     subscriber(on_batch)
 
     async def refresh_lag() -> None:
+        """Records past each assigned partition's position, up to its end offset as the broker
+        gives it now. Not the highwater of the last fetch: while the service holds a batch it
+        cannot apply, its fetcher (records buffered) fetches no more, so that figure stops
+        where the stall began, which is when the lag matters. A broker that does not answer
+        within 2 s leaves the last fetch's figure."""
         consumer = subscriber.consumer
         if consumer is None:
             return
+        partitions = list(consumer.assignment())
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), 2) if partitions else {}
+        except (TimeoutError, KafkaError):
+            ends = {partition: consumer.highwater(partition) for partition in partitions}
         lag = 0
-        for partition in consumer.assignment():
-            highwater = consumer.highwater(partition)
-            if highwater is not None:
-                lag += max(0, highwater - await consumer.position(partition))
+        for partition, end in ends.items():
+            if end is not None:
+                lag += max(0, end - await consumer.position(partition))
         runtime.metrics.consumer_lag.labels(consumes.topic).set(lag)
 
     runtime.metrics.on_scrape(refresh_lag)

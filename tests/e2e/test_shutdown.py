@@ -88,18 +88,22 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
                 while what + b" failed, retrying" not in running.logs[name].read_bytes():
                     assert time.monotonic() < deadline, running.logs[name].read_text()[-2000:]
                     await asyncio.sleep(0.2)
-            # what arrives behind the work in hand is counted as each consumer's lag
+            # what arrives behind the work in hand is counted as each consumer's lag, all of
+            # it: sent a record at a time, so that a consumer's fetcher has buffered the first
+            # (and fetches no more) before the next is there
             for n in range(2, 5):
                 behind = {**meta, "commandId": f"c-{n}", "correlationId": f"c-{n}"}
                 await bus.send(
                     own.topics.commands, {"type": "schedule.create", "meta": behind, "data": data}
                 )
+                await asyncio.sleep(0.5)
             for _ in range(2):
                 await bus.send(
                     own.topics.actions_acks,
                     {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack},
                     b"k",
                 )
+                await asyncio.sleep(0.5)
             for name, topic, lag in (
                 ("scheduler", own.topics.commands, 3),
                 ("acker", own.topics.actions_acks, 2),
