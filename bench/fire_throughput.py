@@ -3,7 +3,7 @@ back with a plain consumer; and, in the same run, the raw reference: a plain asy
 publishing with aiokafka on the same database and broker, read back by the same consumer.
 
     python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B] [--no-raw]
-                                    [--raw-claimers K]
+                                    [--raw-claimers K] [--reader after]
 
 Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
 chime.commands (answered by the scheduler), action.due read back from the broker. Both
@@ -14,6 +14,14 @@ compares those. The raw loop runs as many claimers as Chime runs tickers (or
 also reports its own pace before the broker's delivery: the raw loop's publishing
 (acknowledged by the broker), Chime's releases (firedAt of the stored rows), so that a slow
 delivery by the broker shows as such.
+
+`--reader after` measures both as published instead: nothing reads the topic until the last
+event is published and recorded (the workers are elsewhere, as in production, and the broker
+serves no fetches meanwhile): the rate is the total over the time from the due instant (the
+raw loop's "go") to the last round's mark, which commits after the broker acknowledged the
+round (Chime: its stored fire counters, polled every 10 ms; the raw loop: its claimers' own
+account), and the CPU window ends there. The consumer then reads every event, for the
+duplicates and misses. Each line names its reader (`beside` or `after`).
 """
 
 from __future__ import annotations
@@ -38,6 +46,30 @@ from tests.processes import Services
 PROBES = parse_queries((Path(__file__).parent / "sql" / "fire.sql").read_text())
 TENANT = "bench"  # load_through_commands' tenant
 TARGET_PER_S = 50_000  # issue #8's fire target: what `cpu.cores_for_target` is reckoned at
+
+
+async def _recorded(url: str, total: int, since: datetime, meter: CpuMeter) -> float:
+    """When the stored fires reached `total` (each round's mark commits after the broker
+    acknowledged the round), polled every 10 ms; stops the meter there."""
+    conn = await connect(url)
+    try:
+        deadline = time.monotonic() + 600
+        while await conn.fetchval(PROBES.recorded_fires, since) < total:
+            assert time.monotonic() < deadline, f"fewer than {total} fires recorded in 600 s"
+            await asyncio.sleep(0.01)
+        meter.stop()
+        return time.time()
+    finally:
+        await conn.close()
+
+
+def _published(total: int, start: float, last: float) -> dict:
+    """Published from `start` to `last` (the reader after): the rate over that span."""
+    return {
+        "rate_per_s": round(total / (last - start)),
+        "all_within_s": round(last - start, 3),
+        "first_late_s": None,
+    }
 
 
 def _received(received: list[tuple[float, dict]], start: float) -> dict:
@@ -66,7 +98,9 @@ async def _fired(url: str, due: datetime) -> dict:
     }
 
 
-async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> dict:
+async def chime_scenario(
+    total: int, tickers: int, batch: int | None = None, after: bool = False
+) -> dict:
     async with servers("fire") as settings:
         tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
         async with Services(settings, tidy=True, CHIME_LOG_LEVEL="WARNING", **tuning) as running:
@@ -78,26 +112,37 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
                 await running.start(f"ticker-{i}")
             assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead"
             meter = await CpuMeter.of(settings, running.procs)
+            topic = settings.topics.actions_due
             reading = asyncio.create_task(
-                receive(settings, settings.topics.actions_due, total, 600, at_last=meter.stop)
+                _recorded(settings.database_url, total, due, meter)
+                if after
+                else receive(settings, topic, total, 600, at_last=meter.stop)
             )
             # from just before the first claim (the lookahead is 50 ms) to the last event
             await asyncio.sleep(max(0.0, due.timestamp() - 0.2 - time.time()))
             meter.start()
-            received = await reading
+            if after:
+                last = await reading
+                received = await receive(settings, topic, total, 600)
+            else:
+                received = await reading
             rss = {label: round(rss_mib(p.pid), 1) for label, p in running.procs.items()}
         fired = await _fired(settings.database_url, due)
     ids = [v["data"]["actionId"] for _, v in received]
+    rates = (
+        _published(total, due.timestamp(), last) if after else _received(received, due.timestamp())
+    )
     return {
         "scenario": "fire_throughput",
         "compression": settings.kafka_compression,
+        "reader": "after" if after else "beside",
         "total": total,
         "tickers": tickers,
         "batch": batch or Settings().ticker_batch_size,
         "received": len(received),
         "duplicates": len(ids) - len(set(ids)),
         "misses": total - len(set(ids)),
-        **_received(received, due.timestamp()),
+        **rates,
         "fired": fired,
         "load_commands_s": round(load_seconds, 2),
         "rss_mib": rss,
@@ -105,7 +150,9 @@ async def chime_scenario(total: int, tickers: int, batch: int | None = None) -> 
     }
 
 
-async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dict:
+async def raw_reference(
+    total: int, claimers: int = 1, batch: int = 5000, after: bool = False
+) -> dict:
     """The plain claim loop: one statement claims a batch, aiokafka publishes it, one marks it;
     `claimers` of them at once, each a process of its own (as Chime's tickers are), while
     this process only reads the events back."""
@@ -127,7 +174,6 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
             await conn.close()
         topic = settings.topics.actions_due
         meter = await CpuMeter.of(settings, {})
-        reading = asyncio.create_task(receive(settings, topic, total, 600, at_last=meter.stop))
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -145,8 +191,10 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
         ]
         for proc in procs:  # each says "ready" once connected, and starts on "go"
             assert proc.stdout and await proc.stdout.readline() == b"ready\n", "a claimer failed"
-        await asyncio.sleep(1.0)  # the reader is running too (from the topic's start)
         meter.services = {f"claimer-{i}": proc.pid for i, proc in enumerate(procs)}
+        if not after:
+            reading = asyncio.create_task(receive(settings, topic, total, 600, at_last=meter.stop))
+            await asyncio.sleep(1.0)  # the reader is running too (from the topic's start)
         meter.start()
         start = time.time()
         for proc in procs:
@@ -160,7 +208,11 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
             assert proc.stdout
             outputs.append((await proc.stdout.readline()).split())
         assert all(len(out) == 2 for out in outputs), "a claimer failed"
-        received = await reading
+        if after:
+            meter.stop()
+            received = await receive(settings, topic, total, 600)
+        else:
+            received = await reading
         for proc in procs:
             assert proc.stdin
             proc.stdin.close()
@@ -169,12 +221,13 @@ async def raw_reference(total: int, claimers: int = 1, batch: int = 5000) -> dic
         elapsed = max(float(s) for s in seconds)
     return {
         "scenario": "raw_reference_claim_loop",
+        "reader": "after" if after else "beside",
         "total": total,
         "claimers": claimers,
         "batch": batch,
         "received": len(received),
         "published_by_each": [int(n) for n in sent],
-        **_received(received, start),
+        **(_published(total, 0.0, elapsed) if after else _received(received, start)),
         "published": {"rate_per_s": round(total / elapsed), "all_within_s": round(elapsed, 3)},
         "cpu": meter.per_operation(len(received), TARGET_PER_S),
     }
@@ -225,6 +278,12 @@ async def main() -> None:
     parser.add_argument(
         "--raw-claimers", type=int, help="the raw reference's claimers (default: --tickers)"
     )
+    parser.add_argument(
+        "--reader",
+        choices=["beside", "after"],
+        default="beside",
+        help="read the events while they are published (beside) or once all are (after)",
+    )
     parser.add_argument("--raw-claimer", nargs=4, help=argparse.SUPPRESS)  # one, as a process
     args = parser.parse_args()
     if args.raw_claimer:
@@ -234,10 +293,15 @@ async def main() -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # to its end
         return
     claimers = args.raw_claimers or args.tickers
-    raw = {"rate_per_s": None} if args.no_raw else await raw_reference(args.total, claimers)
+    after = args.reader == "after"
+    raw = (
+        {"rate_per_s": None}
+        if args.no_raw
+        else await raw_reference(args.total, claimers, after=after)
+    )
     if not args.no_raw:
         line(**raw)
-    chime = await chime_scenario(args.total, args.tickers, args.batch)
+    chime = await chime_scenario(args.total, args.tickers, args.batch, after)
     if chime["rate_per_s"] and raw["rate_per_s"]:
         chime["fraction_of_raw"] = round(chime["rate_per_s"] / raw["rate_per_s"], 3)
     line(**chime)

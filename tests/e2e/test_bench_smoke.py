@@ -70,11 +70,26 @@ async def test_fire_throughput_smoke() -> None:
     assert raw["claimers"] == 2 and len(raw["published_by_each"]) == 2
     assert sum(raw["published_by_each"]) == 300  # what each claimer published, together
     assert chime["scenario"] == "fire_throughput" and chime["compression"] == "zstd"
+    assert raw["reader"] == chime["reader"] == "beside"
     assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
     assert chime["first_late_s"] >= 0  # never early
     assert chime["fired"]["count"] == 300 and chime["fired"]["all_within_s"] >= 0
     assert set(chime["rss_mib"]) == {"ticker-0", "scheduler"}
     assert_cpu(raw["cpu"], {"claimer-0", "claimer-1"})
+    assert_cpu(chime["cpu"], {"ticker-0", "scheduler"})
+
+
+async def test_fire_throughput_with_the_reader_after_smoke() -> None:
+    raw, chime = await run("fire_throughput", "--total", "300", "--reader", "after")
+    assert raw["reader"] == chime["reader"] == "after"
+    assert raw["received"] == 300 and sum(raw["published_by_each"]) == 300
+    # the raw loop's rate is its claimers' own account of publishing
+    assert raw["rate_per_s"] == raw["published"]["rate_per_s"] > 0
+    assert (chime["received"], chime["duplicates"], chime["misses"]) == (300, 0, 0)
+    # published and recorded no sooner than the ticker released the last of them
+    assert chime["all_within_s"] >= chime["fired"]["all_within_s"] >= 0
+    assert chime["rate_per_s"] > 0
+    assert_cpu(raw["cpu"], {"claimer-0"})
     assert_cpu(chime["cpu"], {"ticker-0", "scheduler"})
 
 
