@@ -340,11 +340,14 @@ def consumer_app(
     subscriber(on_batch)
 
     async def refresh_lag() -> None:
-        """Records past each assigned partition's position, up to its end offset as the broker
-        gives it now. Not the highwater of the last fetch: while the service holds a batch it
-        cannot apply, its fetcher (records buffered) fetches no more, so that figure stops
-        where the stall began, which is when the lag matters. A broker that does not answer
-        within 2 s leaves the last fetch's figure."""
+        """Records past each assigned partition's position, up to its end: the end offset as
+        the broker gives it now, or the high watermark of the last fetch where that is
+        further. The broker's figure, because while the service holds a batch it cannot
+        apply, its fetcher (records buffered) fetches no more, so the last fetch's figure
+        stops where the stall began, which is when the lag matters; the last fetch's where it
+        is further, because Tansu 0.6 answers with the first offset of a partition's newest
+        batch plus one (Kafka: the last plus one). A broker that does not answer within 2 s
+        leaves the last fetch's figure."""
         consumer = subscriber.consumer
         if consumer is None:
             return
@@ -352,11 +355,14 @@ def consumer_app(
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(partitions), 2) if partitions else {}
         except (TimeoutError, KafkaError):
-            ends = {partition: consumer.highwater(partition) for partition in partitions}
+            ends = {}
         lag = 0
-        for partition, end in ends.items():
-            if end is not None:
-                lag += max(0, end - await consumer.position(partition))
+        for partition in partitions:
+            known = [
+                e for e in (ends.get(partition), consumer.highwater(partition)) if e is not None
+            ]
+            if known:
+                lag += max(0, max(known) - await consumer.position(partition))
         runtime.metrics.consumer_lag.labels(consumes.topic).set(lag)
 
     runtime.metrics.on_scrape(refresh_lag)

@@ -267,7 +267,7 @@ async def _lag(settings: Settings, group: str, topic: str) -> int | None:
         await consumer.start()
         await consumer.topics()  # loads the cluster metadata
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await consumer.end_offsets(partitions)
+        ends = await _end_offsets(consumer, partitions)
         total = 0
         for partition in partitions:
             committed = await consumer.committed(partition)
@@ -277,3 +277,23 @@ async def _lag(settings: Settings, group: str, topic: str) -> int | None:
         return None
     finally:
         await consumer.stop()
+
+
+async def _end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], within: float = 5.0
+) -> dict[TopicPartition, int]:
+    """Each partition's end: the broker's end offset, raised to the high watermark of a fetch
+    of the partition's newest batch. Tansu 0.6 gives as the end offset the first offset of the
+    newest batch plus one (Kafka: the last plus one); a fetch's high watermark is right on
+    both. The consumer is assigned the partitions. A fetch not answered `within` seconds
+    leaves the broker's end offset."""
+    listed = await consumer.end_offsets(partitions)
+    consumer.assign(partitions)
+    for partition in partitions:
+        consumer.seek(partition, max(0, listed[partition] - 1))
+    waiting = [p for p in partitions if listed[p] > 0]
+    deadline = asyncio.get_running_loop().time() + within
+    while waiting and asyncio.get_running_loop().time() < deadline:
+        await consumer.getmany(*waiting, timeout_ms=200)
+        waiting = [p for p in waiting if consumer.highwater(p) is None]
+    return {p: max(listed[p], consumer.highwater(p) or 0) for p in partitions}

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contracts import format_instant
+from shared.messaging import ensure_topics, kafka_client_options
 from shared.settings import Settings
 from tests.cli import run_chime, start_chime
 from tests.integration.helpers import add_actions, add_schedule, until
@@ -237,3 +239,36 @@ async def test_status_counts_what_is_due_in_flight_and_failed(
         "failed": 1,
         "nextDue": format_instant(now - hours[1]),
     }
+
+
+async def test_status_counts_what_each_group_has_not_committed(settings: Settings) -> None:
+    """consumerLag: each consumed topic's records past the group's committed offsets, to the
+    end of each partition, also where the newest records came as one batch (Tansu's end offset
+    counts only the first record of a partition's newest batch)."""
+    await ensure_topics(settings)
+    commands = settings.topics.commands
+    producer = AIOKafkaProducer(**kafka_client_options(settings))
+    await producer.start()
+    try:
+        for partition, sizes in ((0, [1, 1, 1, 40]), (1, [20])):
+            for size in sizes:
+                batch = producer.create_batch()
+                for _ in range(size):
+                    batch.append(key=None, value=b"{}", timestamp=None)
+                await (await producer.send_batch(batch, commands, partition=partition))
+    finally:
+        await producer.stop()
+    scheduler, acker = settings.consumer_group("scheduler"), settings.consumer_group("acker")
+    committer = AIOKafkaConsumer(
+        **kafka_client_options(settings), group_id=scheduler, enable_auto_commit=False
+    )
+    await committer.start()
+    try:
+        first = TopicPartition(commands, 0)
+        committer.assign([first])
+        await committer.commit({first: 2})
+    finally:
+        await committer.stop()
+    code, out, err = await run_chime(settings.to_env(), "status")
+    assert code == 0, err
+    assert json.loads(out)["consumerLag"] == {scheduler: 41 + 20, acker: 0}
