@@ -62,7 +62,8 @@ def postgres_server() -> Iterator[PostgresHandle]:
             yield PostgresHandle(pg.get_connection_url())
         return
     folder = Path(tempfile.mkdtemp(prefix="chime-test-pg-"))
-    server = EmbeddedPostgres(folder, free_port(), durable=False)
+    # tied: a test run or benchmark killed outright (a timeout's SIGTERM) takes it along
+    server = EmbeddedPostgres(folder, free_port(), durable=False, tied=True)
     server.start()
     try:
         yield PostgresHandle(server.url("postgres"), server.stop, server.start)
@@ -82,7 +83,7 @@ def kafka_server() -> Iterator[tuple[str, bool]]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server(), False
         return
-    broker = Tansu(free_port())
+    broker = Tansu(free_port(), tied=True)
     broker.start()
     try:
         yield broker.bootstrap_servers, True

@@ -35,6 +35,18 @@ asyncio.run(main())
 """
 
 
+# A parent that starts the embedded servers as the test session and the benchmarks do, says
+# where they listen, and waits to be killed.
+SERVERS = """
+import time
+from tests.servers import kafka_server, postgres_server
+
+with postgres_server() as pg, kafka_server() as (bootstrap, _):
+    print(pg.url, bootstrap, flush=True)
+    time.sleep(3600)
+"""
+
+
 async def _ended(pid: int, within: float) -> bool:
     for _ in range(int(within / 0.1)):
         if not alive(pid):
@@ -89,6 +101,42 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
         if alive(ticker):
             os.kill(ticker, signal.SIGKILL)
         shutil.rmtree(logdir)  # its parent, killed, could not
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+async def test_the_embedded_servers_end_when_the_process_that_started_them_is_killed() -> None:
+    """A test run or a benchmark killed outright (a timeout's SIGTERM, which Python does not
+    handle) once left its PostgreSQL and Tansu running."""
+    from bench.common import listening_pid, postmaster_pid
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CHIME_DATABASE_URL", "CHIME_KAFKA_BOOTSTRAP_SERVERS")
+    }
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SERVERS,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert parent.stdout is not None
+    url, bootstrap = (await asyncio.wait_for(parent.stdout.readline(), 90)).decode().split()
+    postgres, broker = await postmaster_pid(url), listening_pid(bootstrap)
+    assert postgres is not None and broker is not None
+    data = Path(Path(f"/proc/{postgres}/cmdline").read_bytes().split(b"\0")[2].decode())
+    parent.send_signal(signal.SIGTERM)
+    await parent.wait()
+    try:
+        assert await _ended(postgres, 30), "PostgreSQL outlived the process that started it"
+        assert await _ended(broker, 30), "Tansu outlived the process that started it"
+    finally:
+        for pid in (postgres, broker):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data.parent)  # its parent, killed, could not
 
 
 async def test_the_bus_reads_again_what_its_consumer_stepped_over() -> None:
