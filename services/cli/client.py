@@ -186,7 +186,6 @@ async def tail(
     """Print each message: one readable line, or (`as_json`) one JSON object per line."""
     name = topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
     consumer = AIOKafkaConsumer(
-        name,
         **kafka_client_options(settings),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
@@ -196,6 +195,7 @@ async def tail(
     gaps = OffsetGaps(start=0 if from_beginning else None)
     try:
         await consumer.start()
+        await _follow(consumer, name, from_beginning)
         while True:
             records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             if _show(records, as_json, limit - seen if limit else None):
@@ -204,6 +204,22 @@ async def tail(
     finally:
         await consumer.stop()
     return 0
+
+
+async def _follow(consumer: AIOKafkaConsumer, topic: str, from_beginning: bool) -> None:
+    """Read every partition of `topic` from its start, or from its end (see `_end_offsets`: on
+    the embedded broker "latest" is inside the newest batch, whose other records would be
+    printed as new). A topic the broker does not know yet is subscribed to, and read from
+    where it begins once it exists."""
+    await consumer.topics()  # loads the cluster metadata
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    if not partitions:
+        consumer.subscribe([topic])
+    elif from_beginning:
+        consumer.assign(partitions)
+    else:
+        for partition, end in (await _end_offsets(consumer, partitions)).items():
+            consumer.seek(partition, end)
 
 
 def _show(records: list[Any], as_json: bool, left: int | None) -> bool:

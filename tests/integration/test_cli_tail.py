@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import orjson
@@ -32,3 +33,32 @@ async def test_tail_prints_from_the_beginning_up_to_max(
         (topic, "k", {"n": 0}),
         (topic, "k", {"n": 1}),
     ]
+
+
+async def test_tail_without_from_beginning_prints_only_what_comes_after_it(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Started at each partition's end, also where the newest records came as one batch: on the
+    embedded broker, "latest" is inside that batch (its end offset counts the batch's first
+    record only), and the rest of it was printed as new."""
+    topic = settings.topics.actions_due
+    await ensure_topics(settings, [topic])
+    producer = AIOKafkaProducer(**kafka_client_options(settings))
+    await producer.start()
+    try:
+        for partition in (0, 1):
+            batch = producer.create_batch()
+            for n in range(5):
+                batch.append(key=None, value=orjson.dumps({"old": n}), timestamp=None)
+            await (await producer.send_batch(batch, topic, partition=partition))
+        tailing = asyncio.create_task(client.tail(settings, topic, False, 1, True))
+        n = 0
+        while not tailing.done():  # new records until it has printed one
+            await producer.send_and_wait(topic, orjson.dumps({"new": n}), partition=n % 2)
+            await asyncio.wait([tailing], timeout=0.3)
+            n += 1
+        assert await tailing == 0
+    finally:
+        await producer.stop()
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "new" in line["value"], line
