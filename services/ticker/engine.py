@@ -178,7 +178,8 @@ class Ticker:
             if rows:
                 definitions = await load_definitions(conn, rows)
                 ended = await store_successors(conn, rows, definitions, now)
-                busy, buffered = await self._overlap_state(conn, rows, definitions)
+                guarded = _guarded(definitions)
+                busy, buffered = await self._overlap_state(conn, rows, guarded)
         except BaseException:
             await _end(conn, transaction, self.pool)
             raise
@@ -191,7 +192,6 @@ class Ticker:
         fire_at = [r["fire_at"] or r["due_at"] for r in rows]
         order = sorted(range(len(rows)), key=fire_at.__getitem__)
         rows, fire_at = [rows[i] for i in order], [fire_at[i] for i in order]
-        guarded = _guarded(rows, definitions)
         return Claimed(
             rows, fire_at, busy, buffered, guarded, definitions, conn, transaction, ended
         )
@@ -282,15 +282,15 @@ class Ticker:
             await _end(conn, transaction, self.pool)
 
     async def _overlap_state(
-        self, conn: asyncpg.Connection, rows: list[Any], definitions: dict[Key, Definition]
+        self, conn: asyncpg.Connection, rows: list[Any], guarded: set[uuid.UUID]
     ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-        """Schedules (with an overlap policy) that have an occurrence in flight, or one held."""
-        guarded = list(_guarded(rows, definitions))
+        """Of the `guarded` schedules (with an overlap policy), those that have an occurrence
+        in flight other than these rows, and those that have one held."""
         if not guarded:
             return set(), set()
-        ids = [r["id"] for r in rows]
-        busy = {r["schedule_id"] for r in await conn.fetch(Q.in_flight_schedules, guarded, ids)}
-        held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, guarded)}
+        ids, schedules = [r["id"] for r in rows], list(guarded)
+        busy = {r["schedule_id"] for r in await conn.fetch(Q.in_flight_schedules, schedules, ids)}
+        held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, schedules)}
         return busy, held
 
     def _decide(
@@ -590,9 +590,10 @@ async def _end(
         await pool.release(conn)
 
 
-def _guarded(rows: list[Any], definitions: dict[Key, Definition]) -> set[uuid.UUID]:
-    """The schedules of these rows that have an overlap policy."""
-    return {r["schedule_id"] for r in rows if definitions[key_of(r)][0].policy.overlap != "ALLOW"}
+def _guarded(definitions: dict[Key, Definition]) -> set[uuid.UUID]:
+    """The schedules of a round's definitions (its rows' schedules: one a schedule and version,
+    not one a row) that have an overlap policy."""
+    return {key[0] for key, (spec, _) in definitions.items() if spec.policy.overlap != "ALLOW"}
 
 
 def _reap(
