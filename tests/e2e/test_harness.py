@@ -1,7 +1,7 @@
 """The harness that runs services and servers for the end-to-end tests and the benchmarks
 (`tests.processes.Services`, `tests.servers`) leaves none behind: not when the block using it
-fails, not when the process that started them is killed. (Four schedulers left by failed benchmark runs once
-took an eighth of a core from every measurement after them.)"""
+fails, not when the process that started them is killed. (Four schedulers left by failed
+benchmark runs once took an eighth of a core from every measurement after them.)"""
 
 from __future__ import annotations
 
