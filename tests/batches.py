@@ -1,8 +1,9 @@
-"""The codec of each record batch a topic holds, as the broker serves it (a plain Fetch)."""
+"""Record batches: the codec of each batch a topic holds, as the broker serves it (a plain
+Fetch), and records sent as one batch."""
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
@@ -31,3 +32,19 @@ async def batch_codecs(bootstrap: str, topic: str) -> list[int]:
     finally:
         await client.close()
     return codecs
+
+
+async def send_as_one_batch(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    values: list[bytes],
+    key: bytes | None = None,
+) -> None:
+    """`values` sent to `partition` as one record batch, acknowledged: what a batching producer
+    sends, and what the embedded broker's end offset counts as one record
+    (docs/guarantees.md)."""
+    batch = producer.create_batch()
+    for value in values:
+        batch.append(key=key, value=value, timestamp=None)
+    await (await producer.send_batch(batch, topic, partition=partition))

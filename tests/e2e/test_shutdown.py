@@ -15,6 +15,7 @@ import pytest
 
 from shared.embedded import free_port
 from shared.settings import Settings
+from tests.batches import send_as_one_batch
 from tests.e2e.conftest import Bus, own_postgres
 from tests.processes import Services
 
@@ -100,11 +101,9 @@ async def test_sigterm_while_work_waits_for_a_stopped_database(
                     own.topics.commands, {"type": "schedule.create", "meta": behind, "data": data}
                 )
                 await asyncio.sleep(0.5)
-            acks = bus.producer.create_batch()
-            for _ in range(2):
-                value = {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack}
-                acks.append(key=b"k", value=orjson.dumps(value), timestamp=None)
-            await (await bus.producer.send_batch(acks, own.topics.actions_acks, partition=0))
+            value = {"type": "action.ack", "meta": {"tenant": "acct-stop"}, "data": ack}
+            acks = [orjson.dumps(value)] * 2
+            await send_as_one_batch(bus.producer, own.topics.actions_acks, 0, acks, b"k")
             for name, topic, lag in (
                 ("scheduler", own.topics.commands, 3),
                 ("acker", own.topics.actions_acks, 2),

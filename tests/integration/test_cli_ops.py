@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.contracts import format_instant
 from shared.messaging import ensure_topics, kafka_client_options
 from shared.settings import Settings
+from tests.batches import send_as_one_batch
 from tests.cli import run_chime, start_chime
 from tests.integration.helpers import add_actions, add_schedule, until
 from tests.processes import child_processes
@@ -252,10 +253,7 @@ async def test_status_counts_what_each_group_has_not_committed(settings: Setting
     try:
         for partition, sizes in ((0, [1, 1, 1, 40]), (1, [20])):
             for size in sizes:
-                batch = producer.create_batch()
-                for _ in range(size):
-                    batch.append(key=None, value=b"{}", timestamp=None)
-                await (await producer.send_batch(batch, commands, partition=partition))
+                await send_as_one_batch(producer, commands, partition, [b"{}"] * size)
     finally:
         await producer.stop()
     scheduler, acker = settings.consumer_group("scheduler"), settings.consumer_group("acker")

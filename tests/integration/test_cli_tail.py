@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from services.cli import client
 from shared.messaging import ensure_topics, kafka_client_options
 from shared.settings import Settings
+from tests.batches import send_as_one_batch
 
 
 async def test_tail_prints_from_the_beginning_up_to_max(
@@ -46,11 +47,9 @@ async def test_tail_without_from_beginning_prints_only_what_comes_after_it(
     producer = AIOKafkaProducer(**kafka_client_options(settings))
     await producer.start()
     try:
+        old = [orjson.dumps({"old": n}) for n in range(5)]
         for partition in (0, 1):
-            batch = producer.create_batch()
-            for n in range(5):
-                batch.append(key=None, value=orjson.dumps({"old": n}), timestamp=None)
-            await (await producer.send_batch(batch, topic, partition=partition))
+            await send_as_one_batch(producer, topic, partition, old)
         tailing = asyncio.create_task(client.tail(settings, topic, False, 1, True))
         n = 0
         while not tailing.done():  # new records until it has printed one
