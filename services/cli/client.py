@@ -211,8 +211,7 @@ async def _follow(consumer: AIOKafkaConsumer, topic: str, from_beginning: bool) 
     the embedded broker "latest" is inside the newest batch, whose other records would be
     printed as new). A topic the broker does not know yet is subscribed to, and read from
     where it begins once it exists."""
-    await consumer.topics()  # loads the cluster metadata
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    partitions = await _partitions(consumer, topic)
     if not partitions:
         consumer.subscribe([topic])
     elif from_beginning:
@@ -281,8 +280,7 @@ async def _lag(settings: Settings, group: str, topic: str) -> int | None:
     )
     try:
         await consumer.start()
-        await consumer.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await _partitions(consumer, topic)
         ends = await _end_offsets(consumer, partitions)
         total = 0
         for partition in partitions:
@@ -293,6 +291,12 @@ async def _lag(settings: Settings, group: str, topic: str) -> int | None:
         return None
     finally:
         await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic` the cluster knows (none: the topic is not there yet)."""
+    await consumer.topics()  # loads the cluster metadata
+    return [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
 
 
 async def _end_offsets(
