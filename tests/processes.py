@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -130,3 +131,12 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def ended(*pids: int) -> Callable[[], Awaitable[bool]]:
+    """A condition for `tests.integration.helpers.until`: none of `pids` is alive."""
+
+    async def check() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    return check

@@ -18,7 +18,7 @@ import pytest
 from shared.embedded import free_port
 from shared.settings import Settings
 from tests.integration.helpers import until
-from tests.processes import alive, child_processes
+from tests.processes import alive, child_processes, ended
 
 pytestmark = pytest.mark.e2e
 
@@ -187,11 +187,8 @@ async def test_dev_killed_outright_takes_its_services_and_servers_with_it(tmp_pa
         proc.kill()
         await proc.wait()
 
-    async def all_ended() -> bool:
-        return not any(alive(pid) for pid in [*services.values(), *servers])
-
     try:
-        await until(all_ended, timeout=30, every=0.2)
+        await until(ended(*services.values(), *servers), timeout=30, every=0.2)
         assert client.is_closed()
     finally:
         client.terminate()

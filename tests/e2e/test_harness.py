@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
-from tests.processes import Services, alive
+from tests.integration.helpers import until
+from tests.processes import Services, alive, ended
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +46,6 @@ with postgres_server() as pg, kafka_server() as (bootstrap, _):
     print(pg.url, bootstrap, flush=True)
     time.sleep(3600)
 """
-
-
-async def _ended(pid: int, within: float) -> bool:
-    for _ in range(int(within / 0.1)):
-        if not alive(pid):
-            return True
-        await asyncio.sleep(0.1)
-    return not alive(pid)
 
 
 async def test_a_failing_block_stops_its_services_and_keeps_their_logs(
@@ -96,7 +89,7 @@ async def test_services_end_when_the_process_that_started_them_is_killed(
     parent.send_signal(signal.SIGKILL)
     await parent.wait()
     try:
-        assert await _ended(ticker, 30), "the ticker outlived the process that started it"
+        await until(ended(ticker), timeout=30, every=0.1)  # else it outlived its parent
     finally:
         if alive(ticker):
             os.kill(ticker, signal.SIGKILL)
@@ -130,8 +123,7 @@ async def test_the_embedded_servers_end_when_the_process_that_started_them_is_ki
     parent.send_signal(signal.SIGTERM)
     await parent.wait()
     try:
-        assert await _ended(postgres, 30), "PostgreSQL outlived the process that started it"
-        assert await _ended(broker, 30), "Tansu outlived the process that started it"
+        await until(ended(postgres, broker), timeout=30, every=0.1)  # else they outlived it
     finally:
         for pid in (postgres, broker):
             if alive(pid):
