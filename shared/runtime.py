@@ -38,6 +38,7 @@ from shared.settings import Settings
 
 __all__ = [
     "LOG_FIELDS",
+    "QUIETED_LOGGERS",
     "BatchHandler",
     "Consumes",
     "JsonFormatter",
@@ -90,6 +91,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+# Loggers kept at WARNING whatever the level: FastStream's (chime.kafka) logs every message at
+# INFO, aiokafka its group joins and rebalances.
+QUIETED_LOGGERS = ("aiokafka", "chime.kafka")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -97,10 +103,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("chime.kafka").setLevel(
-        logging.WARNING
-    )  # FastStream logs every message at INFO
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def raw_records(msg: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -12,11 +13,28 @@ import pytest
 
 from shared.persistence.database import connect
 from shared.persistence.migrate import migrate
+from shared.runtime import QUIETED_LOGGERS
 from shared.settings import Settings
 from tests.servers import PostgresHandle, kafka_server, postgres_server
 
 TEMPLATE = "chime_test_template"
 SERVICE_ROLE = "chime_service"  # what production services log in as (docs/security.md)
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """The CLI run in-process (`main([...])`) configures logging as a process would: the
+    root logger's handlers and level, and the levels of the loggers it quiets. Put back after
+    each test, so that no test sees another's (a handler on a finished test's captured stderr,
+    or INFO records a test's `caplog` did not ask for)."""
+    root = logging.getLogger()
+    quieted = [logging.getLogger(name) for name in QUIETED_LOGGERS]
+    handlers, level, levels = root.handlers[:], root.level, [q.level for q in quieted]
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for logger, was in zip(quieted, levels, strict=True):
+        logger.setLevel(was)
 
 
 @pytest.fixture(scope="session")
