@@ -44,6 +44,7 @@ QUARTZ = [
     ("0 30 10 * * *", ["2026-01-01T10:30:00Z", "2026-01-02T10:30:00Z", "2026-01-03T10:30:00Z"]),
     ("0 0 12 ? * SUN", ["2026-01-04T12:00:00Z", "2026-01-11T12:00:00Z", "2026-01-18T12:00:00Z"]),
     ("0 0 12 ? * 1", ["2026-01-04T12:00:00Z", "2026-01-11T12:00:00Z", "2026-01-18T12:00:00Z"]),
+    ("0 0 12 ? * L", ["2026-01-03T12:00:00Z", "2026-01-10T12:00:00Z", "2026-01-17T12:00:00Z"]),
     ("0 0 0 29 2 ? 2027-2030", ["2028-02-29T00:00:00Z"]),  # a finite series: fewer than asked
 ]
 
@@ -279,6 +280,23 @@ def test_calendar_expiration_includes_its_instant() -> None:
         (cal("CALENDAR", days=sel(LIST, "2026-02-30")), "trigger.days.values[0]", "is not a date"),
         (cal("WEEKLY", days=sel(LIST, "8")), "trigger.days.values[0]", "1–7"),
         (cal("MONTHLY", days=sel(LIST, "32")), "trigger.days.values[0]", "1–31"),
+        (
+            cal("MONTHLY", days=sel(LIST, "1", "last")),
+            "trigger.days.values[1]",
+            "days value 'last' must be 1–31, L or L-n",
+        ),
+        (cal("MONTHLY", days=sel(RANGE, "1", "2", "3")), "trigger.days.values", "exactly two"),
+        (cal("MONTHLY", days=sel(RANGE, "20", "10")), "trigger.days.values", "runs backwards"),
+        (
+            cal("CALENDAR", days=sel(LIST, "2026/01/01")),
+            "trigger.days.values[0]",
+            "must look like '2020-12-31'",
+        ),
+        (
+            cal("ANNUALLY", days=sel(LIST, "--12-25", "12-25")),
+            "trigger.days.values[1]",
+            "must look like '--12-31'",
+        ),
         (
             cal("DAILY", hours=sel(RANGE, "9", "5")),
             "trigger.hours.values",

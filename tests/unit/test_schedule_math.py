@@ -164,6 +164,15 @@ def test_short_zone_ids() -> None:
         resolve_zone("Mars/Base")
 
 
+@pytest.mark.parametrize("name", ["/etc/localtime", "../../etc/localtime", "Europe/../UTC", ""])
+def test_a_zone_name_is_never_a_path(name: str) -> None:
+    """zoneinfo reads a zone from a file named by the zone: a name that climbs out of the
+    zone database, or names a file outright, is refused, not opened."""
+    with pytest.raises(ScheduleError, match="unknown time zone") as caught:
+        resolve_zone(name)
+    assert caught.value.field == "timezone"
+
+
 @pytest.mark.parametrize(
     ("expression", "message"),
     [
@@ -176,6 +185,7 @@ def test_short_zone_ids() -> None:
         ("0 0 * * FOO", "day-of-week value 'FOO'"),
         ("*/0 * * * *", "minute step in '*/0' must be at least 1"),
         ("0 5-1 * * *", "hour range '5-1'"),
+        ("0 1-2-3 * * *", "hour '1-2-3' in '0 1-2-3 * * *' is not valid cron syntax"),
         ("@fortnightly", "unknown cron macro"),
         ("   ", "must be a non-empty string"),
     ],
@@ -187,6 +197,16 @@ def test_cron_errors_name_the_field(expression: str, message: str) -> None:
         )
     assert message in caught.value.message
     assert caught.value.field == "trigger.expression"
+
+
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4,6,9,11 *"])
+def test_a_cron_date_that_never_comes_has_no_first_fire(expression: str) -> None:
+    """Each field valid, the date impossible (30 February): no fire, rather than an error
+    from croniter's search; a create with it is refused as a trigger that never fires."""
+    source, _ = compile_trigger(
+        CronTrigger(kind="cron", expression=expression), "UTC", utc("2026-01-01T00:00:00Z")
+    )
+    assert Series(source).first(utc("2026-01-01T00:00:00Z")) is None
 
 
 def test_interval_is_elapsed_time_across_dst() -> None:
@@ -208,6 +228,23 @@ def test_interval_strictly_after_creation_and_minimum() -> None:
         compile_trigger(IntervalTrigger(kind="interval", every="PT0.5S"), "UTC", created)
     with pytest.raises(ScheduleError, match="no fixed length"):
         compile_trigger(IntervalTrigger(kind="interval", every="P1M"), "UTC", created)
+
+
+def test_interval_anchored_later_starts_at_its_anchor() -> None:
+    created, anchor = utc("2026-01-01T00:00:00Z"), utc("2026-03-01T06:00:00Z")
+    trigger = IntervalTrigger(kind="interval", every="PT6H", anchor=anchor)
+    assert fires(trigger, "UTC", "2026-01-01T00:00:00Z", 2) == [
+        "2026-03-01T06:00:00Z",
+        "2026-03-01T12:00:00Z",
+    ]
+    source, _ = compile_trigger(trigger, "UTC", created)
+    assert Series(source).first(created) == anchor
+
+
+def test_a_duration_that_is_not_text_names_its_field() -> None:
+    with pytest.raises(ScheduleError, match="ISO-8601 duration string") as caught:
+        parse_duration(300, "policy.ackTimeout")  # type: ignore[arg-type]
+    assert caught.value.field == "policy.ackTimeout"
 
 
 def test_window_and_max_occurrences() -> None:
