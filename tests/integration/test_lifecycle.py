@@ -493,3 +493,48 @@ async def test_text_that_looks_like_an_escaped_nul_is_stored(db: asyncpg.Connect
     result = await run(db, command("schedule.create", data), NOW)
     assert result["type"] == "schedule.created", result["errors"]
     assert result["data"]["spec"]["action"]["payload"] == data["action"]["payload"]
+
+
+async def test_commands_on_a_completed_schedule(db, pool) -> None:
+    """A schedule whose series has ended (its once trigger fired) cannot be paused or resumed;
+    an update with a trigger that fires again makes it ACTIVE, as a replace would."""
+    clock, sink = SettableClock(NOW), Collector()
+    once = await create(db, trigger={"kind": "once", "at": "2026-03-10T12:00:05Z"})
+    await drive(make_ticker(pool, clock, sink), clock, NOW + timedelta(minutes=1))
+    assert len(sink.fired) == 1
+    assert await db.fetchval("SELECT state FROM schedules") == "COMPLETED"
+    now = clock.now()
+    for kind, message in [
+        ("schedule.pause", "the schedule is COMPLETED: nothing left to pause"),
+        ("schedule.resume", "the schedule is COMPLETED: replace it to start again"),
+    ]:
+        refused = await run(db, command(kind, {"id": once["id"]}), now)
+        assert refused["type"] == "command.rejected", refused
+        error = refused["errors"][0]
+        assert (error["code"], error["field"], error["message"]) == ("CONFLICT", "data", message)
+    assert await db.fetchval("SELECT state FROM schedules") == "COMPLETED"  # nothing changed
+    again = await run(
+        db, command("schedule.update", {"id": once["id"], "changes": {"trigger": DAILY}}), now
+    )
+    assert again["type"] == "schedule.updated", again
+    assert again["data"]["state"] == "ACTIVE"
+    assert again["data"]["scheduledFor"] == "2026-03-11T10:30:00Z"
+    pending = await db.fetch("SELECT due_at FROM actions WHERE state = 'PENDING'")
+    assert [r["due_at"] for r in pending] == [datetime(2026, 3, 11, 10, 30, tzinfo=UTC)]
+
+
+async def test_replace_by_id_names_what_is_wrong_with_it(db: asyncpg.Connection) -> None:
+    not_an_id = await run(
+        db, command("schedule.replace", {**schedule(trigger=DAILY), "id": "nightly"}), NOW
+    )
+    error = not_an_id["errors"][0]
+    assert (error["code"], error["field"]) == ("VALIDATION", "data.id")
+    assert error["message"] == "id 'nightly' is not a UUID"
+    absent = await run(
+        db, command("schedule.replace", schedule(trigger=DAILY, expectedVersion=3)), NOW
+    )
+    error = absent["errors"][0]
+    assert (error["code"], error["field"]) == ("CONFLICT", "data.expectedVersion")
+    assert "does not exist: leave expectedVersion out to create it" in error["message"]
+    assert error["detail"] == {"expectedVersion": 3, "actualVersion": None}
+    assert await db.fetchval("SELECT count(*) FROM schedules") == 0
