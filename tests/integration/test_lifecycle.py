@@ -139,6 +139,49 @@ async def test_concurrent_replace_with_same_expected_version_one_wins(database_u
         await second.close()
 
 
+@pytest.mark.parametrize("kind", ["schedule.create", "schedule.update"])
+async def test_one_command_applied_by_two_replicas_at_once_takes_effect_once(
+    database_url: str, kind: str
+) -> None:
+    """Two schedulers given the same command (a redelivery after a rebalance): the second
+    waits for the first's commit, finds the command recorded and answers with its result."""
+    first, second = await connect(database_url), await connect(database_url)
+    try:
+        if kind == "schedule.update":
+            created = await create(first, trigger=DAILY)
+            body = command(kind, {"id": created["id"], "changes": {"labels": {"team": "x"}}})
+        else:
+            body = command(kind, schedule(trigger=DAILY))
+        holding = asyncio.Event()
+
+        async def apply(conn: asyncpg.Connection, hold: bool) -> dict:
+            async with conn.transaction():
+                result = await apply_command(conn, body, NOW)
+                if hold:  # the first keeps its transaction open: the second must wait on it
+                    holding.set()
+                    await asyncio.sleep(0.3)
+                return result
+
+        async def later() -> dict:
+            await holding.wait()
+            return await apply(second, hold=False)
+
+        one, other = await asyncio.gather(apply(first, hold=True), later())
+        assert one["type"] == (
+            "schedule.created" if kind == "schedule.create" else "schedule.updated"
+        )
+        assert other == one  # the first's result, replayed
+        assert await first.fetchval("SELECT count(*) FROM schedules") == 1
+        assert await first.fetchval("SELECT version FROM schedules") == (
+            1 if kind == "schedule.create" else 2
+        )
+        recorded = "SELECT count(*) FROM processed_commands WHERE command_id = $1"
+        assert await first.fetchval(recorded, body["meta"]["commandId"]) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_update_merges_and_names_fields_under_changes(db: asyncpg.Connection) -> None:
     created = await create(db, trigger=DAILY, policy={"ackTimeout": "PT1M", "misfire": "SKIP"})
     updated = await run(

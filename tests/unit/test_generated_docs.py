@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.cli.docs import render
+import pytest
+
+from services.cli.docs import docs, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,6 +15,27 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_committed_docs_are_current() -> None:
     stale = [path for path, content in render().items() if (ROOT / path).read_text() != content]
     assert not stale, f"regenerate with `make docs`: {stale}"
+
+
+def test_chime_docs_writes_what_is_stale_and_check_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert docs(tmp_path, check=True) == 1  # nothing written yet: every file is stale
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("chime docs: stale, run `chime docs`: ")
+        and "docs/asyncapi/acker.json" in err
+    )
+    assert not (tmp_path / "docs").exists()  # a check writes nothing
+    assert docs(tmp_path, check=False) == 0
+    assert capsys.readouterr().out == f"chime docs: {len(render())} file(s) written\n"
+    (tmp_path / "docs/asyncapi/ticker.json").write_text("{}")
+    assert docs(tmp_path, check=True) == 1
+    assert capsys.readouterr().err.endswith(": docs/asyncapi/ticker.json\n")
+    assert docs(tmp_path, check=False) == 0
+    assert capsys.readouterr().out == "chime docs: 1 file(s) written\n"
+    assert docs(tmp_path, check=True) == 0
+    assert capsys.readouterr().out == "chime docs: 0 file(s) stale\n"
 
 
 def test_asyncapi_documents_each_service_topics_and_payloads() -> None:
