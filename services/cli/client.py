@@ -72,17 +72,24 @@ def _print(message: dict[str, Any]) -> None:
     print(orjson.dumps(message, option=orjson.OPT_INDENT_2).decode())
 
 
-async def publish(settings: Settings, text: str, source: str, wait_seconds: float) -> int:
+async def publish(settings: Settings, text: bytes, source: str, wait_seconds: float) -> int:
     """Send one command, wait for the result with its correlationId, print it.
 
     Exit 0 when applied, 1 when rejected, 2 on bad input or no result in time.
     """
     try:
         command = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:  # also text that is not UTF-8
         print(f"chime publish: {source} is not JSON: {exc}", file=sys.stderr)
         return 2
+    if not isinstance(command, dict):
+        kind = type(command).__name__
+        print(f"chime publish: {source} must hold one JSON object, not a {kind}", file=sys.stderr)
+        return 2
     meta = command.setdefault("meta", {})
+    if not isinstance(meta, dict):
+        print(f"chime publish: {source}: meta must be a JSON object", file=sys.stderr)
+        return 2
     meta.setdefault("commandId", str(uuid.uuid4()))
     meta.setdefault("correlationId", str(uuid.uuid4()))
     meta.setdefault("tenant", "default")

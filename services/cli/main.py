@@ -192,11 +192,12 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "publish":
         try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            text = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         except OSError as exc:
             print(f"chime publish: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
-        return asyncio.run(client.publish(settings, text, args.file, args.timeout))
+        source = "standard input" if args.file == "-" else args.file
+        return asyncio.run(client.publish(settings, text, source, args.timeout))
     if args.command == "ack":
         return asyncio.run(
             client.ack(

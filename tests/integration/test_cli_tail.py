@@ -61,3 +61,31 @@ async def test_tail_without_from_beginning_prints_only_what_comes_after_it(
         await producer.stop()
     [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert "new" in line["value"], line
+
+
+async def test_tail_of_the_dead_letters_prints_what_is_not_json_with_its_reason(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dead-letter topic holds records as they came, JSON or not: tail shows the text (bytes
+    that are not UTF-8 replaced) with the header that says why it is there."""
+    topic = settings.topics.dlq
+    await ensure_topics(settings, [topic])
+    producer = AIOKafkaProducer(**kafka_client_options(settings))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, b"not json \xff", key=b"k", headers=[("chime-reason", b"not JSON: x")]
+        )
+    finally:
+        await producer.stop()
+
+    assert await client.tail(settings, topic, True, 1, True) == 0
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line == {
+        "topic": topic,
+        "key": "k",
+        "value": "not json \ufffd",
+        "headers": {"chime-reason": "not JSON: x"},
+    }
+    assert await client.tail(settings, topic, True, 1, False) == 0
+    assert capsys.readouterr().out == f"{topic}  'not json \ufffd'  not JSON: x\n"

@@ -49,6 +49,23 @@ def test_tail_pretty_lines() -> None:
         "command.rejected  c-9  data.trigger.hours: hours must be between 0 and 23 (got 24)"
     )
     assert pretty("chime.dlq", "garbage", {"chime-reason": "not JSON"}).endswith("not JSON")
+    created = {
+        "type": "schedule.created",
+        "meta": {"correlationId": "c-1"},
+        "data": {
+            "namespace": "default",
+            "name": "nightly",
+            "state": "ACTIVE",
+            "version": 1,
+            "scheduledFor": "2026-03-11T10:30:00Z",
+        },
+    }
+    assert pretty("chime.command-results", created, {}) == (
+        "schedule.created  default/nightly  ACTIVE  v1  next 2026-03-11T10:30:00Z  c-1"
+    )
+    other = {"type": "team.custom", "data": {"note": "x" * 200}}
+    line = pretty("chime.actions.due", other, {})
+    assert line.startswith('team.custom  {"note":"xxx') and len(line) == len("team.custom  ") + 120
 
 
 def test_log_lines_are_json_with_the_fields_given() -> None:
@@ -113,3 +130,29 @@ def test_a_server_that_does_not_answer_is_named_without_a_traceback(
     line = err.splitlines()[-1]
     assert line.startswith(f"chime {command[0]}: cannot reach {server}"), line
     assert "Traceback" not in err and "secret" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not json", "is not JSON: invalid literal"),
+        (b'{"type": "schedule.get", "data": {\xff}}', "is not JSON: str is not valid UTF-8"),
+        (b"[1, 2]", "must hold one JSON object, not a list"),
+        (b'"schedule.get"', "must hold one JSON object, not a str"),
+        (b'{"type": "schedule.get", "meta": "x", "data": {}}', ": meta must be a JSON object"),
+    ],
+)
+def test_publish_refuses_a_file_that_is_not_one_command_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    content: bytes,
+    message: str,
+) -> None:
+    """Refused before anything connects (nothing listens on port 1)."""
+    monkeypatch.setenv("CHIME_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    path = tmp_path / "command.json"
+    path.write_bytes(content)
+    assert main(["publish", str(path)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"chime publish: {path}") and message in line
