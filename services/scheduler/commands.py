@@ -63,9 +63,10 @@ async def apply_command(
 ) -> dict[str, Any]:
     """Apply one decoded command inside the caller's transaction; return its result (wire).
 
-    The command runs in its own savepoint: a database error it meets is answered INTERNAL
-    and leaves the rest of the batch intact. Connection-level errors propagate, so that the
-    caller retries the whole batch.
+    The command runs in its own savepoint: a database error it meets, or a fault of Chime's
+    own, is answered INTERNAL and leaves the rest of the batch intact (a batch that failed
+    would be delivered again, and fail again, for ever). Connection-level errors propagate, so
+    that the caller retries the whole batch.
     """
     meta = raw.get("meta")
     tenant = meta.get("tenant") if isinstance(meta, dict) else None
@@ -78,6 +79,15 @@ async def apply_command(
             raise
         log.exception("command failed in the database")
         message = f"the database refused the command ({type(exc).__name__}); it was not applied"
+        return rejected_result(raw, [ErrorItem(code="INTERNAL", message=message)], now)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.exception("command failed")
+        message = (
+            f"the scheduler failed on this command ({type(exc).__name__}: a fault in Chime, "
+            "logged); it was not applied"
+        )
         return rejected_result(raw, [ErrorItem(code="INTERNAL", message=message)], now)
 
 

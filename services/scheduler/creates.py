@@ -106,6 +106,9 @@ async def apply_creates(
                 marks.append(f"name:{spec.namespace}/{spec.name}")
             except CommandError as err:
                 item.errors = err.items
+            except Exception:  # a fault in Chime: apply_command answers it, alone
+                one_by_one.append(index)
+                continue
             if (
                 env.type != "schedule.create"
                 or meta.tenant != tenant

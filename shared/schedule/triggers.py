@@ -126,6 +126,11 @@ def _cron_source(text: str, tz: tzinfo, dst: DstPolicy) -> tuple[WallSchedule, s
     return WallSchedule(cron.next_wall, tz, cron.every_hour, dst), quartz_form(cron)
 
 
+# A search that starts in these years may run past 9999-12-31 (an annual rule, 29 February):
+# the series ends there.
+_LAST_YEARS = 9000
+
+
 @dataclass(frozen=True)
 class Series:
     """A fire source bounded by the schedule's window: startsAt ≤ t ≤ endsAt, maxOccurrences."""
@@ -143,7 +148,14 @@ class Series:
             return None
         if self.starts_at is not None and after < self.starts_at:
             after = self.starts_at - _TICK
-        instant = self.source.next_after(after)
+        try:
+            instant = self.source.next_after(after)
+        except OverflowError:  # the next is past 9999-12-31, the last day a datetime has
+            return None
+        except ValueError:  # the same, as croniter and the calendar say it ("year 10000 is
+            if after.year < _LAST_YEARS:  # out of range"); earlier, it is a fault
+                raise
+            return None
         if instant is None or (self.ends_at is not None and instant > self.ends_at):
             return None
         return instant

@@ -232,3 +232,13 @@ async def test_trigger_that_never_fires_is_rejected(db: asyncpg.Connection) -> N
         NOW,
     )
     assert "never fires" in ended["errors"][0]["message"]
+    calendar_ends = await run(  # its first would be 10000-01-01: the command is answered
+        db,
+        command(
+            "schedule.create",
+            schedule(trigger={"kind": "daily", "hours": 1}, startsAt="9999-12-31T02:00:00Z"),
+        ),
+        NOW,
+    )
+    assert calendar_ends["errors"][0]["field"] == "data.trigger"
+    assert "never fires" in calendar_ends["errors"][0]["message"]

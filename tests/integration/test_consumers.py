@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import orjson
+import pytest
 from aiokafka import ConsumerRecord
 
 from services.acker.app import AckConsumer
@@ -57,6 +58,57 @@ async def test_the_scheduler_dead_letters_what_is_no_command_and_counts_each_onc
     assert counted(runtime, "chime_dlq_entries_total", service="scheduler") == 3
     created = {"type": "schedule.create", "outcome": "schedule.created"}
     assert counted(runtime, "chime_commands_total", **created) == 1
+
+
+async def test_a_command_the_scheduler_fails_on_is_answered_and_the_batch_goes_on(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of Chime's own on one command (an exception no rule expects) is answered
+    INTERNAL, and the other commands of the batch are applied, in the bulk run of creates and
+    one by one: the batch failing instead would be delivered again, and fail again, for ever."""
+    from services.scheduler import creates, handlers
+
+    def faulty(prepare: Any) -> Any:
+        def prepare_or_fail(spec: Any, *args: Any, **kwargs: Any) -> Any:
+            if spec.name.startswith("faulty"):
+                raise RuntimeError("a fault")
+            return prepare(spec, *args, **kwargs)
+
+        return prepare_or_fail
+
+    monkeypatch.setattr(creates, "prepare", faulty(creates.prepare))
+    monkeypatch.setattr(handlers, "prepare", faulty(handlers.prepare))
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    topics = settings.topics
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = CommandConsumer(pool, settings, SystemClock(), runtime)
+    daily = {"kind": "daily", "hours": 1}
+    commands = [
+        command("schedule.create", schedule("before", trigger=daily)),
+        command("schedule.create", schedule("faulty-1", trigger=daily)),
+        command("schedule.create", schedule("after", trigger=daily)),
+        command("schedule.replace", schedule("faulty-2", trigger=daily)),  # one by one
+        command("schedule.replace", schedule("replaced", trigger=daily)),
+    ]
+    try:
+        out = await consumer.handle([record(topics.commands, orjson.dumps(c)) for c in commands])
+        stored = await pool.fetch("SELECT name FROM schedules ORDER BY name")
+    finally:
+        await pool.close()
+    results = [orjson.loads(o.value) for o in out]
+    assert [r["type"] for r in results] == [
+        "schedule.created",
+        "command.rejected",
+        "schedule.created",
+        "command.rejected",
+        "schedule.replaced",
+    ]
+    for refused in (results[1], results[3]):
+        [error] = refused["errors"]
+        assert error["code"] == "INTERNAL"
+        assert error["message"].startswith("the scheduler failed on this command (RuntimeError")
+    assert [r["name"] for r in stored] == ["after", "before", "replaced"]
 
 
 async def test_the_acker_counts_a_refused_ack_as_ignored_and_not_as_a_dead_letter(

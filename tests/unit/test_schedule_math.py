@@ -209,6 +209,45 @@ def test_a_cron_date_that_never_comes_has_no_first_fire(expression: str) -> None
     assert Series(source).first(utc("2026-01-01T00:00:00Z")) is None
 
 
+@pytest.mark.parametrize(
+    ("trigger", "starts_at", "first"),
+    [
+        ({"kind": "daily", "hours": 1}, "9999-12-31T00:00:00Z", "9999-12-31T01:00:00Z"),
+        ({"kind": "daily", "hours": 1}, "9999-12-31T02:00:00Z", None),
+        ({"kind": "cron", "expression": "0 0 1 1 *"}, "9999-06-01T00:00:00Z", None),
+        ({"kind": "cron", "expression": "0 0 29 2 *"}, "9996-03-01T00:00:00Z", None),
+        ({"kind": "cron", "expression": "0 0 0 * * ?"}, "9999-12-31T00:00:01Z", None),
+        (
+            {
+                "kind": "calendar",
+                "type": "ANNUALLY",
+                "hours": {"type": "LIST", "values": ["1"]},
+                "days": {"type": "LIST", "values": ["--02-29"]},
+            },
+            "9996-03-01T00:00:00Z",
+            None,
+        ),
+        ({"kind": "interval", "every": "P3000000D"}, None, None),
+    ],
+)
+def test_a_series_ends_where_the_calendar_does(
+    trigger: dict, starts_at: str | None, first: str | None
+) -> None:
+    """Past 9999-12-31 a datetime cannot go: a series whose next fire would fall there ends
+    (a create with nothing before it is refused as never firing) instead of failing the
+    command, which would be delivered again, and fail again, for ever."""
+    created = utc("2026-12-07T00:00:00Z")
+    window = {"startsAt": starts_at} if starts_at else {}
+    spec = ScheduleSpec.model_validate(
+        {"name": "n", "action": {"type": "t"}, "trigger": trigger, **window}
+    )
+    series, _ = compile_series(spec, created)
+    found = series.first(created)
+    assert found == (utc(first) if first else None)
+    if found is not None:
+        assert series.next_after(found, fired=1) is None
+
+
 def test_interval_is_elapsed_time_across_dst() -> None:
     trigger = IntervalTrigger(kind="interval", every="PT1H", anchor=utc("2026-10-24T23:00:00Z"))
     assert fires(trigger, "Europe/London", "2026-10-24T23:00:00Z", 3) == [
