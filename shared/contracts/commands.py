@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -30,10 +31,16 @@ NAME_PATTERN = r"^[A-Za-z][\w\-]*$"
 ACTION_TYPE_PATTERN = r"^[A-Za-z0-9][\w.\-]*$"
 
 
+# The longest a policy's duration may be: an ack deadline, a backoff or a catch-up window is
+# an instant plus or minus one, and must stay one that PostgreSQL and Python can hold.
+LONGEST_POLICY_DURATION = timedelta(days=3650)
+
+
 def _duration(value: str) -> str:
     from shared.schedule.durations import parse_duration
 
-    parse_duration(value, "value")
+    if parse_duration(value, "value") > LONGEST_POLICY_DURATION:
+        raise ValueError(f"value {value!r} is longer than ten years (P3650D)")
     return value
 
 

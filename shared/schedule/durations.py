@@ -31,7 +31,10 @@ def parse_duration(text: str, field: str = "duration") -> timedelta:
             field,
         )
     parts = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-    return timedelta(**parts)
+    try:
+        return timedelta(**parts)
+    except OverflowError:  # more than a timedelta holds (2.7 million years)
+        raise ScheduleError(f"{field} {text!r} is too long", field) from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -346,6 +346,20 @@ async def test_a_retry_claimed_ahead_fires_at_its_own_instant_not_its_due_time(d
     assert ticker.metrics.firing_lateness.sum == 0.0  # each published at its own fire_at
 
 
+async def test_an_ack_timeout_of_weeks_sets_its_deadline_weeks_ahead(db, pool) -> None:
+    """25 days and more are more milliseconds than an int4 holds: the mark once sent them as
+    one, and the round failed, and was claimed and failed again, holding up every fire."""
+    clock = SettableClock(START)
+    once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+    await run(db, command("schedule.create", once | {"policy": {"ackTimeout": "P3650D"}}), START)
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=1))
+    [fired] = sink.fired
+    row = await db.fetchrow("SELECT fired_at, ack_deadline FROM actions")
+    assert row["ack_deadline"] == row["fired_at"] + timedelta(days=3650)
+    assert fired["data"]["ackDeadline"] == format_instant(row["ack_deadline"])
+
+
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
     clock = await once_due_now(db)
     sink = Collector()

@@ -163,6 +163,24 @@ def test_payload_nested_deeper_is_refused_naming_the_field(depth: int) -> None:
     assert "nests deeper than 32 levels" in message
 
 
+@pytest.mark.parametrize(
+    ("policy", "field", "message"),
+    [
+        ({"ackTimeout": "P3651D"}, "data.policy.ackTimeout", "'P3651D' is longer than ten years"),
+        ({"catchupWindow": "P99999999D"}, "data.policy.catchupWindow", "longer than ten years"),
+        ({"retry": {"maxBackoff": "P522W"}}, "data.policy.retry.maxBackoff", "than ten years"),
+        ({"misfireGrace": "PT99999999999999999999S"}, "data.policy.misfireGrace", "is too long"),
+    ],
+)
+def test_a_policy_duration_is_at_most_ten_years(policy: dict, field: str, message: str) -> None:
+    """An ack deadline, a backoff or a catch-up window is an instant plus or minus one: a
+    longer one was accepted and then failed the ticker's round when it fired (out of the
+    range of a timestamp, or of the int4 the ack timeout went to PostgreSQL in)."""
+    assert ScheduleSpec.model_validate({**ONCE, "policy": {"ackTimeout": "P3650D"}})
+    [(where, text)] = errors_of({**ONCE, "policy": policy})
+    assert where == field and message in text
+
+
 def test_labels_keys_and_values_are_bounded_naming_the_label() -> None:
     fine = {"team": "x", "a.b/c-d_e": "v" * 256, "k" * 63: ""}
     assert ScheduleSpec.model_validate({**ONCE, "labels": fine}).labels == fine

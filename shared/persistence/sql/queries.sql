@@ -217,12 +217,13 @@ WHERE s.id = ANY($1::uuid[]) AND s.state = 'ACTIVE'
 -- rows, so nothing else moved them meanwhile: an ack for one waits for this commit). Each row
 -- has its own firing instant: a round is released as its occurrences fall due, so its rows
 -- name the instant of their part ($2, 1-based, into $3: the round's release instants), and
--- their ack deadline is that instant plus their schedule's ack timeout in ms ($4). Two
--- instants a row made asyncpg build and encode two timestamps a row, ~1.1 us of the
--- ticker's CPU a fire; two integers cost ~0.3 (bench/README.md, profile notes).
+-- their ack deadline is that instant plus their schedule's ack timeout in ms ($4; bigint, as
+-- stored: 25 days are more ms than an int4 holds). Two instants a row made asyncpg build and
+-- encode two timestamps a row, ~1.1 us of the ticker's CPU a fire; two integers cost ~0.3
+-- (bench/README.md, profile notes).
 WITH d AS (
     SELECT u.id, ($3::timestamptz[])[u.part] AS fired_at, u.ack_ms, u.misfired
-    FROM unnest($1::uuid[], $2::int4[], $4::int4[], $5::boolean[])
+    FROM unnest($1::uuid[], $2::int4[], $4::int8[], $5::boolean[])
         AS u(id, part, ack_ms, misfired)
 ), marked AS (
     UPDATE actions a
