@@ -15,7 +15,14 @@ from services.acker.acks import apply_acks_in_parts, parts_of, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
-from shared.messaging import Outgoing, dead_letter, retry_forever, too_large
+from shared.messaging import (
+    Outgoing,
+    Stopping,
+    dead_letter,
+    is_transient,
+    retry_forever,
+    too_large,
+)
 from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -43,6 +50,7 @@ class AckConsumer:
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
         acks: list[ActionAck] = []
+        sources: list[ConsumerRecord] = []  # the record of each ack
         for record in records:
             if (oversized := too_large(record, self.max_bytes, self.topics.dlq)) is not None:
                 out.append(oversized)
@@ -71,16 +79,41 @@ class AckConsumer:
                 )
                 continue
             acks.append(ack)
-        self.runtime.metrics.dlq.labels("acker").inc(sum(o.topic == self.topics.dlq for o in out))
+            sources.append(record)
         if acks:
-            out.extend(
-                await retry_forever(
-                    "applying acks",
-                    lambda: self._apply(acks),
-                    self.runtime.set_dependencies_ok,
-                    stop=self.runtime.stopping,
-                )
-            )
+            try:
+                out.extend(await self._applied("applying acks", acks))
+            except Exception as exc:
+                if is_transient(exc) or isinstance(exc, Stopping):
+                    raise
+                # A fault of the acker's own (the batch would be delivered again, and fail
+                # again, for ever): each ack alone, and the one it fails on to the DLQ.
+                log.exception("a batch of acks failed; applying them one at a time")
+                out.extend(await self._one_at_a_time(acks, sources))
+        self.runtime.metrics.dlq.labels("acker").inc(sum(o.topic == self.topics.dlq for o in out))
+        return out
+
+    async def _applied(self, what: str, acks: list[ActionAck]) -> list[Outgoing]:
+        return await retry_forever(
+            what,
+            lambda: self._apply(acks),
+            self.runtime.set_dependencies_ok,
+            stop=self.runtime.stopping,
+        )
+
+    async def _one_at_a_time(
+        self, acks: list[ActionAck], sources: list[ConsumerRecord]
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for ack, record in zip(acks, sources, strict=True):
+            try:
+                out.extend(await self._applied("applying an ack", [ack]))
+            except Exception as exc:
+                if is_transient(exc) or isinstance(exc, Stopping):
+                    raise
+                log.exception("the acker failed on an ack", extra={"actionId": ack.data.action_id})
+                reason = f"the acker failed on it ({type(exc).__name__}: a fault in Chime, logged)"
+                out.append(dead_letter(record, reason, self.topics.dlq))
         return out
 
     async def _apply(self, acks: list[ActionAck]) -> list[Outgoing]:

@@ -12,9 +12,10 @@ from faststream import FastStream
 
 from services.scheduler.commands import Context, apply_command, rejected_result
 from services.scheduler.creates import apply_creates
-from shared.auth import Authenticator, Denied, command_scope
+from shared.auth import Authenticator, command_scope
 from shared.clock import Clock
 from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
+from shared.contracts.common import NUL_REFUSED, nul_path
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever, too_large
 from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
@@ -42,7 +43,7 @@ class CommandConsumer:
 
     async def handle(self, records: list[ConsumerRecord]) -> list[Outgoing]:
         out: list[Outgoing] = []
-        decoded: list[tuple[dict[str, Any], Denied | None]] = []
+        decoded: list[tuple[dict[str, Any], ErrorItem | None]] = []
         for record in records:
             if (oversized := too_large(record, self.max_bytes, self.topics.dlq)) is not None:
                 out.append(oversized)
@@ -55,7 +56,7 @@ class CommandConsumer:
             if not isinstance(body, dict):
                 out.append(dead_letter(record, "a command must be a JSON object", self.topics.dlq))
                 continue
-            decoded.append((body, self._denied(record, body)))
+            decoded.append((body, self._refused(record, body) or _unstorable(record, body)))
         if decoded:
             results = await retry_forever(
                 "applying commands",
@@ -67,17 +68,21 @@ class CommandConsumer:
         self.runtime.metrics.dlq.labels("scheduler").inc(len(records) - len(decoded))
         return out
 
-    def _denied(self, record: ConsumerRecord, body: dict[str, Any]) -> Denied | None:
+    def _refused(self, record: ConsumerRecord, body: dict[str, Any]) -> ErrorItem | None:
+        """Why the sender may not send this command, if it may not."""
         if self.auth is None:
             return None
         meta = body.get("meta")
         tenant = meta.get("tenant") if isinstance(meta, dict) else None
         kind = body.get("type")
         what = kind[:64] if isinstance(kind, str) else "a command"
-        return self.auth.check(record.headers, tenant, command_scope(kind), what)
+        denied = self.auth.check(record.headers, tenant, command_scope(kind), what)
+        if denied is None:
+            return None
+        return ErrorItem(code=denied.code, message=denied.message, field=denied.field)
 
     async def _results(
-        self, conn: Any, bodies: list[tuple[dict[str, Any], Denied | None]]
+        self, conn: Any, bodies: list[tuple[dict[str, Any], ErrorItem | None]]
     ) -> list[dict[str, Any]]:
         """One result per body, in order; runs of consecutive creates are applied in bulk.
 
@@ -88,8 +93,8 @@ class CommandConsumer:
         results: list[dict[str, Any]] = []
         run: list[dict[str, Any]] = []
         untouched = True  # nothing written yet in the batch's transaction
-        for body, denied in [*bodies, (None, None)]:
-            if body is not None and denied is None and body.get("type") == "schedule.create":
+        for body, refused in [*bodies, (None, None)]:
+            if body is not None and refused is None and body.get("type") == "schedule.create":
                 run.append(body)
                 continue
             if run:
@@ -100,15 +105,14 @@ class CommandConsumer:
                 run, untouched = [], False
             if body is None:
                 break
-            if denied is None:
+            if refused is None:
                 results.append(await apply_command(conn, body, self.clock.now(), self.context))
                 untouched = False
             else:  # refused before reading the database: nothing changes
-                error = ErrorItem(code=denied.code, message=denied.message, field=denied.field)
-                results.append(rejected_result(body, [error], self.clock.now()))
+                results.append(rejected_result(body, [refused], self.clock.now()))
         return results
 
-    async def _apply(self, bodies: list[tuple[dict[str, Any], Denied | None]]) -> list[Outgoing]:
+    async def _apply(self, bodies: list[tuple[dict[str, Any], ErrorItem | None]]) -> list[Outgoing]:
         out = []
         outcomes: list[tuple[str, str]] = []  # (command type, result type) of each
         async with self.pool.acquire() as conn, conn.transaction():
@@ -133,6 +137,15 @@ class CommandConsumer:
                 out.append(json_message(self.topics.command_results, result, key, correlation))
         count_each(self.runtime.metrics.commands, outcomes)  # once the batch has committed
         return out
+
+
+def _unstorable(record: ConsumerRecord, body: dict[str, Any]) -> ErrorItem | None:
+    """A command with a NUL character in any text: refused before the database, which cannot
+    store one (JSON writes it `\\u0000`; a record without that sequence is not walked)."""
+    if b"\\u0000" not in (record.value or b"") or (where := nul_path(body)) is None:
+        return None
+    what = where.rsplit(".", 1)[-1] or "a key"
+    return ErrorItem(code="VALIDATION", message=f"{what} {NUL_REFUSED}", field=where or None)
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:

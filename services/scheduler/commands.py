@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from shared.contracts import (
     errors_from_validation,
     format_instant,
 )
+from shared.contracts.common import TENANT_PATTERN
 from shared.messaging import is_transient
 from shared.persistence.queries import load_queries
 
@@ -31,6 +33,7 @@ __all__ = ["Context", "apply_command", "body_hash", "rejected_result", "success_
 
 Q = load_queries()
 log = logging.getLogger("chime.scheduler")
+TENANT = re.compile(TENANT_PATTERN)
 
 
 def _meta(raw: dict[str, Any], now: datetime) -> ResultMeta:
@@ -70,7 +73,9 @@ async def apply_command(
     """
     meta = raw.get("meta")
     tenant = meta.get("tenant") if isinstance(meta, dict) else None
-    await conn.execute(Q.set_tenant, tenant if isinstance(tenant, str) else "")
+    if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
+        tenant = ""  # sees no rows; the envelope's validation names what is wrong with it
+    await conn.execute(Q.set_tenant, tenant)
     try:
         async with conn.transaction():
             return await _apply(conn, raw, now, ctx or Context())

@@ -23,6 +23,7 @@ from shared.contracts import (
     TriggerData,
     UpdateData,
 )
+from shared.contracts.common import NUL_REFUSED, has_nul
 from shared.ids import new_id, new_ids, parse_id
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
@@ -78,22 +79,6 @@ class Prepared:
         return (s.namespace, s.name, state, self.wire, self.cron_expression, self.ack_timeout_ms)
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a NUL character is in any key or string of a JSON value. orjson writes NUL as
-    `\\u0000`; text without that sequence has no NUL, so only the rare rest is walked."""
-    return b"\\u0000" in orjson.dumps(value) and _walk_has_nul(value)
-
-
-def _walk_has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_walk_has_nul(k) or _walk_has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_walk_has_nul(v) for v in value)
-    return False
-
-
 def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data") -> Prepared:
     """Compile and check a definition; `prefix` is where its fields sit in the command."""
     try:
@@ -103,10 +88,10 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
             "VALIDATION", err.message, f"{prefix}.{err.field}" if err.field else prefix
         ) from None
     wire = spec.to_wire()
-    if _has_nul(wire):
+    if has_nul(wire):
         raise CommandError.of(
             "VALIDATION",
-            "text must not contain the NUL character (\\u0000): PostgreSQL cannot store it",
+            f"text {NUL_REFUSED}",
             prefix,
         )
     size = len(orjson.dumps(spec.action.payload))

@@ -8,7 +8,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shared.contracts.common import SCHEMA_VERSION, ContractModel, JsonObject, UtcInstant
+from shared.contracts.common import (
+    SCHEMA_VERSION,
+    TENANT_PATTERN,
+    ContractModel,
+    JsonObject,
+    UtcInstant,
+)
 from shared.contracts.triggers import Trigger
 
 __all__ = [
@@ -71,7 +77,7 @@ class CommandMeta(ContractModel):
     tenant: str = Field(
         min_length=1,
         max_length=200,
-        pattern=r"^[\w.\-:@]+$",
+        pattern=TENANT_PATTERN,
         description="Owner of the schedule.",
         examples=["acct-12345"],
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -17,15 +18,46 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "NUL_REFUSED",
     "SCHEMA_VERSION",
+    "TENANT_PATTERN",
     "ContractModel",
     "ErrorItem",
     "JsonObject",
     "UtcInstant",
     "format_instant",
+    "has_nul",
+    "nul_path",
 ]
 
 SCHEMA_VERSION = 1
+# A tenant id, in commands and in acks: what PostgreSQL's row-level security compares.
+TENANT_PATTERN = r"^[\w.\-:@]+$"
+NUL_REFUSED = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a NUL character is in any key or string of a JSON value. orjson writes NUL as
+    `\\u0000`; text without that sequence has no NUL, so only the rare rest is walked."""
+    return b"\\u0000" in orjson.dumps(value) and nul_path(value) is not None
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character of a JSON value is (`data.actions[0].id`; the object's
+    path for a key holding one), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            if (found := nul_path(item, f"{path}.{key}" if path else key)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{i}]")) is not None:
+                return found
+    return None
 
 
 @lru_cache(maxsize=16384)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.contracts.common import (
+    NUL_REFUSED,
     SCHEMA_VERSION,
+    TENANT_PATTERN,
     ContractModel,
     ErrorItem,
     JsonObject,
     UtcInstant,
+    has_nul,
 )
 
 __all__ = [
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 ACK_STATES = ("RUNNING", "SUCCEEDED", "FAILED")
+# The highest attempt number an ack can name: attempts are stored as integer (int4); no
+# occurrence gets near it (policy.retry.maxAttempts is at most 100).
+LAST_ATTEMPT = 2**31 - 1
 
 _SID = "0b7e9f3c-5a4d-4e8f-9c21-7d3b2a1f6e45"
 _AID = "9d2c6a1e-3b7f-4c58-8e90-1a2b3c4d5e6f"
@@ -268,7 +274,11 @@ class ActionDead(ContractModel):
 
 class AckMeta(ContractModel):
     tenant: str = Field(
-        min_length=1, max_length=200, description="Owner of the action.", examples=["acct-12345"]
+        min_length=1,
+        max_length=200,
+        pattern=TENANT_PATTERN,
+        description="Owner of the action.",
+        examples=["acct-12345"],
     )
     timestamp: UtcInstant | None = Field(
         None, description="When the worker sent it.", examples=[_FIRED]
@@ -286,7 +296,7 @@ class ActionAckData(ContractModel):
     action_id: str = Field(
         min_length=1, max_length=200, description="From action.due.", examples=[_AID]
     )
-    attempt: int = Field(ge=1, description="From action.due.", examples=[1])
+    attempt: int = Field(ge=1, le=LAST_ATTEMPT, description="From action.due.", examples=[1])
     state: Literal["RUNNING", "SUCCEEDED", "FAILED"] = Field(
         description="New state.", examples=["SUCCEEDED"]
     )
@@ -296,6 +306,13 @@ class ActionAckData(ContractModel):
     output: JsonObject = Field(
         default_factory=dict, description="Worker output.", examples=[{"invoices": 42}]
     )
+
+    @field_validator("message", "output")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if value is not None and has_nul(value):
+            raise ValueError(NUL_REFUSED)
+        return value
 
 
 class ActionAck(ContractModel):

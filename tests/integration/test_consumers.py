@@ -147,3 +147,100 @@ async def test_the_acker_counts_a_refused_ack_as_ignored_and_not_as_a_dead_lette
     assert counted(runtime, "chime_dlq_entries_total", service="acker") == 2
     ignored = {"state": "SUCCEEDED", "outcome": "action.ack-ignored"}
     assert counted(runtime, "chime_acks_total", **ignored) == 2
+
+
+async def test_the_scheduler_refuses_text_with_a_nul_naming_where_it_is(database_url: str) -> None:
+    """PostgreSQL cannot store a NUL character: a command carrying one anywhere was answered
+    INTERNAL, and one with it in its tenant failed the whole batch, which was delivered
+    again, and failed again, for ever. Each is now refused, naming where the NUL is."""
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = CommandConsumer(pool, settings, SystemClock(), runtime)
+    daily = {"kind": "daily", "hours": 1}
+    nul = "x\u0000"
+    commands = [
+        command("schedule.pause", {"name": "a"}, tenant=nul),
+        command("schedule.create", schedule("b", trigger=daily), commandId=nul),
+        command("schedule.get", {"name": nul}),
+        command("schedule.create", schedule("c", trigger=daily, labels={nul: "v"})),
+        command(
+            "schedule.create",
+            schedule("d", trigger=daily, action={"type": "t", "payload": {"k": ["a", nul]}}),
+        ),
+        command("schedule.create", schedule("fine", trigger=daily)),
+    ]
+    try:
+        out = await consumer.handle(
+            [record(settings.topics.commands, orjson.dumps(c)) for c in commands]
+        )
+        stored = await pool.fetch("SELECT name FROM schedules")
+    finally:
+        await pool.close()
+    results = [orjson.loads(o.value) for o in out]
+    assert [r["type"] for r in results] == ["command.rejected"] * 5 + ["schedule.created"]
+    assert [(r["errors"][0]["code"], r["errors"][0]["field"]) for r in results[:5]] == [
+        ("VALIDATION", "meta.tenant"),
+        ("VALIDATION", "meta.commandId"),
+        ("VALIDATION", "data.name"),
+        ("VALIDATION", "data.labels"),
+        ("VALIDATION", "data.action.payload.k[1]"),
+    ]
+    assert results[1]["errors"][0]["message"] == (
+        "commandId must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
+    )
+    assert [r["name"] for r in stored] == ["fine"]
+
+
+async def test_the_acker_dead_letters_what_it_cannot_store_and_an_ack_it_fails_on(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ack the database cannot take (an attempt past int4, a NUL in its tenant, message or
+    output) failed the whole batch, delivered again and failed again for ever: each is now
+    refused by validation. An ack the acker's own code fails on goes to the DLQ on its own,
+    after the batch is applied again one ack at a time."""
+    from services.acker import acks as ack_rules
+
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    topics = settings.topics
+    runtime = ServiceRuntime("acker", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = AckConsumer(pool, settings, SystemClock(), runtime)
+    faulty_id = str(uuid.uuid4())
+    decide = ack_rules._decide
+
+    def decide_or_fail(ack: Any, *args: Any) -> Any:
+        if ack.data.action_id == faulty_id:
+            raise RuntimeError("a fault")
+        return decide(ack, *args)
+
+    monkeypatch.setattr(ack_rules, "_decide", decide_or_fail)
+
+    def ack(tenant: str = "t", **data: Any) -> bytes:
+        body = {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "FAILED", **data}
+        return orjson.dumps({"type": "action.ack", "meta": {"tenant": tenant}, "data": body})
+
+    batch = [
+        ack(attempt=2**31),
+        ack(tenant="t\u0000"),
+        ack(message="x\u0000"),
+        ack(output={"k": "x\u0000"}),
+        ack(),  # applied: no such occurrence
+        ack(actionId=faulty_id),
+        ack(),
+    ]
+    try:
+        out = await consumer.handle([record(topics.actions_acks, value) for value in batch])
+    finally:
+        await pool.close()
+    reasons = [dict(o.headers).get("chime-reason", "") for o in out]
+    assert [o.topic for o in out] == [topics.dlq] * 4 + [topics.actions_events, topics.dlq] + [
+        topics.actions_events
+    ]
+    assert "data.attempt" in reasons[0] and "less than or equal to 2147483647" in reasons[0]
+    assert "meta.tenant" in reasons[1]
+    assert "data.message" in reasons[2] and "NUL character" in reasons[2]
+    assert "data.output" in reasons[3] and "NUL character" in reasons[3]
+    assert reasons[5] == "the acker failed on it (RuntimeError: a fault in Chime, logged)"
+    assert orjson.loads(out[5].value)["data"]["actionId"] == faulty_id  # the record as it came
+    assert counted(runtime, "chime_dlq_entries_total", service="acker") == 5
