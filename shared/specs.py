@@ -41,7 +41,7 @@ def _remember(key: Key, spec: Any, created_at: datetime) -> Definition:
         # Each stored occurrence carries its own type, instant and payload: firing one never
         # reads the explicit list, which may hold a thousand entries (memory, validation time).
         spec = {**spec, "actions": spec["actions"][:1]}
-    parsed = ScheduleSpec.model_validate(spec)
+    parsed = ScheduleSpec.stored(spec)
     series, _ = compile_series(parsed, created_at)
     _CACHE[key] = definition = (parsed, series)
     if len(_CACHE) > CACHE_LIMIT:

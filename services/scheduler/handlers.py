@@ -184,7 +184,7 @@ async def _schedule_occurrences(
 
 
 async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False) -> View:
-    spec = ScheduleSpec.model_validate(row["spec"])
+    spec = ScheduleSpec.stored(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
     position = await conn.fetchrow(Q.series_position, row["id"])
     pending = [
@@ -381,7 +381,7 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
             await conn.execute(Q.skip_missed, row["id"], now, "due while the schedule was paused")
         else:
             after = min(paused_at, now)  # missed runs fire late, per policy.misfire
-        spec = ScheduleSpec.model_validate(row["spec"])
+        spec = ScheduleSpec.stored(row["spec"])
         series, cron_expression = compile_series(spec, row["created_at"])
         prepared = Prepared(spec, series, cron_expression, row["ack_timeout_ms"], row["spec"])
         await _schedule_occurrences(conn, row, prepared, now, after, explicit_from=None)
@@ -391,7 +391,7 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
 async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(TriggerData, env.data)
     row = await _find(conn, env.meta.tenant, data)
-    spec = ScheduleSpec.model_validate(row["spec"])
+    spec = ScheduleSpec.stored(row["spec"])
     action_id = new_id(now)
     await conn.execute(
         Q.insert_manual_action,

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from shared.contracts.common import (
     SCHEMA_VERSION,
@@ -40,12 +40,16 @@ ACTION_TYPE_PATTERN = r"^[A-Za-z0-9][\w.\-]*$"
 # The longest a policy's duration may be: an ack deadline, a backoff or a catch-up window is
 # an instant plus or minus one, and must stay one that PostgreSQL and Python can hold.
 LONGEST_POLICY_DURATION = timedelta(days=3650)
+# The validation context of a definition read back from the database (`ScheduleSpec.stored`):
+# it was checked when it was stored, and a limit added since must not make it unreadable.
+STORED = {"stored": True}
 
 
-def _duration(value: str) -> str:
+def _duration(value: str, info: ValidationInfo) -> str:
     from shared.schedule.durations import parse_duration
 
-    if parse_duration(value, "value") > LONGEST_POLICY_DURATION:
+    longest = parse_duration(value, "value")
+    if longest > LONGEST_POLICY_DURATION and not (info.context or {}).get("stored"):
         raise ValueError(f"value {value!r} is longer than ten years (P3650D)")
     return value
 
@@ -345,6 +349,11 @@ class ScheduleSpec(ContractModel):
         if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
             raise ValueError("endsAt must not be before startsAt")
         return self
+
+    @classmethod
+    def stored(cls, value: dict[str, Any]) -> ScheduleSpec:
+        """A definition as read back from the database (see STORED)."""
+        return cls.model_validate(value, context=STORED)
 
 
 class ScheduleRef(ContractModel):

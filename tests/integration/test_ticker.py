@@ -360,6 +360,32 @@ async def test_an_ack_timeout_of_weeks_sets_its_deadline_weeks_ahead(db, pool) -
     assert fired["data"]["ackDeadline"] == format_instant(row["ack_deadline"])
 
 
+async def test_a_definition_stored_before_a_limit_was_added_still_fires(db, pool) -> None:
+    """Policy durations are at most ten years since 2026-12-07; a definition stored before,
+    with a longer one, is read back as it was checked then, not refused (which would fail
+    every round that claims its occurrences)."""
+    clock = SettableClock(START)
+    once = schedule(trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"})
+    await run(db, command("schedule.create", once), START)
+    await db.execute(
+        "UPDATE schedules SET spec = jsonb_set(spec::jsonb, '{policy,catchupWindow}', "
+        """'"P36500D"')::json"""
+    )
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=1))
+    assert len(sink.fired) == 1
+    refused = await run(
+        db,
+        command(
+            "schedule.create",
+            schedule("later", policy={"catchupWindow": "P36500D"})
+            | {"trigger": {"kind": "daily", "hours": 1}},
+        ),
+        START,
+    )
+    assert refused["errors"][0]["field"] == "data.policy.catchupWindow"
+
+
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
     clock = await once_due_now(db)
     sink = Collector()
