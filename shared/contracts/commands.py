@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from shared.contracts.common import (
     SCHEMA_VERSION,
+    STORED,
     TENANT_PATTERN,
     ContractModel,
     JsonObject,
@@ -40,9 +41,6 @@ ACTION_TYPE_PATTERN = r"^[A-Za-z0-9][\w.\-]*$"
 # The longest a policy's duration may be: an ack deadline, a backoff or a catch-up window is
 # an instant plus or minus one, and must stay one that PostgreSQL and Python can hold.
 LONGEST_POLICY_DURATION = timedelta(days=3650)
-# The validation context of a definition read back from the database (`ScheduleSpec.stored`):
-# it was checked when it was stored, and a limit added since must not make it unreadable.
-STORED = {"stored": True}
 
 
 def _duration(value: str, info: ValidationInfo) -> str:
@@ -352,7 +350,7 @@ class ScheduleSpec(ContractModel):
 
     @classmethod
     def stored(cls, value: dict[str, Any]) -> ScheduleSpec:
-        """A definition as read back from the database (see STORED)."""
+        """A definition as read back from the database (`shared.contracts.common.STORED`)."""
         return cls.model_validate(value, context=STORED)
 
 

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
 )
 from pydantic.alias_generators import to_camel
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "NUL_REFUSED",
     "SCHEMA_VERSION",
+    "STORED",
     "TENANT_PATTERN",
     "ContractModel",
     "ErrorItem",
@@ -69,10 +71,22 @@ def format_instant(value: datetime) -> str:
     return value.isoformat()[:-6] + "Z"  # drops "+00:00"
 
 
-def _aware_utc(value: datetime) -> datetime:
+# The validation context of what is read back from the database (`ScheduleSpec.stored`): it
+# was checked when it was stored, and a limit added since must not make it unreadable.
+STORED = {"stored": True}
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _aware_utc(value: datetime, info: ValidationInfo) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset, e.g. '2026-03-15T08:00:00Z'")
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0
+        raise ValueError("must be 1970-01-01T00:00:00Z or later") from None
+    if value < EARLIEST and not (info.context or {}).get("stored"):
+        raise ValueError("must be 1970-01-01T00:00:00Z or later")
+    return value
 
 
 UtcInstant = Annotated[

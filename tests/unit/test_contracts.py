@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -179,6 +179,28 @@ def test_a_policy_duration_is_at_most_ten_years(policy: dict, field: str, messag
     assert ScheduleSpec.model_validate({**ONCE, "policy": {"ackTimeout": "P3650D"}})
     [(where, text)] = errors_of({**ONCE, "policy": policy})
     assert where == field and message in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"trigger": {"kind": "once", "at": "0001-01-01T00:00:00Z"}}, "data.trigger.at"),
+        ({"trigger": {"kind": "once", "at": "0001-01-01T00:00:00+01:00"}}, "data.trigger.at"),
+        ({"trigger": {"kind": "once", "at": "1969-12-31T23:59:59Z"}}, "data.trigger.at"),
+        ({"actions": [{"type": "t", "at": "1900-01-01T00:00:00Z"}]}, "data.actions[0].at"),
+    ],
+)
+def test_an_instant_before_1970_is_refused_naming_its_field(spec: dict, field: str) -> None:
+    """The first of them made the once trigger's first fire overflow (OverflowError: the
+    command failed instead of being answered), the second its conversion to UTC."""
+    [(where, text)] = errors_of({**ONCE, **spec})
+    assert (where, text) == (field, "at must be 1970-01-01T00:00:00Z or later")
+    epoch = ScheduleSpec.model_validate(
+        {**ONCE, "trigger": {"kind": "once", "at": "1970-01-01T00:00:00Z"}}
+    )
+    assert epoch.trigger is not None and epoch.trigger.at == datetime(1970, 1, 1, tzinfo=UTC)
+    stored = {**ONCE, "trigger": {"kind": "once", "at": "1960-01-01T00:00:00Z"}}
+    assert ScheduleSpec.stored(stored).trigger is not None  # as it was checked when stored
 
 
 def test_labels_keys_and_values_are_bounded_naming_the_label() -> None:
