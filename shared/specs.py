@@ -68,9 +68,13 @@ def compiled(row: Any) -> Definition:
     return _cached(key) or _remember(key, row["spec"], row["schedule_created_at"])
 
 
-async def load_definitions(conn: asyncpg.Connection, rows: Iterable[Any]) -> dict[Key, Definition]:
+async def load_definitions(
+    conn: asyncpg.Connection, rows: Iterable[Any], unreadable: dict[Key, str] | None = None
+) -> dict[Key, Definition]:
     """The definitions of these rows' schedules (rows carry schedule_id and schedule_version):
-    those cached, and the others fetched in one query."""
+    those cached, and the others fetched in one query. With `unreadable`, a definition that
+    cannot be read (parsed and compiled) is left out and named there with why, instead of
+    failing the whole batch."""
     found: dict[Key, Definition] = {}
     missing: set[uuid.UUID] = set()
     for r in rows:
@@ -84,5 +88,10 @@ async def load_definitions(conn: asyncpg.Connection, rows: Iterable[Any]) -> dic
     if missing:
         for r in await conn.fetch(load_queries().schedule_definitions, list(missing)):
             key = (r["id"], r["version"])
-            found[key] = _remember(key, r["spec"], r["created_at"])
+            try:
+                found[key] = _remember(key, r["spec"], r["created_at"])
+            except Exception as exc:
+                if unreadable is None:
+                    raise
+                unreadable[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return found

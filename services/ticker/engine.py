@@ -102,6 +102,9 @@ class Claimed:
     decided: Round = field(default_factory=Round)
     # Set once every row is released (or the dispatch gave up): the next round may start.
     all_released: asyncio.Event = field(default_factory=asyncio.Event)
+    # Definitions that could not be read, with why: their occurrences are skipped, not fired,
+    # so that one schedule does not fail every round that claims it.
+    unreadable: dict[Key, str] = field(default_factory=dict)
 
 
 class _Instants:
@@ -176,8 +179,12 @@ class Ticker:
             await conn.execute(Q.claim_plan, self._idle_limit)
             rows = await conn.fetch(Q.claim_due, now + self.lookahead, self.batch_size)
             if rows:
-                definitions = await load_definitions(conn, rows)
-                ended = await store_successors(conn, rows, definitions, now)
+                unreadable: dict[Key, str] = {}
+                definitions = await load_definitions(conn, rows, unreadable)
+                if unreadable:  # their occurrences are skipped, saying why (see _decide)
+                    log.error("schedule definitions that cannot be read: %s", unreadable)
+                readable = [r for r in rows if key_of(r) not in unreadable]
+                ended = await store_successors(conn, readable, definitions, now)
                 guarded = _guarded(definitions)
                 busy, buffered = await self._overlap_state(conn, rows, guarded)
         except BaseException:
@@ -193,7 +200,16 @@ class Ticker:
         order = sorted(range(len(rows)), key=fire_at.__getitem__)
         rows, fire_at = [rows[i] for i in order], [fire_at[i] for i in order]
         return Claimed(
-            rows, fire_at, busy, buffered, guarded, definitions, conn, transaction, ended
+            rows,
+            fire_at,
+            busy,
+            buffered,
+            guarded,
+            definitions,
+            conn,
+            transaction,
+            ended,
+            unreadable=unreadable,
         )
 
     async def _dispatch(self, claimed: Claimed) -> None:
@@ -304,6 +320,10 @@ class Ticker:
         out.released.append(now)
         part = len(out.released)
         for row, instant in zip(rows, fire_at, strict=True):
+            if (why := claimed.unreadable.get(key_of(row))) is not None:
+                reason = f"the schedule's definition cannot be read ({why}): replace it"
+                messages.append(self._skipped(out, row, reason, now))
+                continue
             spec, _ = claimed.definitions[key_of(row)]
             policy, schedule = spec.policy, row["schedule_id"]
             first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
@@ -324,10 +344,7 @@ class Ticker:
             if reason is None:
                 reason = self._condition_says_no(row, spec)
             if reason is not None:
-                messages.append(self._skip_event(row, reason, now))
-                out.skipped.append(row["id"])
-                out.skipped_at.append(now)
-                out.reasons.append(reason)
+                messages.append(self._skipped(out, row, reason, now))
                 continue
             misfired = misfire is not None and misfire.misfired
             messages.append(self._due_event(row, spec, instants, misfired))
@@ -359,6 +376,13 @@ class Ticker:
         except ConditionError as exc:
             return f"condition could not be evaluated: {exc}"
         return None if ok else f"condition is false: {spec.condition}"
+
+    def _skipped(self, out: Round, row: Any, reason: str, now: datetime) -> Outgoing:
+        """A row of the round decided SKIPPED, for `reason`; its event."""
+        out.skipped.append(row["id"])
+        out.skipped_at.append(now)
+        out.reasons.append(reason)
+        return self._skip_event(row, reason, now)
 
     def _skip_event(self, row: Any, reason: str, now: datetime) -> Outgoing:
         body = action_event_body(

@@ -386,6 +386,34 @@ async def test_a_definition_stored_before_a_limit_was_added_still_fires(db, pool
     assert refused["errors"][0]["field"] == "data.policy.catchupWindow"
 
 
+async def test_a_definition_that_cannot_be_read_skips_its_occurrence_and_not_the_round(
+    db, pool
+) -> None:
+    """A stored definition the ticker cannot read (edited by hand, or by a bug) failed every
+    round that claimed its occurrence, and the rounds were claimed and failed again: nothing
+    due after it fired. Its occurrence is now SKIPPED, saying why; the others fire."""
+    clock = SettableClock(START)
+    at = {"kind": "once", "at": "2026-10-24T12:00:01Z"}
+    for name in ("broken", "sound"):
+        await run(db, command("schedule.create", schedule(name, trigger=at)), START)
+    await db.execute(
+        "UPDATE schedules SET spec = jsonb_set(spec::jsonb, '{trigger,kind}', '\"nonsense\"')"
+        "::json WHERE name = 'broken'"
+    )
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=1))
+    assert [e["data"]["name"] for e in sink.fired] == ["sound"]
+    [skipped] = [e for e in sink.events if e["data"].get("state") == "SKIPPED"]
+    assert skipped["data"]["reason"].startswith(
+        "the schedule's definition cannot be read (ValidationError: "
+    )
+    states = "SELECT s.name, a.state FROM actions a JOIN schedules s ON s.id = a.schedule_id"
+    assert sorted(tuple(r) for r in await db.fetch(states)) == [
+        ("broken", "SKIPPED"),
+        ("sound", "DISPATCHED"),
+    ]
+
+
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
     clock = await once_due_now(db)
     sink = Collector()
