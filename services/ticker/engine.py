@@ -181,9 +181,10 @@ class Ticker:
             if rows:
                 unreadable: dict[Key, str] = {}
                 definitions = await load_definitions(conn, rows, unreadable)
+                readable = rows
                 if unreadable:  # their occurrences are skipped, saying why (see _decide)
                     log.error("schedule definitions that cannot be read: %s", unreadable)
-                readable = [r for r in rows if key_of(r) not in unreadable]
+                    readable = [r for r in rows if key_of(r) not in unreadable]
                 ended = await store_successors(conn, readable, definitions, now)
                 guarded = _guarded(definitions)
                 busy, buffered = await self._overlap_state(conn, rows, guarded)
