@@ -38,8 +38,14 @@ async def end_attempt(
     topics: Topics,
     metrics: Metrics | None = None,
 ) -> list[Outgoing]:
-    """`row` is the locked action joined with its schedule (see lock_action, claim_expired)."""
-    spec, _ = compiled(row)
+    """`row` is the locked action joined with its schedule (see lock_action, claim_expired).
+
+    An attempt of a schedule whose stored definition cannot be read has no retry policy to
+    follow: it fails for good, saying why (rather than failing every batch it is in)."""
+    try:
+        policy, unreadable = compiled(row)[0].policy, None
+    except Exception as exc:
+        policy, unreadable = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
 
@@ -60,8 +66,8 @@ async def end_attempt(
         return _message(topics.actions_events, event, row)
 
     await conn.execute(Q.insert_history, row["id"], attempt, outcome, now, message, output)
-    if attempt < spec.policy.retry.max_attempts:
-        retry_at = now + retry_delay(spec.policy, attempt, rand())
+    if policy is not None and attempt < policy.retry.max_attempts:
+        retry_at = now + retry_delay(policy, attempt, rand())
         if metrics:
             metrics.retries.labels(outcome).inc()
         await conn.execute(Q.retry_action, row["id"], now, retry_at)
@@ -81,6 +87,11 @@ async def end_attempt(
     if metrics:
         metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
+    if unreadable is not None:
+        final = (
+            f"attempt {attempt} {outcome.lower().replace('_', ' ')}: the schedule's definition "
+            f"cannot be read ({unreadable[:200]}), so it is not retried"
+        )
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, [row["schedule_id"]], now)
     history = await conn.fetch(Q.action_history, row["id"])

@@ -414,6 +414,39 @@ async def test_a_definition_that_cannot_be_read_skips_its_occurrence_and_not_the
     ]
 
 
+@pytest.mark.parametrize("ends", ["expiry", "ack"])
+async def test_an_attempt_whose_definition_became_unreadable_fails_for_good_saying_why(
+    db, pool, ends: str
+) -> None:
+    """Fired, then its definition cannot be read (no retry policy to follow): the attempt that
+    times out, or is acked FAILED, ends FAILED for good with the reason, instead of failing
+    the ticker's expiry, or the acker's batch, every time."""
+    from shared import specs
+
+    clock = await once_due_now(db)
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await drive(ticker, clock, clock.now() + timedelta(seconds=1))
+    [published] = sink.fired
+    await db.execute(
+        "UPDATE schedules SET spec = jsonb_set(spec::jsonb, '{trigger,kind}', '\"nonsense\"')::json"
+    )
+    specs._CACHE.clear()  # as after a restart: the definition is read again
+    if ends == "expiry":
+        clock.set(clock.now() + timedelta(minutes=6))  # past the 5-minute ack deadline
+        assert await ticker.expire_overdue() == 1
+        dead = [e for e in sink.events if e["type"] == "action.dead"]
+    else:
+        events = await apply_in(db, "bulk", ack_of(published, "FAILED"), clock.now())
+        dead = [e for e in events if e["type"] == "action.dead"]
+    [dead_event] = dead
+    assert (
+        "the schedule's definition cannot be read (ValidationError: "
+        in (dead_event["data"]["reason"])
+    )
+    assert await db.fetchval("SELECT state FROM actions") == "FAILED"
+
+
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
     clock = await once_due_now(db)
     sink = Collector()
