@@ -7,6 +7,7 @@ writes `Subscription.Status == _SUBSCRIPTION_STATUS`), plus `parameters`, `paylo
 
 from __future__ import annotations
 
+import operator
 from functools import lru_cache
 from typing import Any
 
@@ -14,7 +15,35 @@ import pyjexl
 
 __all__ = ["ConditionError", "check_condition", "evaluate_condition"]
 
+# What one condition may build: it runs in the ticker's event loop, where `2 ^ 4000000000` or
+# `"a" * 10000000000` would hold up every fire for seconds, or exhaust memory.
+LONGEST = 100_000  # characters of a string, items of a list, made by `*`
+LARGEST_BITS = 10_000  # of an integer made by `^`
+
+
+def _times(a: Any, b: Any) -> Any:
+    for sequence, count in ((a, b), (b, a)):
+        if isinstance(sequence, str | list) and isinstance(count, int):
+            if len(sequence) * count > LONGEST:
+                raise ValueError(f"'*' would make {len(sequence) * count} items: at most {LONGEST}")
+    return operator.mul(a, b)
+
+
+def _power(a: Any, b: Any) -> Any:
+    if (
+        isinstance(a, int)
+        and isinstance(b, int)
+        and abs(a) > 1
+        and b > 0
+        and a.bit_length() * b > LARGEST_BITS
+    ):
+        raise ValueError(f"'^' would make an integer of about {a.bit_length() * b} bits")
+    return operator.pow(a, b)
+
+
 _JEXL = pyjexl.JEXL()
+_JEXL.add_binary_operator("*", 40, _times)
+_JEXL.add_binary_operator("^", 50, _power)
 
 
 class ConditionError(ValueError):

@@ -463,6 +463,20 @@ async def test_trigger_fires_now_outside_the_series_with_reason(db, pool) -> Non
         ),
         ("payload.amount > limit && attempt == 1", {"limit": 1000}, True, None),
         ("Missing.Field > 1", {}, False, "condition could not be evaluated"),
+        # in the ticker's event loop: what would hold every fire up is refused, not computed
+        (
+            "2 ^ base > 0",
+            {"base": 4_000_000_000},
+            False,
+            "condition could not be evaluated: ValueError: '^' would make an integer of about",
+        ),
+        (
+            '"a" * n != ""',
+            {"n": 10_000_000_000},
+            False,
+            "condition could not be evaluated: ValueError: '*' would make 10000000000 items",
+        ),
+        ('2 ^ 10 == 1024 && "ab" * 3 == "ababab"', {}, True, None),
     ],
 )
 async def test_condition_at_fire_time(db, pool, condition, parameters, fires, reason) -> None:
