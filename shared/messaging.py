@@ -35,6 +35,7 @@ __all__ = [
     "compression",
     "dead_letter",
     "ensure_topics",
+    "is_fault",
     "is_transient",
     "json_message",
     "kafka_client_options",
@@ -380,6 +381,12 @@ async def retry_forever(
             if stop.is_set():
                 raise Stopping(f"{what}: left as the service stops ({reason})")
         delay = min(delay * 2, max_delay)
+
+
+def is_fault(exc: BaseException) -> bool:
+    """Neither a dependency out of reach for now nor a service stopping: a fault met on this
+    input, to answer (or dead-letter) rather than retry for ever."""
+    return not (is_transient(exc) or isinstance(exc, Stopping))
 
 
 def is_transient(exc: BaseException) -> bool:

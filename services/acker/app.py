@@ -15,14 +15,7 @@ from services.acker.acks import apply_acks_in_parts, parts_of, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
-from shared.messaging import (
-    Outgoing,
-    Stopping,
-    dead_letter,
-    is_transient,
-    retry_forever,
-    too_large,
-)
+from shared.messaging import Outgoing, dead_letter, is_fault, retry_forever, too_large
 from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
 from shared.settings import Settings
@@ -84,7 +77,7 @@ class AckConsumer:
             try:
                 out.extend(await self._applied("applying acks", acks))
             except Exception as exc:
-                if is_transient(exc) or isinstance(exc, Stopping):
+                if not is_fault(exc):
                     raise
                 # A fault of the acker's own (the batch would be delivered again, and fail
                 # again, for ever): each ack alone, and the one it fails on to the DLQ.
@@ -109,7 +102,7 @@ class AckConsumer:
             try:
                 out.extend(await self._applied("applying an ack", [ack]))
             except Exception as exc:
-                if is_transient(exc) or isinstance(exc, Stopping):
+                if not is_fault(exc):
                     raise
                 log.exception("the acker failed on an ack", extra={"actionId": ack.data.action_id})
                 reason = f"the acker failed on it ({type(exc).__name__}: a fault in Chime, logged)"

@@ -26,7 +26,7 @@ from shared.contracts import (
     format_instant,
 )
 from shared.contracts.common import TENANT_PATTERN
-from shared.messaging import is_transient
+from shared.messaging import is_fault
 from shared.persistence.queries import load_queries
 
 __all__ = ["Context", "apply_command", "body_hash", "rejected_result", "success_result"]
@@ -79,19 +79,16 @@ async def apply_command(
     try:
         async with conn.transaction():
             return await _apply(conn, raw, now, ctx or Context())
-    except asyncpg.PostgresError as exc:
-        if is_transient(exc):
-            raise
-        log.exception("command failed in the database")
-        message = f"the database refused the command ({type(exc).__name__}); it was not applied"
-        return rejected_result(raw, [ErrorItem(code="INTERNAL", message=message)], now)
     except Exception as exc:
-        if is_transient(exc):
+        if not is_fault(exc):
             raise
         log.exception("command failed")
+        kind = type(exc).__name__
         message = (
-            f"the scheduler failed on this command ({type(exc).__name__}: a fault in Chime, "
-            "logged); it was not applied"
+            f"the database refused the command ({kind}); it was not applied"
+            if isinstance(exc, asyncpg.PostgresError)
+            else f"the scheduler failed on this command ({kind}: a fault in Chime, logged); "
+            "it was not applied"
         )
         return rejected_result(raw, [ErrorItem(code="INTERNAL", message=message)], now)
 
