@@ -15,6 +15,7 @@ from shared.contracts.common import (
     ContractModel,
     JsonObject,
     UtcInstant,
+    from_storage,
 )
 from shared.contracts.triggers import Trigger
 
@@ -47,7 +48,7 @@ def _duration(value: str, info: ValidationInfo) -> str:
     from shared.schedule.durations import parse_duration
 
     longest = parse_duration(value, "value")
-    if longest > LONGEST_POLICY_DURATION and not (info.context or {}).get("stored"):
+    if longest > LONGEST_POLICY_DURATION and not from_storage(info):
         raise ValueError(f"value {value!r} is longer than ten years (P3650D)")
     return value
 

@@ -28,6 +28,7 @@ __all__ = [
     "JsonObject",
     "UtcInstant",
     "format_instant",
+    "from_storage",
     "has_nul",
     "nul_path",
 ]
@@ -77,6 +78,11 @@ STORED = {"stored": True}
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def from_storage(info: ValidationInfo) -> bool:
+    """Whether what is validated is read back from the database (validated with STORED)."""
+    return bool((info.context or {}).get("stored"))
+
+
 def _aware_utc(value: datetime, info: ValidationInfo) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset, e.g. '2026-03-15T08:00:00Z'")
@@ -84,7 +90,7 @@ def _aware_utc(value: datetime, info: ValidationInfo) -> datetime:
         value = value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0
         raise ValueError("must be 1970-01-01T00:00:00Z or later") from None
-    if value < EARLIEST and not (info.context or {}).get("stored"):
+    if value < EARLIEST and not from_storage(info):
         raise ValueError("must be 1970-01-01T00:00:00Z or later")
     return value
 
