@@ -27,7 +27,15 @@ from shared.contracts import ScheduleSpec
 from shared.persistence.queries import load_queries
 from shared.schedule import Series, compile_series
 
-__all__ = ["CACHE_LIMIT", "Definition", "Key", "compiled", "key_of", "load_definitions"]
+__all__ = [
+    "CACHE_LIMIT",
+    "Definition",
+    "Key",
+    "compiled",
+    "key_of",
+    "load_definitions",
+    "why_unreadable",
+]
 
 Key = tuple[uuid.UUID, int]  # (schedule_id, schedule_version)
 Definition = tuple[ScheduleSpec, Series]
@@ -47,6 +55,12 @@ def _remember(key: Key, spec: Any, created_at: datetime) -> Definition:
     if len(_CACHE) > CACHE_LIMIT:
         _CACHE.popitem(last=False)
     return definition
+
+
+def why_unreadable(exc: Exception) -> str:
+    """Why a stored definition cannot be read, in one line: for a skipped occurrence's reason
+    and a failed attempt's."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def _cached(key: Key) -> Definition | None:
@@ -93,5 +107,5 @@ async def load_definitions(
             except Exception as exc:
                 if unreadable is None:
                     raise
-                unreadable[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                unreadable[key] = why_unreadable(exc)
     return found

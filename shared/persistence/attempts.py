@@ -19,7 +19,7 @@ from shared.metrics import Metrics
 from shared.persistence.queries import load_queries
 from shared.policy import retry_delay
 from shared.settings import Topics
-from shared.specs import compiled
+from shared.specs import compiled, why_unreadable
 
 __all__ = ["dead_letter_event", "end_attempt", "occurrence_fields"]
 
@@ -45,7 +45,7 @@ async def end_attempt(
     try:
         policy, unreadable = compiled(row)[0].policy, None
     except Exception as exc:
-        policy, unreadable = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        policy, unreadable = None, why_unreadable(exc)
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
 
@@ -90,7 +90,7 @@ async def end_attempt(
     if unreadable is not None:
         final = (
             f"attempt {attempt} {outcome.lower().replace('_', ' ')}: the schedule's definition "
-            f"cannot be read ({unreadable[:200]}), so it is not retried"
+            f"cannot be read ({unreadable}), so it is not retried"
         )
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, [row["schedule_id"]], now)
