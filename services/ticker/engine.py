@@ -16,7 +16,9 @@ for the commit, so it always finds its occurrence DISPATCHED.
 
 Each claimed occurrence is decided in order: misfire policy (late first attempts), overlap
 policy (an earlier occurrence still in flight), condition. It then fires, is SKIPPED with the
-reason, or (BUFFER_ONE) is held until the running one ends.
+reason, or (BUFFER_ONE) is held until the running one ends. One the ticker's own code fails on
+(deciding it, or computing its series' successor) is SKIPPED, saying so: not the whole round,
+which would be claimed and fail again for ever.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ class Claimed:
     # Definitions that could not be read, with why: their occurrences are skipped, not fired,
     # so that one schedule does not fail every round that claims it.
     unreadable: dict[Key, str] = field(default_factory=dict)
+    # Occurrences the ticker failed on while claiming them (a fault in Chime: the schedule
+    # math on their successor), with the reason they are skipped for; they get no successor.
+    faulty: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 class _Instants:
@@ -185,7 +190,12 @@ class Ticker:
                 if unreadable:  # their occurrences are skipped, saying why (see _decide)
                     log.error("schedule definitions that cannot be read: %s", unreadable)
                     readable = [r for r in rows if key_of(r) not in unreadable]
-                ended = await store_successors(conn, readable, definitions, now)
+                failed: dict[uuid.UUID, Exception] = {}
+                ended = await store_successors(conn, readable, definitions, now, faulty=failed)
+                faulty = {
+                    action_id: _failed_on(action_id, exc, "its series stops here")
+                    for action_id, exc in failed.items()
+                }
                 guarded = _guarded(definitions)
                 busy, buffered = await self._overlap_state(conn, rows, guarded)
         except BaseException:
@@ -211,6 +221,7 @@ class Ticker:
             transaction,
             ended,
             unreadable=unreadable,
+            faulty=faulty,
         )
 
     async def _dispatch(self, claimed: Claimed) -> None:
@@ -315,7 +326,7 @@ class Ticker:
     ) -> list[Outgoing]:
         """Decide rows of a round that are due at `now` (in `fire_at` order, their instants)
         into its `decided` round; returns their messages."""
-        out, busy, buffered = claimed.decided, claimed.busy, claimed.buffered
+        out = claimed.decided
         messages: list[Outgoing] = []
         instants = _Instants(now)
         out.released.append(now)
@@ -325,39 +336,61 @@ class Ticker:
                 reason = f"the schedule's definition cannot be read ({why}): replace it"
                 messages.append(self._skipped(out, row, reason, now))
                 continue
-            spec, _ = claimed.definitions[key_of(row)]
-            policy, schedule = spec.policy, row["schedule_id"]
-            first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
-            misfire = decide_misfire(policy, row["due_at"], now) if first_try else None
-            reason = None if misfire is None or misfire.fire else misfire.reason
-            if reason is None and first_try and schedule in busy:
-                if policy.overlap == "SKIP":
-                    reason = "the previous occurrence is still in flight (policy.overlap SKIP)"
-                elif policy.overlap == "BUFFER_ONE":
-                    if schedule in buffered:
-                        reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"
-                    else:
-                        buffered.add(schedule)
-                        claimed.holding.add(schedule)
-                        self._holding[schedule] += 1  # rounds claimed meanwhile see it held
-                        out.held.append(row["id"])
-                        continue
-            if reason is None:
-                reason = self._condition_says_no(row, spec)
-            if reason is not None:
+            if (reason := claimed.faulty.get(row["id"])) is not None:
                 messages.append(self._skipped(out, row, reason, now))
                 continue
-            misfired = misfire is not None and misfire.misfired
-            messages.append(self._due_event(row, spec, instants, misfired))
-            out.fired.append(row["id"])
-            out.part.append(part)
-            out.ack_timeouts.append(row["ack_timeout_ms"])
-            out.misfired.append(misfired)
-            out.lateness.append((now - instant).total_seconds())
-            if policy.overlap != "ALLOW":
-                busy.add(schedule)
+            try:
+                message = self._decide_one(row, instant, now, claimed, instants, part)
+            except Exception as exc:  # a fault in Chime: this occurrence is skipped, not the round
+                message = self._skipped(out, row, _failed_on(row["id"], exc), now)
+            if message is not None:
+                messages.append(message)
         out.messages += messages
         return messages
+
+    def _decide_one(
+        self,
+        row: Any,
+        instant: datetime,
+        now: datetime,
+        claimed: Claimed,
+        instants: _Instants,
+        part: int,
+    ) -> Outgoing | None:
+        """Decide one row of a release (fired, skipped or held) into the round's `decided`;
+        returns its message (None: held). Raises before recording anything of it."""
+        out, busy, buffered = claimed.decided, claimed.busy, claimed.buffered
+        spec, _ = claimed.definitions[key_of(row)]
+        policy, schedule = spec.policy, row["schedule_id"]
+        first_try = row["attempt"] == 1 and row["origin"] != "MANUAL"
+        misfire = decide_misfire(policy, row["due_at"], now) if first_try else None
+        reason = None if misfire is None or misfire.fire else misfire.reason
+        if reason is None and first_try and schedule in busy:
+            if policy.overlap == "SKIP":
+                reason = "the previous occurrence is still in flight (policy.overlap SKIP)"
+            elif policy.overlap == "BUFFER_ONE":
+                if schedule in buffered:
+                    reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"
+                else:
+                    buffered.add(schedule)
+                    claimed.holding.add(schedule)
+                    self._holding[schedule] += 1  # rounds claimed meanwhile see it held
+                    out.held.append(row["id"])
+                    return None
+        if reason is None:
+            reason = self._condition_says_no(row, spec)
+        if reason is not None:
+            return self._skipped(out, row, reason, now)
+        misfired = misfire is not None and misfire.misfired
+        message = self._due_event(row, spec, instants, misfired)
+        out.fired.append(row["id"])
+        out.part.append(part)
+        out.ack_timeouts.append(row["ack_timeout_ms"])
+        out.misfired.append(misfired)
+        out.lateness.append((now - instant).total_seconds())
+        if policy.overlap != "ALLOW":
+            busy.add(schedule)
+        return message
 
     @staticmethod
     def _condition_says_no(row: Any, spec: ScheduleSpec) -> str | None:
@@ -380,10 +413,11 @@ class Ticker:
 
     def _skipped(self, out: Round, row: Any, reason: str, now: datetime) -> Outgoing:
         """A row of the round decided SKIPPED, for `reason`; its event."""
+        event = self._skip_event(row, reason, now)
         out.skipped.append(row["id"])
         out.skipped_at.append(now)
         out.reasons.append(reason)
-        return self._skip_event(row, reason, now)
+        return event
 
     def _skip_event(self, row: Any, reason: str, now: datetime) -> Outgoing:
         body = action_event_body(
@@ -613,6 +647,17 @@ async def _end(
             await transaction.rollback()
     finally:
         await pool.release(conn)
+
+
+def _failed_on(action_id: uuid.UUID, exc: Exception, then: str | None = None) -> str:
+    """Log a fault of the ticker's own on one occurrence; the reason it is skipped for."""
+    log.error(
+        "the ticker failed on an occurrence", exc_info=exc, extra={"actionId": str(action_id)}
+    )
+    reason = (
+        f"the ticker failed on this occurrence ({type(exc).__name__}: a fault in Chime, logged)"
+    )
+    return f"{reason}: {then}" if then else reason
 
 
 def _guarded(definitions: dict[Key, Definition]) -> set[uuid.UUID]:

@@ -26,6 +26,7 @@ async def store_successors(
     definitions: dict[Key, Definition],
     now: datetime,
     fired_by: Sequence[datetime] | None = None,
+    faulty: dict[uuid.UUID, Exception] | None = None,
 ) -> list[uuid.UUID]:
     """Store the successor of each series occurrence in `rows` (first attempts; a retry's was
     stored with its first attempt), in the caller's transaction; returns the schedules whose
@@ -35,7 +36,10 @@ async def store_successors(
     A late occurrence is its series' only catch-up unless the misfire policy is FIRE_ALL: its
     successor is the first occurrence after the instant it fires, `fired_by` (one per row;
     `now` when not given), or after its due instant if that is later. FIRE_ALL stores every
-    missed one, back to the catch-up window from `now`."""
+    missed one, back to the catch-up window from `now`.
+
+    With `faulty`, a row whose successor the schedule math fails on (a fault in Chime) gets
+    none and is named there with the exception, instead of failing the whole batch."""
     new: list[tuple[Any, ...]] = []
     # A set: a round of 1,000 explicit actions of one schedule named it 1,000 times, and
     # from that array's length the planner expected that many schedules and chose to read
@@ -49,13 +53,19 @@ async def store_successors(
         if row["attempt"] > 1:
             continue  # a retry: its successor was stored with the first attempt
         spec, series = definitions[key_of(row)]
-        if spec.policy.misfire == "FIRE_ALL":
-            # every missed occurrence, oldest first, back to catchupWindow
-            window = now - parse_duration(spec.policy.catchup_window)
-            after = max(row["due_at"], window)
-        else:  # FIRE_ONCE, SKIP: a late occurrence is the only catch-up
-            after = max(row["due_at"], now if fired_by is None else fired_by[index])
-        nxt = series.next_after(after, fired=row["seq"])
+        try:
+            if spec.policy.misfire == "FIRE_ALL":
+                # every missed occurrence, oldest first, back to catchupWindow
+                window = now - parse_duration(spec.policy.catchup_window)
+                after = max(row["due_at"], window)
+            else:  # FIRE_ONCE, SKIP: a late occurrence is the only catch-up
+                after = max(row["due_at"], now if fired_by is None else fired_by[index])
+            nxt = series.next_after(after, fired=row["seq"])
+        except Exception as exc:
+            if faulty is None:
+                raise
+            faulty[row["id"]] = exc
+            continue
         if nxt is None:
             ended.add(row["schedule_id"])
         else:

@@ -423,6 +423,86 @@ async def test_a_definition_that_cannot_be_read_skips_its_occurrence_and_not_the
     ]
 
 
+async def occurrences_of(db: asyncpg.Connection) -> list[tuple[str, str, str | None]]:
+    """Each stored occurrence as (schedule name, state, reason of its last history row), by
+    name and due instant."""
+    return [
+        tuple(r)
+        for r in await db.fetch(
+            "SELECT s.name, a.state, (SELECT h.message FROM action_history h"
+            " WHERE h.action_id = a.id ORDER BY h.at DESC, h.id DESC LIMIT 1)"
+            " FROM actions a JOIN schedules s ON s.id = a.schedule_id ORDER BY s.name, a.due_at"
+        )
+    ]
+
+
+async def test_a_fault_deciding_one_occurrence_skips_it_and_not_the_round(
+    db, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the ticker's own on one occurrence (here building its event) failed the
+    round, and the round was claimed and failed again for ever: nothing due after it fired.
+    That occurrence is now SKIPPED, saying so, its series goes on, and the round fires."""
+    build = Ticker._due_event
+
+    def faulty(self: Ticker, row: Any, *args: Any) -> Outgoing:
+        if row["name"] == "faulty":
+            raise RuntimeError("a fault")
+        return build(self, row, *args)
+
+    monkeypatch.setattr(Ticker, "_due_event", faulty)
+    clock = SettableClock(START)
+    every = {"kind": "interval", "every": "PT1M"}
+    for name in ("faulty", "sound"):
+        await run(db, command("schedule.create", schedule(name, trigger=every)), START)
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(seconds=90))
+    assert [e["data"]["name"] for e in sink.fired] == ["sound"]
+    [skipped] = [e for e in sink.events if e["data"].get("state") == "SKIPPED"]
+    reason = "the ticker failed on this occurrence (RuntimeError: a fault in Chime, logged)"
+    assert skipped["data"]["reason"] == reason
+    assert await occurrences_of(db) == [
+        ("faulty", "SKIPPED", reason),
+        ("faulty", "PENDING", None),
+        ("sound", "DISPATCHED", None),
+        ("sound", "PENDING", None),
+    ]
+
+
+async def test_a_fault_on_one_occurrences_successor_skips_it_and_ends_only_its_series(
+    db, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the schedule math on one occurrence's successor (a bug in Chime) failed every
+    round that claimed it. That occurrence is now SKIPPED, saying its series stops there (no
+    successor to store), and the rest of the round fires and goes on."""
+    from shared.schedule.triggers import Series
+
+    next_after = Series.next_after
+
+    def faulty(self: Series, after: datetime, fired: int = 0) -> datetime | None:
+        if self.source.every == timedelta(minutes=2):
+            raise RuntimeError("a fault")
+        return next_after(self, after, fired)
+
+    clock = SettableClock(START)
+    for name, every in (("faulty", "PT2M"), ("sound", "PT1M")):
+        trigger = {"kind": "interval", "every": every}
+        await run(db, command("schedule.create", schedule(name, trigger=trigger)), START)
+    monkeypatch.setattr(Series, "next_after", faulty)  # created sound: the ticker's call fails
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(seconds=150))
+    assert [e["data"]["name"] for e in sink.fired] == ["sound", "sound"]
+    reason = (
+        "the ticker failed on this occurrence (RuntimeError: a fault in Chime, logged): "
+        "its series stops here"
+    )
+    assert await occurrences_of(db) == [
+        ("faulty", "SKIPPED", reason),
+        ("sound", "DISPATCHED", None),
+        ("sound", "DISPATCHED", None),
+        ("sound", "PENDING", None),
+    ]
+
+
 @pytest.mark.parametrize("ends", ["expiry", "ack"])
 async def test_an_attempt_whose_definition_became_unreadable_fails_for_good_saying_why(
     db, pool, ends: str

@@ -384,8 +384,8 @@ ORDER BY h.n;
 SELECT attempt, state, at, message, output FROM action_history WHERE action_id = $1 ORDER BY id;
 
 -- name: mark_skipped
--- A claimed occurrence whose condition said no (or failed), in the claim's transaction:
--- SKIPPED, with the reason.
+-- Claimed occurrences decided not to fire (misfire, overlap, condition; a definition that
+-- cannot be read, a fault of the ticker's own), in the claim's transaction: SKIPPED, with why.
 WITH skipped AS (
     UPDATE actions a
     SET state = 'SKIPPED', version = a.version + 1, updated_at = d.at
