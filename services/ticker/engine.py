@@ -44,7 +44,7 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.messaging import Outgoing, Stopping, retry_forever
+from shared.messaging import Outgoing, Stopping, is_fault, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
@@ -494,9 +494,22 @@ class Ticker:
         """Attempts not acknowledged by their deadline: TIMED_OUT, then retried or failed.
 
         Events are published before the transaction commits: a crash in between repeats the
-        expiry (same event ids), it never loses it.
+        expiry (same event ids), it never loses it. A batch the ticker's own code fails on is
+        ended again one attempt at a time: the one it fails on is FAILED for good, saying so,
+        rather than failing every expiry (and every deadline behind it) for ever.
         """
         now = self.clock.now()
+        try:
+            return await self._expire(now, alone=False)
+        except Exception as exc:
+            if not is_fault(exc):
+                raise
+            log.exception("the ticker failed ending overdue attempts; ending them one at a time")
+            return await self._expire(now, alone=True)
+
+    async def _expire(self, now: datetime, alone: bool) -> int:
+        """End a batch of overdue attempts; `alone`: each in a savepoint of its own, and one
+        the ticker fails on is failed for good, saying so."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q.keyed_plan)
             rows = await conn.fetch(Q.claim_expired, now, self.batch_size)
@@ -504,7 +517,8 @@ class Ticker:
                 return 0
             messages: list[Outgoing] = []
             for row in rows:
-                messages += await end_attempt(
+                end = functools.partial(
+                    end_attempt,
                     conn,
                     row,
                     "TIMED_OUT",
@@ -514,6 +528,16 @@ class Ticker:
                     self.rand,
                     self.topics,
                 )
+                if not alone:
+                    messages += await end()
+                    continue
+                try:
+                    async with conn.transaction():  # a savepoint: a fault undoes this one only
+                        messages += await end()
+                except Exception as exc:
+                    if not is_fault(exc):
+                        raise
+                    messages += await end(fault=_failed_on(row["id"], exc))
             await self.publish(messages)
         self.metrics.retries.labels("TIMED_OUT").inc(len(rows))
         return len(rows)
@@ -650,7 +674,8 @@ async def _end(
 
 
 def _failed_on(action_id: uuid.UUID, exc: Exception, then: str | None = None) -> str:
-    """Log a fault of the ticker's own on one occurrence; the reason it is skipped for."""
+    """Log a fault of the ticker's own on one occurrence; the reason it is skipped (or failed)
+    for."""
     log.error(
         "the ticker failed on an occurrence", exc_info=exc, extra={"actionId": str(action_id)}
     )

@@ -37,15 +37,19 @@ async def end_attempt(
     rand: Callable[[], float],
     topics: Topics,
     metrics: Metrics | None = None,
+    fault: str | None = None,
 ) -> list[Outgoing]:
     """`row` is the locked action joined with its schedule (see lock_action, claim_expired).
 
     An attempt of a schedule whose stored definition cannot be read has no retry policy to
-    follow: it fails for good, saying why (rather than failing every batch it is in)."""
+    follow: it fails for good, saying why (rather than failing every batch it is in). So does
+    one the caller names a `fault` for: why Chime could not end it as its policy says."""
     try:
         policy, unreadable = compiled(row)[0].policy, None
     except Exception as exc:
         policy, unreadable = None, why_unreadable(exc)
+    if fault is not None:
+        policy = None
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
 
@@ -87,7 +91,11 @@ async def end_attempt(
     if metrics:
         metrics.dead.inc()
     final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
-    if unreadable is not None:
+    if fault is not None:
+        final = (
+            f"attempt {attempt} {outcome.lower().replace('_', ' ')}: {fault}, so it is not retried"
+        )
+    elif unreadable is not None:
         final = (
             f"attempt {attempt} {outcome.lower().replace('_', ' ')}: the schedule's definition "
             f"cannot be read ({unreadable}), so it is not retried"

@@ -532,6 +532,49 @@ async def test_an_attempt_whose_definition_became_unreadable_fails_for_good_sayi
     assert await db.fetchval("SELECT state FROM actions") == "FAILED"
 
 
+async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the_expiry(
+    db, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the ticker's own ending one overdue attempt (here computing its backoff)
+    failed the whole expiry, every second, for ever: no deadline behind it expired. That
+    attempt is now FAILED for good, saying so, and the others are ended as their policy says."""
+    from shared.persistence import attempts
+
+    delay = attempts.retry_delay
+
+    def faulty(policy: Any, *args: Any) -> timedelta:
+        if policy.retry.initial_backoff == "PT7S":
+            raise RuntimeError("a fault")
+        return delay(policy, *args)
+
+    monkeypatch.setattr(attempts, "retry_delay", faulty)
+    clock = SettableClock(START)
+    at = {"kind": "once", "at": "2026-10-24T12:00:01Z"}
+    for name, backoff in (("faulty", "PT7S"), ("sound", "PT8S")):
+        policy = {"retry": {"maxAttempts": 2, "initialBackoff": backoff}}
+        data = schedule(name, trigger=at, policy=policy)
+        await run(db, command("schedule.create", data), START)
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await drive(ticker, clock, START + timedelta(seconds=1))
+    assert len(sink.fired) == 2
+    clock.set(clock.now() + timedelta(minutes=6))  # past the 5-minute ack deadline
+    assert await ticker.expire_overdue() == 2
+    [dead] = sink.of_type("action.dead")
+    reason = (
+        "attempt 1 timed out: the ticker failed on this occurrence (RuntimeError: a fault in "
+        "Chime, logged), so it is not retried"
+    )
+    assert (dead["data"]["name"], dead["data"]["reason"]) == ("faulty", reason)
+    states = (
+        "SELECT s.name, a.state, a.attempt FROM actions a JOIN schedules s ON s.id = a.schedule_id"
+    )
+    assert sorted(tuple(r) for r in await db.fetch(states)) == [
+        ("faulty", "FAILED", 1),
+        ("sound", "PENDING", 2),
+    ]
+
+
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
     clock = await once_due_now(db)
     sink = Collector()
