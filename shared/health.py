@@ -7,18 +7,29 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from shared.messaging import is_transient
 from shared.metrics import Metrics
 
 __all__ = ["HealthServer"]
 
 log = logging.getLogger("chime.health")
+JSON = "application/json"
+HEAD_LINES = 100  # a request's head, request line and headers, is at most this many lines
 
 
 class HealthServer:
     """Serves liveness, readiness (a callable) and metrics on host:port (0 = any port)."""
 
-    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        metrics: Metrics,
+        head_timeout: float = 5.0,
+    ) -> None:
         self.host, self.port = host, port
+        self.head_timeout = head_timeout  # seconds to send a request's whole head in
         self.routes: dict[str, Callable[[], Awaitable[tuple[str, bytes, str]]]] = {}
         self._ready = ready
         self._metrics = metrics
@@ -35,13 +46,21 @@ class HealthServer:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request, answered and closed. A head that is too long (a line past the reader's
+        64 KiB, more than HEAD_LINES lines) is answered 400; one not sent within the head
+        timeout is closed; a route that fails is answered 503 (a dependency out of reach) or
+        500, and logged."""
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else "/"
-            status, body, kind = await self._route(path)
+            try:
+                async with asyncio.timeout(self.head_timeout):
+                    request = await self._read_head(reader)
+            except ValueError:  # asyncio's StreamReader: a line past its limit
+                request = None
+            if request is None:
+                status, body, kind = "400 Bad Request", b'{"status":"bad request"}', JSON
+            else:
+                parts = request.decode("latin-1").split()
+                status, body, kind = await self._answer(parts[1] if len(parts) > 1 else "/")
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -53,15 +72,33 @@ class HealthServer:
         finally:
             writer.close()
 
+    @staticmethod
+    async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+        """The request line, once the head's end is read; None when the head is too long."""
+        request = await reader.readline()
+        for _ in range(HEAD_LINES):
+            if await reader.readline() in (b"\r\n", b"\n", b""):
+                return request
+        return None
+
+    async def _answer(self, path: str) -> tuple[str, bytes, str]:
+        try:
+            return await self._route(path)
+        except Exception as exc:
+            log.exception("answering %s failed", path[:200])
+            if is_transient(exc):
+                return "503 Service Unavailable", b'{"status":"unavailable"}', JSON
+            return "500 Internal Server Error", b'{"status":"internal error"}', JSON
+
     async def _route(self, path: str) -> tuple[str, bytes, str]:
         if path == "/health/live":
-            return "200 OK", b'{"status":"live"}', "application/json"
+            return "200 OK", b'{"status":"live"}', JSON
         if path == "/health/ready":
             if self._ready():
-                return "200 OK", b'{"status":"ready"}', "application/json"
-            return "503 Service Unavailable", b'{"status":"not ready"}', "application/json"
+                return "200 OK", b'{"status":"ready"}', JSON
+            return "503 Service Unavailable", b'{"status":"not ready"}', JSON
         if path in self.routes:
             return await self.routes[path]()
         if path == "/metrics":
             return "200 OK", await self._metrics.render(), "text/plain; version=0.0.4"
-        return "404 Not Found", b'{"status":"not found"}', "application/json"
+        return "404 Not Found", b'{"status":"not found"}', JSON
