@@ -51,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "--trigger", required=True, help='trigger JSON, e.g. \'{"kind":"daily","hours":10}\''
     )
     preview.add_argument("--timezone", default="UTC")
-    preview.add_argument("--after", help="ISO-8601 instant (default: now)")
-    preview.add_argument("--count", type=int, default=5)
+    preview.add_argument(
+        "--after", help="ISO-8601 instant with an offset, 1970 or later (default: now)"
+    )
+    preview.add_argument("--count", type=int, default=5, help="1 to 10,000 (default: 5)")
 
     publish = sub.add_parser("publish", help="send a command file and print its result")
     publish.add_argument("file", help="JSON command; '-' reads standard input")

@@ -9,11 +9,14 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from shared.contracts import Trigger, errors_from_validation, format_instant
+from shared.contracts.common import UtcInstant
 from shared.schedule import ScheduleError, Series, compile_trigger
 
-__all__ = ["preview", "preview_times"]
+__all__ = ["MAX_COUNT", "preview", "preview_times"]
 
 _TRIGGER = TypeAdapter(Trigger)
+_INSTANT = TypeAdapter(UtcInstant)
+MAX_COUNT = 10_000  # fire times one preview prints at most
 
 
 def preview_times(trigger_json: str, timezone: str, after: datetime, count: int) -> list[datetime]:
@@ -36,16 +39,21 @@ def preview_times(trigger_json: str, timezone: str, after: datetime, count: int)
 
 def preview(trigger_json: str, timezone: str, after_text: str | None, count: int) -> int:
     try:
-        if count < 1:
-            raise ValueError("--count must be at least 1")
-        after = datetime.now(UTC)
-        if after_text:
-            after = datetime.fromisoformat(after_text.replace("Z", "+00:00"))
-            if after.tzinfo is None:
-                raise ValueError("--after needs a UTC offset, e.g. 2026-03-10T12:00:00Z")
-        times = preview_times(trigger_json, timezone, after.astimezone(UTC), count)
+        if not 1 <= count <= MAX_COUNT:
+            raise ValueError(f"--count must be between 1 and {MAX_COUNT:,}")
+        after = datetime.now(UTC) if after_text is None else _after(after_text)
+        times = preview_times(trigger_json, timezone, after, count)
     except ValueError as exc:
         print(f"chime preview: {exc}", file=sys.stderr)
         return 2
     print(orjson.dumps([format_instant(t) for t in times]).decode())
     return 0
+
+
+def _after(text: str) -> datetime:
+    """`--after` as an instant, checked as a command's instants are (a UTC offset, 1970 on)."""
+    try:
+        return _INSTANT.validate_python(text)
+    except ValidationError as exc:
+        message = errors_from_validation(exc, "--after")[0].message.removeprefix("--after: ")
+        raise ValueError(f"--after {text[:64]!r}: {message}") from None

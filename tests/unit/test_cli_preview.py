@@ -66,7 +66,19 @@ def test_finite_series_returns_fewer_than_count(capsys: pytest.CaptureFixture[st
         (["--trigger", "{not json"], "--trigger is not JSON"),
         (
             ["--trigger", '{"kind":"daily","hours":1}', "--after", "2026-01-01T00:00:00"],
-            "--after needs a UTC offset",
+            "--after '2026-01-01T00:00:00': must carry a UTC offset",
+        ),
+        (  # it printed [], as if the trigger never fired
+            ["--trigger", '{"kind":"daily","hours":1}', "--after", "0001-01-01T00:00:00Z"],
+            "--after '0001-01-01T00:00:00Z': must be 1970-01-01T00:00:00Z or later",
+        ),
+        (
+            ["--trigger", '{"kind":"daily","hours":1}', "--after", "tomorrow"],
+            "--after 'tomorrow': input should be a valid datetime",
+        ),
+        (  # it computed for as long as it was let, building the list
+            ["--trigger", '{"kind":"daily","hours":1}', "--count", "10001"],
+            "--count must be between 1 and 10,000",
         ),
     ],
 )
