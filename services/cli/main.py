@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,39 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 SERVICES = ("scheduler", "ticker", "acker")
+LAST_ATTEMPT = 2**31 - 1  # as an ack's attempt (shared.contracts.events), not imported at start
+LONGEST_WAIT = 86_400.0  # seconds, for --timeout
+MOST_FIRE_TIMES = 10_000  # chime preview --count
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"{text} is less than {low}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high:,}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a time to wait, in seconds (more than 0, at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= LONGEST_WAIT):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not more than 0 and at most {LONGEST_WAIT:,.0f}"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole system locally (embedded PostgreSQL + Tansu)")
-    dev.add_argument("--kafka-port", type=int, default=9092)
-    dev.add_argument("--postgres-port", type=int, default=5432)
+    dev.add_argument("--kafka-port", type=_whole(1, 65_535), default=9092)
+    dev.add_argument("--postgres-port", type=_whole(1, 65_535), default=5432)
     dev.add_argument(
         "--data-dir", default=".chime/dev", help="where the embedded PostgreSQL keeps data"
     )
@@ -33,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     bulk = sub.add_parser("import", help="create schedules in bulk from a JSON Lines file")
     bulk.add_argument("file", help="one schedule.create data object per line")
     bulk.add_argument("--tenant", required=True)
-    bulk.add_argument("--batch", type=int, default=500, help="lines per transaction")
     bulk.add_argument(
-        "--jobs", type=int, default=1, help="processes sharing the lines (one per core)"
+        "--batch", type=_whole(1, 100_000), default=500, help="lines per transaction (500)"
+    )
+    bulk.add_argument(
+        "--jobs", type=_whole(1, 64), default=1, help="processes sharing the lines (one per core)"
     )
 
     docs = sub.add_parser("docs", help="write docs/asyncapi and docs/schemas from the code")
@@ -54,26 +91,31 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument(
         "--after", help="ISO-8601 instant with an offset, 1970 or later (default: now)"
     )
-    preview.add_argument("--count", type=int, default=5, help="1 to 10,000 (default: 5)")
+    preview.add_argument(
+        "--count",
+        type=_whole(1, MOST_FIRE_TIMES),
+        default=5,
+        help="fire times to print (default: 5)",
+    )
 
     publish = sub.add_parser("publish", help="send a command file and print its result")
     publish.add_argument("file", help="JSON command; '-' reads standard input")
-    publish.add_argument("--timeout", type=float, default=30.0)
+    publish.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (30)")
 
     ack = sub.add_parser("ack", help="acknowledge an action and print the acker's answer")
     ack.add_argument("action_id")
     ack.add_argument("--state", required=True, choices=["RUNNING", "SUCCEEDED", "FAILED"])
-    ack.add_argument("--attempt", type=int, default=1)
+    ack.add_argument("--attempt", type=_whole(1, LAST_ATTEMPT), default=1)
     ack.add_argument("--tenant", default="default")
     ack.add_argument("--message")
-    ack.add_argument("--timeout", type=float, default=30.0)
+    ack.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (30)")
 
     sub.add_parser("status", help="schedules by state, backlog, next due, consumer lag (JSON)")
 
     tail = sub.add_parser("tail", help="print messages of a topic as they arrive")
     tail.add_argument("topic", help="full topic name, or a short one such as actions.due")
     tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--max", type=int, default=0, help="stop after this many messages")
+    tail.add_argument("--max", type=_whole(0), default=0, help="stop after this many (0: never)")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
