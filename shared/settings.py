@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -42,7 +42,10 @@ class Topics:
 class Settings(BaseSettings):
     """Every knob of a Chime process. Unset servers mean the embedded default ports."""
 
-    model_config = SettingsConfigDict(env_prefix="CHIME_", extra="ignore", frozen=True)
+    # allow_inf_nan: a time of `inf` passed `gt=0` and failed the service at start (OverflowError)
+    model_config = SettingsConfigDict(
+        env_prefix="CHIME_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
@@ -53,16 +56,26 @@ class Settings(BaseSettings):
         "`?sslmode=verify-full&sslrootcert=/path/ca.pem`; keep a password out of the "
         "environment with CHIME_DATABASE_URL_FILE.",
     )
-    topic_prefix: str = Field("chime.", description="Prefix of every Chime topic.")
+    topic_prefix: str = Field(
+        "chime.",
+        pattern=r"^[A-Za-z0-9._\-]{0,200}$",
+        description="Prefix of every Chime topic: letters, digits, '.', '_' and '-' (as Kafka "
+        "topic names), at most 200.",
+    )
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of each topic when Chime creates it."
     )
     http_host: str = Field("127.0.0.1", description="Address of the health/metrics server.")
     http_port: int = Field(0, ge=0, le=65535, description="Port of the health server; 0 = any.")
     kafka_session_timeout_ms: int = Field(
-        10_000, description="Consumer group session timeout (Kafka needs >= 6000)."
+        10_000,
+        ge=1,
+        le=3_600_000,
+        description="Consumer group session timeout (Kafka needs >= 6000).",
     )
-    kafka_heartbeat_interval_ms: int = Field(3_000, description="Consumer heartbeat interval.")
+    kafka_heartbeat_interval_ms: int = Field(
+        3_000, ge=1, description="Consumer heartbeat interval; less than the session timeout."
+    )
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none",
         description="Compression of the record batches Chime publishes: none, gzip, snappy, "
@@ -97,6 +110,7 @@ class Settings(BaseSettings):
     ticker_lease_seconds: float = Field(
         30.0,
         gt=0,
+        le=86_400,
         description="How long a ticker that stopped answering holds its claims before "
         "PostgreSQL ends its session and another ticker takes them (a ticker that dies "
         "frees them at once).",
@@ -109,7 +123,10 @@ class Settings(BaseSettings):
         "still published no earlier than its instant (0: claim only what is due).",
     )
     ticker_max_idle_seconds: float = Field(
-        5.0, gt=0, description="Longest sleep between polls when nothing is due or notified."
+        5.0,
+        gt=0,
+        le=3_600,
+        description="Longest sleep between polls when nothing is due or notified.",
     )
     ticker_id: str | None = Field(
         None,
@@ -119,13 +136,15 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(
         None,
         gt=0,
+        le=36_500,
         description="Finished occurrences (SUCCEEDED, FAILED, SKIPPED, CANCELLED) due more than "
         "this many days ago are deleted with their history by the ticker, a batch at a time; "
         "unset: kept forever (the full history).",
     )
-    log_level: str = Field(
-        "INFO", description="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."
-    )
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr.")
     otlp_endpoint: str | None = Field(
         None,
         description="OTLP/HTTP collector, e.g. http://otel-collector:4318; tracing is off "
@@ -179,7 +198,7 @@ class Settings(BaseSettings):
     auth_audience: str | None = Field(None, description="Required `aud` of tokens, if set.")
     auth_tenant_claim: str = Field("tenant", description="Claim that names the token's tenant.")
     auth_leeway_seconds: float = Field(
-        30.0, ge=0, description="Clock skew tolerated on exp/nbf/iat."
+        30.0, ge=0, le=3_600, description="Clock skew tolerated on exp/nbf/iat."
     )
     auth_token: SecretStr | None = Field(
         None, description="Token the CLI (`chime publish`, `chime ack`) sends, when set."
@@ -189,6 +208,17 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest command or ack accepted; a larger one is dead-lettered unread.",
     )
+
+    @field_validator("kafka_heartbeat_interval_ms")
+    @classmethod
+    def _beats_within_a_session(cls, value: int, info: ValidationInfo) -> int:
+        session = info.data.get("kafka_session_timeout_ms")
+        if session is not None and value >= session:
+            raise ValueError(
+                f"must be less than CHIME_KAFKA_SESSION_TIMEOUT_MS ({session}): a consumer "
+                "beats several times a session, or its group drops it"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(

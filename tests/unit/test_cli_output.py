@@ -94,6 +94,42 @@ def test_a_bad_setting_is_named_by_its_variable_without_a_traceback(
         ]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "error"),
+    [
+        # each of these passed, and failed the service as it started (or later)
+        ("CHIME_TICKER_LEASE_SECONDS", "inf", "Input should be a finite number"),  # OverflowError
+        ("CHIME_RETENTION_DAYS", "1e300", "Input should be less than or equal to 36500"),
+        ("CHIME_LOG_LEVEL", "LOUD", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("CHIME_TOPIC_PREFIX", "chime/", "String should match pattern"),  # no such topic name
+        ("CHIME_KAFKA_SESSION_TIMEOUT_MS", "-5", "Input should be greater than or equal to 1"),
+        (
+            "CHIME_KAFKA_HEARTBEAT_INTERVAL_MS",
+            "20000",
+            "Value error, must be less than CHIME_KAFKA_SESSION_TIMEOUT_MS (10000)",
+        ),
+    ],
+)
+def test_a_setting_out_of_its_range_is_named_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    error: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["migrate"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"chime: {variable}: {error}"), line
+
+
+def test_a_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import Settings
+
+    monkeypatch.setenv("CHIME_LOG_LEVEL", "warning")
+    assert Settings().log_level == "WARNING"
+
+
 def test_a_settings_file_that_cannot_be_read_is_named_without_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
 ) -> None:
