@@ -331,16 +331,14 @@ class Ticker:
         instants = _Instants(now)
         out.released.append(now)
         part = len(out.released)
+        undecidable = claimed.unreadable or claimed.faulty  # rarely: looked up only then
+        decide_one = self._decide_one
         for row, instant in zip(rows, fire_at, strict=True):
-            if (why := claimed.unreadable.get(key_of(row))) is not None:
-                reason = f"the schedule's definition cannot be read ({why}): replace it"
-                messages.append(self._skipped(out, row, reason, now))
-                continue
-            if (reason := claimed.faulty.get(row["id"])) is not None:
+            if undecidable and (reason := _undecidable(row, claimed)) is not None:
                 messages.append(self._skipped(out, row, reason, now))
                 continue
             try:
-                message = self._decide_one(row, instant, now, claimed, instants, part)
+                message = decide_one(row, instant, now, claimed, instants, part)
             except Exception as exc:  # a fault in Chime: this occurrence is skipped, not the round
                 message = self._skipped(out, row, _failed_on(row["id"], exc), now)
             if message is not None:
@@ -671,6 +669,14 @@ async def _end(
             await transaction.rollback()
     finally:
         await pool.release(conn)
+
+
+def _undecidable(row: Any, claimed: Claimed) -> str | None:
+    """Why a claimed row cannot be decided, found at the claim (its definition cannot be read,
+    or the ticker failed on it), as the reason it is skipped for; None when it can be."""
+    if (why := claimed.unreadable.get(key_of(row))) is not None:
+        return f"the schedule's definition cannot be read ({why}): replace it"
+    return claimed.faulty.get(row["id"])
 
 
 def _failed_on(action_id: uuid.UUID, exc: Exception, then: str | None = None) -> str:
