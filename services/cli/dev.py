@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.embedded import EmbeddedPostgres, Tansu, die_with_parent, port_in_use
@@ -19,8 +20,24 @@ __all__ = ["dev"]
 SERVICES = ("scheduler", "ticker", "acker")
 
 
+def _started(server: EmbeddedPostgres | Tansu, name: str) -> bool:
+    """Start an embedded server; False, having said why, when it does not start (a data
+    folder that cannot be made, initdb failing, a missing binary, nothing listening)."""
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
+        _fail(f"chime dev: the embedded {name} did not start: {exc}")
+        return False
+    return True
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _fail(line: str) -> None:
+    """Why `chime dev` cannot start, on stderr like every command's failures."""
+    print(line, file=sys.stderr, flush=True)
 
 
 async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
@@ -85,7 +102,14 @@ async def _supervise(env: dict[str, str], stop: asyncio.Event) -> int:
     return code
 
 
-async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
+async def dev(
+    kafka_port: int,
+    postgres_port: int,
+    data_dir: str,
+    explain: Callable[[Exception, Settings], str | None] | None = None,
+) -> int:
+    """Run the whole system until told to stop; 2 when it cannot start: an embedded server
+    that does not start, or a server that `explain` names (one line, no traceback)."""
     env = dict(os.environ)
     postgres: EmbeddedPostgres | None = None
     broker: Tansu | None = None
@@ -96,7 +120,7 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
     try:
         if "CHIME_DATABASE_URL" not in env:
             if port_in_use(postgres_port):
-                _say(
+                _fail(
                     f"chime dev: port {postgres_port} is taken: pass --postgres-port, "
                     "or set CHIME_DATABASE_URL to use that server"
                 )
@@ -104,17 +128,19 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
             # Started from this (the main) thread, tied to it: a `chime dev` killed outright
             # takes its servers with it, as it does its services.
             postgres = EmbeddedPostgres(Path(data_dir) / "postgres", postgres_port, tied=True)
-            postgres.start()
+            if not _started(postgres, "PostgreSQL"):
+                return 2
             env["CHIME_DATABASE_URL"] = postgres.url("chime")
         if "CHIME_KAFKA_BOOTSTRAP_SERVERS" not in env:
             if port_in_use(kafka_port):
-                _say(
+                _fail(
                     f"chime dev: port {kafka_port} is taken: pass --kafka-port, "
                     "or set CHIME_KAFKA_BOOTSTRAP_SERVERS to use that broker"
                 )
                 return 2
             broker = Tansu(kafka_port, tied=True)
-            broker.start()
+            if not _started(broker, "broker (Tansu)"):
+                return 2
             env["CHIME_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         _say(f"CHIME_KAFKA_BOOTSTRAP_SERVERS={env['CHIME_KAFKA_BOOTSTRAP_SERVERS']}")
         _say(f"CHIME_DATABASE_URL={redacted(env['CHIME_DATABASE_URL'])}")
@@ -122,12 +148,19 @@ async def dev(kafka_port: int, postgres_port: int, data_dir: str) -> int:
             database_url=env["CHIME_DATABASE_URL"],
             kafka_bootstrap_servers=env["CHIME_KAFKA_BOOTSTRAP_SERVERS"],
         )
-        applied = await migrate(
-            settings.database_migration_url or settings.database_url,
-            service_role=settings.database_service_role,
-        )
-        _say(f"chime dev: database ready ({len(applied)} migration(s) applied)")
-        await ensure_topics(settings)
+        try:
+            applied = await migrate(
+                settings.database_migration_url or settings.database_url,
+                service_role=settings.database_service_role,
+            )
+            _say(f"chime dev: database ready ({len(applied)} migration(s) applied)")
+            await ensure_topics(settings)
+        except Exception as exc:
+            failure = explain(exc, settings) if explain is not None else None
+            if failure is None:
+                raise
+            _fail(f"chime dev: {failure}: {exc}")
+            return 2
         if broker is not None:  # Tansu: short sessions keep group joins quick
             env.setdefault("CHIME_KAFKA_SESSION_TIMEOUT_MS", "3000")
             env.setdefault("CHIME_KAFKA_HEARTBEAT_INTERVAL_MS", "1000")

@@ -159,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if _settings() is None:  # refused before the embedded servers start
             return 2
-        return asyncio.run(dev(args.kafka_port, args.postgres_port, args.data_dir))
+
+        def explain(exc: Exception, settings: Settings) -> str | None:
+            return _server_failure(exc, settings, "migrate")  # as `chime migrate` would
+
+        return asyncio.run(dev(args.kafka_port, args.postgres_port, args.data_dir, explain))
 
     from shared.runtime import configure_logging
 

@@ -107,11 +107,11 @@ async def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path),
             env=clean_env(),
-            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
-    assert f"port {port} is taken: pass --postgres-port" in out.decode()
+    assert f"port {port} is taken: pass --postgres-port" in err.decode()
 
 
 def named_env(settings: Settings, database_url: str) -> dict[str, str]:

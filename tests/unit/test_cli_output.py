@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,29 @@ def test_a_server_that_does_not_answer_is_named_without_a_traceback(
     err = capsys.readouterr().err  # before the last line, the Kafka client's own log lines
     line = err.splitlines()[-1]
     assert line.startswith(f"chime {command[0]}: cannot reach {server}"), line
+    assert "Traceback" not in err and "secret" not in err
+
+
+def test_chime_dev_names_what_it_cannot_start_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A data folder that cannot be made, or servers of one's own that do not answer: both
+    were a traceback (NotADirectoryError, ConnectionRefusedError)."""
+    monkeypatch.setenv("CHIME_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # no embedded broker
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with socket.socket() as probe:  # a port nothing listens on, for the embedded PostgreSQL
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["dev", "--data-dir", str(not_a_folder), "--postgres-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "chime dev: the embedded PostgreSQL did not start: [Errno 20] Not a directory" in err
+    assert "Traceback" not in err
+
+    monkeypatch.setenv("CHIME_DATABASE_URL", "postgresql://chime:secret@127.0.0.1:1/chime")
+    assert main(["dev"]) == 2
+    err = capsys.readouterr().err
+    assert "chime dev: cannot reach PostgreSQL at postgresql://chime:***@127.0.0.1:1/chime" in err
     assert "Traceback" not in err and "secret" not in err
 
 
