@@ -34,6 +34,7 @@ from shared.messaging import (
 from shared.metrics import Metrics
 from shared.offsets import OffsetGaps
 from shared.persistence.database import create_pool
+from shared.persistence.migrate import check_schema
 from shared.settings import Settings
 
 __all__ = [
@@ -280,6 +281,7 @@ def consumer_app(
             "connecting to PostgreSQL",
             lambda: create_pool(settings.database_url, settings.database_pool_size),
         )
+        await retry_forever("checking the database's schema", lambda: check_schema(pool))
         holder["handler"] = make_handler(pool, settings, clock, runtime)
         await publisher.start()
         await runtime.start_http()

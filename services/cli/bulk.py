@@ -32,6 +32,7 @@ from services.scheduler.commands import Context
 from services.scheduler.creates import apply_creates
 from shared.contracts import format_instant
 from shared.persistence.database import connect
+from shared.persistence.migrate import SchemaNotReady, check_schema
 from shared.settings import Settings
 
 __all__ = ["ImportFailed", "bulk_import"]
@@ -77,6 +78,7 @@ async def _import_part(
     conn = await connect(settings.database_url)
     context = Context(action_topics=settings.action_topic_allow_list)
     try:
+        await check_schema(conn)
         commands = _commands(path, tenant, part, parts)
         while True:
             chunk = [c for _, c in zip(range(batch), commands, strict=False)]
@@ -154,6 +156,8 @@ async def bulk_import(
     if jobs <= 1:
         try:
             await _import_part(settings, path, tenant, batch, 0, 1, summary.add)
+        except SchemaNotReady as exc:
+            raise ImportFailed(str(exc)) from None
         except (
             OSError,
             asyncpg.PostgresError,

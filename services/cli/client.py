@@ -255,10 +255,12 @@ def _show(records: list[Any], as_json: bool, left: int | None) -> bool:
 async def status(settings: Settings) -> int:
     """Schedules by state, what is due or in flight, and each consumer group's lag."""
     from shared.persistence.database import connect
+    from shared.persistence.migrate import check_schema
     from shared.persistence.queries import load_queries
 
     conn = await connect(settings.database_url)
     try:
+        await check_schema(conn)
         row = await conn.fetchrow(load_queries().status_report, datetime.now(UTC))
     finally:
         await conn.close()

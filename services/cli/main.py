@@ -192,12 +192,15 @@ def _server_failure(exc: Exception, settings: Settings, command: str) -> str | N
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
     from shared.persistence.database import redacted
+    from shared.persistence.migrate import SchemaNotReady
 
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return f"cannot reach Kafka at {settings.kafka_bootstrap_servers}"
     url = settings.database_url
     if command == "migrate":
         url = settings.database_migration_url or url
+    if isinstance(exc, SchemaNotReady):  # before ConnectionError, which it is
+        return f"PostgreSQL at {redacted(url)} is not ready"
     if isinstance(
         exc,
         ConnectionError

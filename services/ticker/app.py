@@ -22,6 +22,7 @@ from shared.clock import Clock, SystemClock
 from shared.contracts import ActionDue, ActionEvent
 from shared.messaging import Publisher, build_broker, ensure_topics, is_transient, retry_forever
 from shared.persistence.database import ALL_TENANTS, connect, create_pool
+from shared.persistence.migrate import check_schema
 from shared.runtime import (
     Publishes,
     ServiceRuntime,
@@ -96,6 +97,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastStream:
                 ),
             )
         )
+        await retry_forever("checking the database's schema", lambda: check_schema(pools[0]))
         await publisher.start()
         await runtime.start_http()
         runtime.watch(pools[0])

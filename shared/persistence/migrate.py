@@ -1,4 +1,5 @@
-"""`chime migrate`: create the database if needed and apply numbered migrations once."""
+"""`chime migrate`: create the database if needed and apply numbered migrations once; and the
+check every service and CLI command makes that the schema is the one its code needs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.persistence.queries import grants_sql, migrations
+from shared.persistence.queries import grants_sql, load_queries, migrations
 
-__all__ = ["ensure_database", "migrate"]
+__all__ = ["SchemaNotReady", "check_schema", "ensure_database", "migrate"]
 
 log = logging.getLogger("chime.migrate")
 _LOCK = 0x43484D45  # "CHME": one migrator at a time
@@ -55,9 +56,7 @@ async def migrate(
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {
-            r["version"] for r in await conn.fetch("SELECT version FROM chime_schema_migrations")
-        }
+        done = {r["version"] for r in await conn.fetch(load_queries().applied_migrations)}
         for version, name, sql in migrations():
             if version in done:
                 continue
@@ -79,3 +78,23 @@ async def migrate(
     finally:
         await conn.close()
     return applied_now
+
+
+class SchemaNotReady(ConnectionError):
+    """The database is reachable but its schema is not (yet) the one this code needs: no
+    Chime schema, or migrations missing. A ConnectionError, so that a service waits for it,
+    with backoff, as for a database out of reach (`chime migrate` may still be running)."""
+
+
+async def check_schema(conn: asyncpg.Connection | asyncpg.Pool) -> None:
+    """Raise SchemaNotReady unless every migration this code has is applied."""
+    try:
+        rows = await conn.fetch(load_queries().applied_migrations)
+    except asyncpg.UndefinedTableError:
+        rows = []
+    done = {r["version"] for r in rows}
+    missing = [f"{version:04d}" for version, _, _ in migrations() if version not in done]
+    if not missing:
+        return
+    what = "has no Chime schema" if not done else f"lacks migrations {', '.join(missing)}"
+    raise SchemaNotReady(f"the database {what}: run `chime migrate`")

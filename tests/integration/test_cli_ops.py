@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contracts import format_instant
 from shared.messaging import ensure_topics, kafka_client_options
+from shared.persistence.migrate import SchemaNotReady, check_schema, ensure_database, migrate
+from shared.persistence.queries import migrations
 from shared.settings import Settings
 from tests.batches import send_as_one_batch
 from tests.cli import run_chime, start_chime
@@ -270,3 +273,76 @@ async def test_status_counts_what_each_group_has_not_committed(settings: Setting
     code, out, err = await run_chime(settings.to_env(), "status")
     assert code == 0, err
     assert json.loads(out)["consumerLag"] == {scheduler: 41 + 20, acker: 0}
+
+
+async def _stream_until(stream: asyncio.StreamReader, text: str, timeout: float = 60) -> None:
+    """Read `stream` line by line until one holds `text`."""
+
+    async def find() -> None:
+        while line := await stream.readline():
+            if text in line.decode():
+                return
+        raise AssertionError(f"the stream ended before {text!r}")
+
+    await asyncio.wait_for(find(), timeout)
+
+
+async def test_a_database_without_the_schema_is_named_and_a_service_waits_for_it(
+    postgres: PostgresHandle, settings: Settings, tmp_path: Path
+) -> None:
+    """The CLI said a traceback (chime status: UndefinedTableError) or rejected every line
+    INTERNAL (chime import); a service started before `chime migrate` answered every command
+    INTERNAL. Now the CLI names it, and a service waits, not ready, until the schema is there."""
+    url = postgres.database_url(f"chime_unmigrated_{os.getpid()}")
+    await ensure_database(url)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            with pytest.raises(SchemaNotReady, match="the database has no Chime schema"):
+                await check_schema(conn)
+        finally:
+            await conn.close()
+        code, _, err = await chime(url, "status")
+        assert (
+            code == 2
+            and "is not ready: the database has no Chime schema: run `chime migrate`" in err
+        )
+        source = tmp_path / "one.jsonl"
+        line = {"name": "a", "trigger": {"kind": "daily", "hours": 1}, "action": {"type": "x"}}
+        source.write_text(json.dumps(line) + "\n")
+        code, _, err = await chime(url, "import", str(source), "--tenant", "t")
+        assert (code, err.strip().splitlines()[-1]) == (
+            2,
+            "chime import: the database has no Chime schema: run `chime migrate`",
+        )
+        env = {**settings.to_env(), "CHIME_DATABASE_URL": url, "CHIME_HTTP_PORT": "0"}
+        names = ("scheduler", "ticker")  # the acker starts as the scheduler does (runtime)
+        services = [await start_chime(env, "run", name) for name in names]
+        try:
+            for service in services:
+                assert service.stderr is not None
+                await _stream_until(service.stderr, "the database has no Chime schema")
+            await migrate(url)
+            for name, service in zip(names, services, strict=True):
+                assert service.stdout is not None
+                await _stream_until(service.stdout, f"chime {name}: ready")
+        finally:
+            for service in services:
+                service.terminate()
+                await service.wait()
+        conn = await asyncpg.connect(url)
+        try:
+            latest = migrations()[-1][0]
+            await conn.execute("DELETE FROM chime_schema_migrations WHERE version = $1", latest)
+            with pytest.raises(SchemaNotReady, match=f"the database lacks migrations {latest:04d}"):
+                await check_schema(conn)
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(postgres.url)
+        try:
+            await admin.execute(
+                f"DROP DATABASE IF EXISTS chime_unmigrated_{os.getpid()} WITH (FORCE)"
+            )
+        finally:
+            await admin.close()

@@ -1,6 +1,11 @@
 -- Named queries. `-- name: x` starts a query; $n are asyncpg bind parameters.
 -- Queries that decide what is due take `now` as a parameter, never NOW(): the clock is injected.
 
+-- name: applied_migrations
+-- The schema's migrations applied so far (chime migrate records each; the services' role may
+-- read them: grants.sql).
+SELECT version FROM chime_schema_migrations;
+
 -- name: set_tenant
 -- The tenant whose rows this transaction may see under row-level security (0004); '*': all.
 SELECT set_config('chime.tenant', $1, true);
