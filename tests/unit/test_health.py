@@ -4,6 +4,7 @@ long, too slow, or whose route fails, and that it goes on answering after each."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -66,9 +67,15 @@ async def test_a_head_not_sent_in_time_is_closed(server: HealthServer) -> None:
 
         dripping = asyncio.ensure_future(drip())
         try:
-            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, unanswered
+            try:
+                answer = await asyncio.wait_for(reader.read(), 5)
+            except ConnectionResetError:  # closed while a line was on its way: a reset
+                answer = b""
+            assert answer == b""  # closed, unanswered
         finally:
             dripping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await dripping  # its write may have met the reset
     finally:
         writer.close()
 
