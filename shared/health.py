@@ -67,10 +67,23 @@ class HealthServer:
             )
             writer.write(head.encode() + body)
             await writer.drain()
+            if request is None:
+                await self._discard_rest(reader, writer)
         except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
+
+    async def _discard_rest(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """After answering a head too long: read what the client still sends, until it stops
+        sending or the head timeout passes, so that closing with its bytes unread does not
+        reset the connection before the client reads the answer."""
+        writer.write_eof()
+        async with asyncio.timeout(self.head_timeout):
+            while await reader.read(65_536):
+                pass
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> bytes | None:

@@ -29,6 +29,7 @@ async def ask(server: HealthServer, raw: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         writer.write(raw)
+        writer.write_eof()  # all of it sent, as a client that waits for the answer
         await writer.drain()
         return (await reader.readline()).rstrip()
     finally:
