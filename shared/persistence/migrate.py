@@ -1,5 +1,6 @@
 """`chime migrate`: create the database if needed and apply numbered migrations once; and the
-check every service and CLI command makes that the schema is the one its code needs."""
+check that the schema is the one the code needs, made by every service as it starts and by the
+CLI's commands that read the database (`chime status`, `chime import`)."""
 
 from __future__ import annotations
 
