@@ -104,12 +104,11 @@ class Claimed:
     decided: Round = field(default_factory=Round)
     # Set once every row is released (or the dispatch gave up): the next round may start.
     all_released: asyncio.Event = field(default_factory=asyncio.Event)
-    # Definitions that could not be read, with why: their occurrences are skipped, not fired,
-    # so that one schedule does not fail every round that claims it.
-    unreadable: dict[Key, str] = field(default_factory=dict)
-    # Occurrences the ticker failed on while claiming them (a fault in Chime: the schedule
-    # math on their successor), with the reason they are skipped for; they get no successor.
-    faulty: dict[uuid.UUID, str] = field(default_factory=dict)
+    # Occurrences found at the claim not to be decided, by id, with the reason they are
+    # skipped for: their schedule's definition cannot be read, or the ticker failed on their
+    # successor (a fault in Chime). They get no successor; without this, one of them would
+    # fail every round that claims it.
+    undecidable: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 class _Instants:
@@ -186,16 +185,19 @@ class Ticker:
             if rows:
                 unreadable: dict[Key, str] = {}
                 definitions = await load_definitions(conn, rows, unreadable)
-                readable = rows
+                readable, undecidable = rows, dict[uuid.UUID, str]()
                 if unreadable:  # their occurrences are skipped, saying why (see _decide)
                     log.error("schedule definitions that cannot be read: %s", unreadable)
                     readable = [r for r in rows if key_of(r) not in unreadable]
+                    undecidable = {
+                        r["id"]: f"the schedule's definition cannot be read ({why}): replace it"
+                        for r in rows
+                        if (why := unreadable.get(key_of(r))) is not None
+                    }
                 failed: dict[uuid.UUID, Exception] = {}
                 ended = await store_successors(conn, readable, definitions, now, faulty=failed)
-                faulty = {
-                    action_id: _failed_on(action_id, exc, "its series stops here")
-                    for action_id, exc in failed.items()
-                }
+                for action_id, exc in failed.items():
+                    undecidable[action_id] = _failed_on(action_id, exc, "its series stops here")
                 guarded = _guarded(definitions)
                 busy, buffered = await self._overlap_state(conn, rows, guarded)
         except BaseException:
@@ -220,8 +222,7 @@ class Ticker:
             conn,
             transaction,
             ended,
-            unreadable=unreadable,
-            faulty=faulty,
+            undecidable=undecidable,
         )
 
     async def _dispatch(self, claimed: Claimed) -> None:
@@ -331,10 +332,10 @@ class Ticker:
         instants = _Instants(now)
         out.released.append(now)
         part = len(out.released)
-        undecidable = claimed.unreadable or claimed.faulty  # rarely: looked up only then
+        undecidable = claimed.undecidable  # rarely any: looked up only then
         decide_one = self._decide_one
         for row, instant in zip(rows, fire_at, strict=True):
-            if undecidable and (reason := _undecidable(row, claimed)) is not None:
+            if undecidable and (reason := undecidable.get(row["id"])) is not None:
                 messages.append(self._skipped(out, row, reason, now))
                 continue
             try:
@@ -669,14 +670,6 @@ async def _end(
             await transaction.rollback()
     finally:
         await pool.release(conn)
-
-
-def _undecidable(row: Any, claimed: Claimed) -> str | None:
-    """Why a claimed row cannot be decided, found at the claim (its definition cannot be read,
-    or the ticker failed on it), as the reason it is skipped for; None when it can be."""
-    if (why := claimed.unreadable.get(key_of(row))) is not None:
-        return f"the schedule's definition cannot be read ({why}): replace it"
-    return claimed.faulty.get(row["id"])
 
 
 def _failed_on(action_id: uuid.UUID, exc: Exception, then: str | None = None) -> str:
