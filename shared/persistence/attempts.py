@@ -44,12 +44,12 @@ async def end_attempt(
     An attempt of a schedule whose stored definition cannot be read has no retry policy to
     follow: it fails for good, saying why (rather than failing every batch it is in). So does
     one the caller names a `fault` for: why Chime could not end it as its policy says."""
-    try:
-        policy, unreadable = compiled(row)[0].policy, None
-    except Exception as exc:
-        policy, unreadable = None, why_unreadable(exc)
-    if fault is not None:
-        policy = None
+    policy, not_retried = None, fault  # not_retried: why its policy is not followed
+    if fault is None:
+        try:
+            policy = compiled(row)[0].policy
+        except Exception as exc:
+            not_retried = f"the schedule's definition cannot be read ({why_unreadable(exc)})"
     attempt, action_id, schedule_id = row["attempt"], str(row["id"]), str(row["schedule_id"])
     stamp = format_instant(now)
 
@@ -90,16 +90,12 @@ async def end_attempt(
     )
     if metrics:
         metrics.dead.inc()
-    final = f"attempt {attempt} of {attempt} {outcome.lower().replace('_', ' ')}: no attempts left"
-    if fault is not None:
-        final = (
-            f"attempt {attempt} {outcome.lower().replace('_', ' ')}: {fault}, so it is not retried"
-        )
-    elif unreadable is not None:
-        final = (
-            f"attempt {attempt} {outcome.lower().replace('_', ' ')}: the schedule's definition "
-            f"cannot be read ({unreadable}), so it is not retried"
-        )
+    ended = outcome.lower().replace("_", " ")
+    final = (
+        f"attempt {attempt} of {attempt} {ended}: no attempts left"
+        if not_retried is None
+        else f"attempt {attempt} {ended}: {not_retried}, so it is not retried"
+    )
     await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
     await conn.execute(Q.release_held, [row["schedule_id"]], now)
     history = await conn.fetch(Q.action_history, row["id"])
