@@ -28,7 +28,7 @@ def _fail(message: str, field: str) -> ScheduleError:
 
 
 def _int(text: str, low: int, high: int, field: str) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not text.isdecimal() or not low <= int(text) <= high:  # isdigit() takes '²', int() not
         raise _fail(
             f"{field.split('.')[0]} value {text!r} must be a whole number {low}–{high}", field
         )

@@ -279,6 +279,9 @@ def test_calendar_expiration_includes_its_instant() -> None:
         ),
         (cal("CALENDAR", days=sel(LIST, "2026-02-30")), "trigger.days.values[0]", "is not a date"),
         (cal("WEEKLY", days=sel(LIST, "8")), "trigger.days.values[0]", "1–7"),
+        # a digit to str.isdigit() but not to int(): it was a ValueError, answered INTERNAL
+        (cal("WEEKLY", days=sel(LIST, "²")), "trigger.days.values[0]", "whole number 1–7"),
+        (cal("DAILY", hours=sel(RANGE, "1", "²")), "trigger.hours.values[1]", "whole number"),
         (cal("MONTHLY", days=sel(LIST, "32")), "trigger.days.values[0]", "1–31"),
         (
             cal("MONTHLY", days=sel(LIST, "1", "last")),
