@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta, timezone, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from shared.schedule.errors import ScheduleError
 
@@ -46,9 +46,22 @@ def resolve_zone(name: str) -> tzinfo:
     """The zone for an IANA name or a Java short id; `ScheduleError` for anything else."""
     if name in _FIXED:
         return timezone(timedelta(hours=_FIXED[name]), name)
+    key = SHORT_IDS.get(name, name)
     try:  # zoneinfo refuses a key that is a path or climbs out of the zone database
-        return ZoneInfo(SHORT_IDS.get(name, name))
+        if key not in _zone_names():
+            raise ZoneInfoNotFoundError(key)
+        return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError):
         raise ScheduleError(
             f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'", "timezone"
         ) from None
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """The names of the IANA database's zones and links, from the host's zone folder and the
+    `tzdata` package, as zoneinfo lists them: without the other files a zone folder holds
+    (`posixrules`, the `posix/` and `right/` copies, the latter counting leap seconds, which
+    put an instant seconds off), and without `localtime`, the host's own zone: a schedule in it
+    would fire by the zone of whichever machine computed its instant."""
+    return frozenset(available_timezones() - {"localtime"})

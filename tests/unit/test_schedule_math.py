@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 from shared.contracts import ScheduleSpec
 from shared.contracts.triggers import CronTrigger, DailyTrigger, IntervalTrigger, OnceTrigger
-from shared.schedule import ScheduleError, Series, compile_series, compile_trigger
+from shared.schedule import ScheduleError, Series, compile_series, compile_trigger, timezones
 from shared.schedule.durations import format_duration, parse_duration
 from shared.schedule.timezones import resolve_zone
 from shared.schedule.wallclock import MEMO_SIZE, to_instants
@@ -171,6 +174,39 @@ def test_a_zone_name_is_never_a_path(name: str) -> None:
     with pytest.raises(ScheduleError, match="unknown time zone") as caught:
         resolve_zone(name)
     assert caught.value.field == "timezone"
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "right/UTC", "posix/UTC"])
+def test_a_zone_name_is_one_of_the_iana_database(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zone folder holds files beside the IANA database's zones that zoneinfo would read as
+    zones: `localtime` (the host's own zone: a schedule in it would fire by whichever machine
+    computed its instant), `posixrules`, and the `posix/` and `right/` copies (`right/` counts
+    leap seconds, seconds off). Here a folder of such files, each a valid zone, is the only
+    place zoneinfo looks, beside the `tzdata` package."""
+    utc = (resources.files("tzdata") / "zoneinfo" / "UTC").read_bytes()
+    for relative in ("localtime", "posixrules", "right/UTC", "posix/UTC", "Europe/London"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(utc)
+
+    def fresh() -> None:
+        zoneinfo.reset_tzpath()
+        ZoneInfo.clear_cache()
+        resolve_zone.cache_clear()
+        timezones._zone_names.cache_clear()
+
+    monkeypatch.setenv("PYTHONTZPATH", str(tmp_path))
+    fresh()
+    try:
+        assert ZoneInfo(name).utcoffset(None) == timedelta(0)  # a zone to zoneinfo
+        assert str(resolve_zone("Europe/London")) == "Europe/London"
+        with pytest.raises(ScheduleError, match=f"unknown time zone '{name}'") as caught:
+            resolve_zone(name)
+        assert caught.value.field == "timezone"
+    finally:
+        monkeypatch.undo()
+        fresh()
 
 
 @pytest.mark.parametrize(
