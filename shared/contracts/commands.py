@@ -14,7 +14,10 @@ from shared.contracts.common import (
     TENANT_PATTERN,
     ContractModel,
     JsonObject,
+    Number,
+    Positive,
     UtcInstant,
+    Whole,
     from_storage,
 )
 from shared.contracts.triggers import Trigger
@@ -94,7 +97,7 @@ class CommandMeta(ContractModel):
         description="Same key within a tenant returns the original result.",
         examples=["create-term-end-2026"],
     )
-    schema_version: int = Field(
+    schema_version: Whole = Field(
         SCHEMA_VERSION,
         ge=1,
         le=SCHEMA_VERSION,
@@ -106,9 +109,9 @@ class CommandMeta(ContractModel):
 class RetryPolicy(ContractModel):
     """Retries of FAILED and TIMED_OUT attempts."""
 
-    max_attempts: int = Field(3, ge=1, le=100, description="Attempts in all.", examples=[3])
+    max_attempts: Whole = Field(3, ge=1, le=100, description="Attempts in all.", examples=[3])
     initial_backoff: Duration = Field("PT10S", description="First wait.", examples=["PT10S"])
-    multiplier: float = Field(2.0, ge=1.0, le=100.0, description="Backoff growth.", examples=[2.0])
+    multiplier: Number = Field(2.0, ge=1.0, le=100.0, description="Backoff growth.", examples=[2.0])
     max_backoff: Duration = Field("PT10M", description="Longest wait.", examples=["PT10M"])
 
 
@@ -275,8 +278,8 @@ class ScheduleSpec(ContractModel):
     ends_at: UtcInstant | None = Field(
         None, description="Nothing fires after this instant.", examples=[None]
     )
-    max_occurrences: int | None = Field(
-        None, ge=1, description="The series ends after this many occurrences.", examples=[None]
+    max_occurrences: Positive | None = Field(
+        None, description="The series ends after this many occurrences.", examples=[None]
     )
     enabled: bool = Field(
         True,
@@ -365,9 +368,8 @@ class ScheduleRef(ContractModel):
     name: str | None = Field(
         None, max_length=200, description="Schedule name.", examples=["nightly-billing"]
     )
-    expected_version: int | None = Field(
+    expected_version: Positive | None = Field(
         None,
-        ge=1,
         description="Reject with CONFLICT unless the schedule has this version.",
         examples=[None],
     )
@@ -386,9 +388,8 @@ class ReplaceData(ScheduleSpec):
     id: str | None = Field(
         None, max_length=200, description="Schedule id to replace.", examples=[None]
     )
-    expected_version: int | None = Field(
+    expected_version: Positive | None = Field(
         None,
-        ge=1,
         description="Reject with CONFLICT unless the schedule has this version.",
         examples=[3],
     )

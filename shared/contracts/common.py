@@ -10,6 +10,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -26,7 +27,10 @@ __all__ = [
     "ContractModel",
     "ErrorItem",
     "JsonObject",
+    "Number",
+    "Positive",
     "UtcInstant",
+    "Whole",
     "format_instant",
     "from_storage",
     "has_nul",
@@ -107,6 +111,21 @@ MAX_JSON_DEPTH = 32
 
 
 _CONTAINERS = (dict, list)
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic reads true as 1 and false as 0
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+# The numbers of what senders write: pydantic takes a JSON boolean for a number, so that
+# `"hours": true` would fire at 01:00; a boolean is refused naming the field.
+Whole = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+# 1 or more, for an optional field (`Positive | None`): the bound inside the type, before the
+# validator, so that the JSON schema gives it as `minimum`.
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_not_a_boolean)]
 
 
 def _within(value: dict[str, Any] | list[Any], levels: int) -> bool:

@@ -14,6 +14,7 @@ from shared.contracts.common import (
     ErrorItem,
     JsonObject,
     UtcInstant,
+    Whole,
     has_nul,
 )
 
@@ -283,7 +284,7 @@ class AckMeta(ContractModel):
     timestamp: UtcInstant | None = Field(
         None, description="When the worker sent it.", examples=[_FIRED]
     )
-    schema_version: int = Field(
+    schema_version: Whole = Field(
         SCHEMA_VERSION,
         ge=1,
         le=SCHEMA_VERSION,
@@ -296,7 +297,7 @@ class ActionAckData(ContractModel):
     action_id: str = Field(
         min_length=1, max_length=200, description="From action.due.", examples=[_AID]
     )
-    attempt: int = Field(ge=1, le=LAST_ATTEMPT, description="From action.due.", examples=[1])
+    attempt: Whole = Field(ge=1, le=LAST_ATTEMPT, description="From action.due.", examples=[1])
     state: Literal["RUNNING", "SUCCEEDED", "FAILED"] = Field(
         description="New state.", examples=["SUCCEEDED"]
     )

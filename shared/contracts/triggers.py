@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from shared.contracts.common import ContractModel, UtcInstant
+from shared.contracts.common import ContractModel, Positive, UtcInstant, Whole
 
 __all__ = [
     "TRIGGER_KINDS",
@@ -46,8 +46,8 @@ class DailyTrigger(ContractModel):
     """Every day at hours:minutes in the schedule's time zone (seed 001)."""
 
     kind: Literal["daily"] = Field(description="Trigger kind.", examples=["daily"])
-    hours: Annotated[int, between(0, 23)] = Field(description="Hour, 0–23.", examples=[10])
-    minutes: Annotated[int, between(0, 59)] = Field(0, description="Minute, 0–59.", examples=[30])
+    hours: Annotated[Whole, between(0, 23)] = Field(description="Hour, 0–23.", examples=[10])
+    minutes: Annotated[Whole, between(0, 59)] = Field(0, description="Minute, 0–59.", examples=[30])
 
 
 class CronTrigger(ContractModel):
@@ -85,9 +85,8 @@ class Selector(ContractModel):
     values: list[Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]] = (
         Field(min_length=1, max_length=400, description="Values as strings.", examples=[["1"]])
     )
-    interval: int | None = Field(
+    interval: Positive | None = Field(
         None,
-        ge=1,
         description="Step from the first value (LIST of one value, or RANGE).",
         examples=[3],
     )

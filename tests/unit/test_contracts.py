@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from shared.contracts import (
     ActionAck,
     CommandEnvelope,
+    ScheduleRef,
     ScheduleSpec,
     errors_from_validation,
     format_instant,
@@ -29,6 +30,63 @@ def errors_of(data: dict) -> list[tuple[str | None, str]]:
 def test_hours_out_of_range_names_the_field() -> None:
     errors = errors_of({**BASE, "trigger": {"kind": "daily", "hours": 24, "minutes": 30}})
     assert errors == [("data.trigger.hours", "hours must be between 0 and 23 (got 24)")]
+
+
+DAILY = {**BASE, "trigger": {"kind": "daily", "hours": 2}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({**BASE, "trigger": {"kind": "daily", "hours": True}}, "data.trigger.hours"),
+        (
+            {**BASE, "trigger": {"kind": "daily", "hours": 2, "minutes": False}},
+            "data.trigger.minutes",
+        ),
+        ({**DAILY, "maxOccurrences": True}, "data.maxOccurrences"),
+        ({**DAILY, "policy": {"retry": {"maxAttempts": True}}}, "data.policy.retry.maxAttempts"),
+        ({**DAILY, "policy": {"retry": {"multiplier": True}}}, "data.policy.retry.multiplier"),
+        (
+            {
+                **BASE,
+                "trigger": {
+                    "kind": "calendar",
+                    "type": "DAILY",
+                    "hours": {"type": "LIST", "values": ["1"], "interval": True},
+                },
+            },
+            "data.trigger.hours.interval",
+        ),
+    ],
+)
+def test_a_boolean_is_no_number(spec: dict, field: str) -> None:
+    """pydantic reads true as 1 and false as 0: `"hours": true` was a daily 01:00."""
+    value = "true" if "True" in repr(spec) else "false"
+    [(where, text)] = errors_of(spec)
+    assert where == field and text.endswith(f"must be a number, not {value}")
+    assert ScheduleSpec.model_validate({**BASE, "trigger": {"kind": "daily", "hours": "2"}})
+
+
+def test_a_boolean_is_no_number_in_a_command_or_an_ack() -> None:
+    meta = {"commandId": "c", "correlationId": "r", "tenant": "t", "schemaVersion": True}
+    command = {"type": "schedule.pause", "meta": meta, "data": {}}
+    with pytest.raises(ValidationError) as caught:
+        CommandEnvelope.model_validate(command)
+    assert [e.field for e in errors_from_validation(caught.value)] == ["meta.schemaVersion"]
+    with pytest.raises(ValidationError) as caught:
+        ScheduleRef.model_validate({"name": "n", "expectedVersion": True})
+    assert [e.field for e in errors_from_validation(caught.value, "data")] == [
+        "data.expectedVersion"
+    ]
+    ack = {
+        "type": "action.ack",
+        "meta": {"tenant": "t", "schemaVersion": False},
+        "data": {"actionId": "a", "attempt": True, "state": "SUCCEEDED"},
+    }
+    with pytest.raises(ValidationError) as caught:
+        ActionAck.model_validate(ack)
+    fields = [e.field for e in errors_from_validation(caught.value)]
+    assert fields == ["meta.schemaVersion", "data.attempt"]
 
 
 def test_unknown_trigger_kind_lists_the_kinds() -> None:
