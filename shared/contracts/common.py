@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "LATEST",
     "MAX_JSON_DEPTH",
     "NUL_REFUSED",
     "SCHEMA_VERSION",
@@ -92,11 +93,20 @@ def _aware_utc(value: datetime, info: ValidationInfo) -> datetime:
         raise ValueError("must carry a UTC offset, e.g. '2026-03-15T08:00:00Z'")
     try:
         value = value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0
-        raise ValueError("must be 1970-01-01T00:00:00Z or later") from None
-    if value < EARLIEST and not from_storage(info):
-        raise ValueError("must be 1970-01-01T00:00:00Z or later")
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0, 9999-12-31T23:00-05:00
+        raise ValueError(_OUTSIDE[value.year < 5000]) from None  # in the year 10000
+    if not from_storage(info) and not EARLIEST <= value < LATEST:
+        raise ValueError(_OUTSIDE[value < EARLIEST])
     return value
+
+
+# The last instant a datetime holds is the one asyncpg stores as PostgreSQL's `infinity`, and
+# reads back as a datetime without a zone, which no instant of Chime's compares with.
+LATEST = datetime.max.replace(tzinfo=UTC)
+_OUTSIDE = {
+    True: "must be 1970-01-01T00:00:00Z or later",
+    False: "must be before 9999-12-31T23:59:59.999999Z (the database's infinity)",
+}
 
 
 UtcInstant = Annotated[

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from shared.contracts.commands import ScheduleSpec
+from shared.contracts.common import LATEST
 from shared.contracts.triggers import (
     CalendarTrigger,
     CronTrigger,
@@ -158,7 +159,7 @@ class Series:
             return None
         if instant is None or (self.ends_at is not None and instant > self.ends_at):
             return None
-        return instant
+        return instant if instant < LATEST else None  # the database's infinity: never due
 
     def first(self, created_at: datetime) -> datetime | None:
         """The first occurrence of a new schedule. A past `once` still fires (as a misfire)."""

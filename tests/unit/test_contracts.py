@@ -261,6 +261,35 @@ def test_an_instant_before_1970_is_refused_naming_its_field(spec: dict, field: s
     assert ScheduleSpec.stored(stored).trigger is not None  # as it was checked when stored
 
 
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"trigger": {"kind": "once", "at": "9999-12-31T23:59:59.999999Z"}}, "data.trigger.at"),
+        ({"trigger": {"kind": "once", "at": "9999-12-31T23:00:00-05:00"}}, "data.trigger.at"),
+        ({"actions": [{"type": "t", "at": "9999-12-31T23:59:59.999999Z"}]}, "data.actions[0].at"),
+        ({"endsAt": "9999-12-31T23:59:59.999999Z"}, "data.endsAt"),
+    ],
+)
+def test_an_instant_at_the_databases_infinity_is_refused_naming_its_field(
+    spec: dict, field: str
+) -> None:
+    """asyncpg stores the last instant a datetime holds as PostgreSQL's `infinity` and reads
+    it back without a zone: a create of the first was answered INTERNAL (comparing it with an
+    aware instant), and one through the bulk path stored an occurrence due at infinity. The
+    second is in the year 10000 in UTC; it was refused as before 1970."""
+    [(where, text)] = errors_of({**ONCE, **spec})
+    assert (where, text) == (
+        field,
+        f"{field.rsplit('.', 1)[-1].split('[')[0]} must be before 9999-12-31T23:59:59.999999Z "
+        "(the database's infinity)",
+    )
+    last = "9999-12-31T23:59:59.999998Z"
+    spec = ScheduleSpec.model_validate({**ONCE, "trigger": {"kind": "once", "at": last}})
+    assert spec.to_wire()["trigger"]["at"] == last
+    stored = {**ONCE, "trigger": {"kind": "once", "at": "9999-12-31T23:59:59.999999Z"}}
+    assert ScheduleSpec.stored(stored).trigger is not None  # as it was checked when stored
+
+
 def test_labels_keys_and_values_are_bounded_naming_the_label() -> None:
     fine = {"team": "x", "a.b/c-d_e": "v" * 256, "k" * 63: ""}
     assert ScheduleSpec.model_validate({**ONCE, "labels": fine}).labels == fine

@@ -176,6 +176,19 @@ def test_a_zone_name_is_never_a_path(name: str) -> None:
     assert caught.value.field == "timezone"
 
 
+def test_a_series_never_reaches_the_databases_infinity() -> None:
+    """The last instant a datetime holds is stored by asyncpg as PostgreSQL's `infinity` and read
+    back without a zone; an interval that lands on it ends before it."""
+    every = IntervalTrigger(
+        kind="interval", every="PT1S", anchor=utc("9999-12-31T23:59:57.999999Z")
+    )
+    source, _ = compile_trigger(every, "UTC", utc("2026-12-07T00:00:00Z"))
+    assert Series(source).preview(utc("9999-12-31T23:59:56Z"), 5) == [
+        utc("9999-12-31T23:59:57.999999Z"),
+        utc("9999-12-31T23:59:58.999999Z"),
+    ]
+
+
 @pytest.mark.parametrize("name", ["localtime", "posixrules", "right/UTC", "posix/UTC"])
 def test_a_zone_name_is_one_of_the_iana_database(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
