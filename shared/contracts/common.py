@@ -129,13 +129,22 @@ def _not_a_boolean(value: Any) -> Any:
     return value
 
 
-# The numbers of what senders write: pydantic takes a JSON boolean for a number, so that
-# `"hours": true` would fire at 01:00; a boolean is refused naming the field.
-Whole = Annotated[int, BeforeValidator(_not_a_boolean)]
+def _whole_in_64_bits(value: Any) -> Any:
+    if isinstance(_not_a_boolean(value), int | float) and value > LARGEST_WHOLE:
+        raise ValueError(f"must be at most {LARGEST_WHOLE}")
+    return value
+
+
+# The numbers of what senders write. pydantic takes a JSON boolean for a number, so that
+# `"hours": true` would fire at 01:00; and a whole number past 64 bits (which orjson reads as a
+# float, 1e30, and pydantic makes an int again) is one orjson cannot write, so that storing the
+# definition failed. Both are refused naming the field.
+LARGEST_WHOLE = 2**64 - 1
+Whole = Annotated[int, BeforeValidator(_whole_in_64_bits)]
 Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 # 1 or more, for an optional field (`Positive | None`): the bound inside the type, before the
 # validator, so that the JSON schema gives it as `minimum`.
-Positive = Annotated[int, Field(ge=1), BeforeValidator(_not_a_boolean)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_whole_in_64_bits)]
 
 
 def _within(value: dict[str, Any] | list[Any], levels: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -65,6 +66,31 @@ def test_a_boolean_is_no_number(spec: dict, field: str) -> None:
     [(where, text)] = errors_of(spec)
     assert where == field and text.endswith(f"must be a number, not {value}")
     assert ScheduleSpec.model_validate({**BASE, "trigger": {"kind": "daily", "hours": "2"}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'"maxOccurrences": 100000000000000000000000000000', "data.maxOccurrences"),
+        (b'"maxOccurrences": 1e30', "data.maxOccurrences"),
+        (b'"maxOccurrences": 18446744073709551616', "data.maxOccurrences"),
+        (
+            b'"trigger": {"kind": "calendar", "type": "DAILY", "hours": {"type": "RANGE", '
+            b'"values": ["0", "23"], "interval": 1e20}}',
+            "data.trigger.hours.interval",
+        ),
+    ],
+)
+def test_a_whole_number_past_64_bits_is_refused_naming_the_field(raw: bytes, field: str) -> None:
+    """orjson, which the services parse records with, reads such a number as a float, and
+    pydantic made it a whole number again, one orjson cannot write: storing the definition
+    failed, answered INTERNAL."""
+    body = b'{"name": "n", "action": {"type": "t"}, "trigger": {"kind": "daily", "hours": 2}, '
+    data = orjson.loads(body + raw + b"}")
+    [(where, text)] = errors_of(data)
+    assert where == field and text.endswith("must be at most 18446744073709551615")
+    largest = {**DAILY, "maxOccurrences": orjson.loads(b"18446744073709551615")}
+    assert orjson.dumps(ScheduleSpec.model_validate(largest).to_wire())  # stored as it is
 
 
 def test_a_boolean_is_no_number_in_a_command_or_an_ack() -> None:
