@@ -594,6 +594,7 @@ class Ticker:
                 nxt = await retry_forever(
                     "finding the next due time", self.next_wake, on_health, stop=stop
                 )
+                timeout = idle_timeout(nxt, self.clock.now(), self.lookahead, self.max_idle)
             except Stopping:
                 if unsent is not None:
                     await self._give_up(unsent)
@@ -608,7 +609,6 @@ class Ticker:
                 inflight = [(c, t) for c, t in inflight if not t.done()]
                 await asyncio.sleep(1.0)
                 continue
-            timeout = idle_timeout(nxt, self.clock.now(), self.lookahead, self.max_idle)
             if timeout <= 0:
                 continue
             waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]

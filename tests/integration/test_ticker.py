@@ -1023,10 +1023,13 @@ async def test_rounds_waiting_for_the_broker_hold_back_the_next_claims(db, datab
     assert await db.fetchval("SELECT count(*) FROM actions WHERE state = 'DISPATCHED'") == 10
 
 
-async def test_run_loop_survives_a_failing_wait_for_work(db, pool) -> None:
+@pytest.mark.parametrize("failure", ["raises", "naive"])
+async def test_run_loop_survives_a_failing_wait_for_work(db, pool, failure: str) -> None:
     """An error that is not an outage where the idle loop asks when to wake up (asyncpg raised
     InternalClientError there when PostgreSQL stopped, before it counted as transient) used to
-    end the loop: the ticker stayed up, ready, and fired nothing again."""
+    end the loop: the ticker stayed up, ready, and fired nothing again. So did an answer the
+    sleep could not be computed from: PostgreSQL's `infinity`, which asyncpg reads as a
+    datetime without a zone (an occurrence due then could be stored before 70d9a15)."""
     clock = SettableClock(START)
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
@@ -1035,6 +1038,9 @@ async def test_run_loop_survives_a_failing_wait_for_work(db, pool) -> None:
 
     async def failing_once() -> datetime | None:
         if failures:
+            if failure == "naive":
+                failures.pop()
+                return datetime.max
             raise failures.pop()
         return await asked()
 
