@@ -93,20 +93,23 @@ def _aware_utc(value: datetime, info: ValidationInfo) -> datetime:
         raise ValueError("must carry a UTC offset, e.g. '2026-03-15T08:00:00Z'")
     try:
         value = value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0, 9999-12-31T23:00-05:00
-        raise ValueError(_OUTSIDE[value.year < 5000]) from None  # in the year 10000
-    if not from_storage(info) and not EARLIEST <= value < LATEST:
-        raise ValueError(_OUTSIDE[value < EARLIEST])
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0 in UTC, and
+        # 9999-12-31T23:00:00-05:00 in the year 10000
+        raise ValueError(_TOO_EARLY if value.year < 5000 else _TOO_LATE) from None
+    if from_storage(info):
+        return value
+    if value < EARLIEST:
+        raise ValueError(_TOO_EARLY)
+    if value >= LATEST:
+        raise ValueError(_TOO_LATE)
     return value
 
 
 # The last instant a datetime holds is the one asyncpg stores as PostgreSQL's `infinity`, and
 # reads back as a datetime without a zone, which no instant of Chime's compares with.
 LATEST = datetime.max.replace(tzinfo=UTC)
-_OUTSIDE = {
-    True: "must be 1970-01-01T00:00:00Z or later",
-    False: "must be before 9999-12-31T23:59:59.999999Z (the database's infinity)",
-}
+_TOO_EARLY = "must be 1970-01-01T00:00:00Z or later"
+_TOO_LATE = "must be before 9999-12-31T23:59:59.999999Z (the database's infinity)"
 
 
 UtcInstant = Annotated[
@@ -130,7 +133,8 @@ def _not_a_boolean(value: Any) -> Any:
 
 
 def _whole_in_64_bits(value: Any) -> Any:
-    if isinstance(_not_a_boolean(value), int | float) and value > LARGEST_WHOLE:
+    value = _not_a_boolean(value)
+    if isinstance(value, int | float) and value > LARGEST_WHOLE:
         raise ValueError(f"must be at most {LARGEST_WHOLE}")
     return value
 

@@ -61,7 +61,8 @@ def resolve_zone(name: str) -> tzinfo:
 def _zone_names() -> frozenset[str]:
     """The names of the IANA database's zones and links, from the host's zone folder and the
     `tzdata` package, as zoneinfo lists them: without the other files a zone folder holds
-    (`posixrules`, the `posix/` and `right/` copies, the latter counting leap seconds, which
-    put an instant seconds off), and without `localtime`, the host's own zone: a schedule in it
-    would fire by the zone of whichever machine computed its instant."""
+    (`posixrules`, the `posix/` and `right/` copies: zoneinfo misreads the leap seconds of the
+    latter, `right/Europe/London` put 12:00 of a December day at 11:00Z), and without
+    `localtime`, the host's own zone: a schedule in it would fire by the zone of whichever
+    machine computed its instant."""
     return frozenset(available_timezones() - {"localtime"})

@@ -195,8 +195,8 @@ def test_a_zone_name_is_one_of_the_iana_database(
 ) -> None:
     """A zone folder holds files beside the IANA database's zones that zoneinfo would read as
     zones: `localtime` (the host's own zone: a schedule in it would fire by whichever machine
-    computed its instant), `posixrules`, and the `posix/` and `right/` copies (`right/` counts
-    leap seconds, seconds off). Here a folder of such files, each a valid zone, is the only
+    computed its instant), `posixrules`, and the `posix/` and `right/` copies (zoneinfo misreads
+    the leap seconds of `right/` ones). Here a folder of such files, each a valid zone, is the only
     place zoneinfo looks, beside the `tzdata` package."""
     utc = (resources.files("tzdata") / "zoneinfo" / "UTC").read_bytes()
     for relative in ("localtime", "posixrules", "right/UTC", "posix/UTC", "Europe/London"):
