@@ -15,6 +15,7 @@ from services.acker.acks import apply_acks_in_parts, parts_of, refuse_ack
 from shared.auth import SCOPE_ACK, Authenticator
 from shared.clock import Clock
 from shared.contracts import ActionAck, ActionEvent, errors_from_validation
+from shared.contracts.common import ROUNDED, rounded_path
 from shared.messaging import Outgoing, dead_letter, is_fault, retry_forever, too_large
 from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
@@ -47,6 +48,10 @@ class AckConsumer:
         for record in records:
             if (oversized := too_large(record, self.max_bytes, self.topics.dlq)) is not None:
                 out.append(oversized)
+                continue
+            if (where := rounded_path(record.value or b"")) is not None:
+                reason = f"not an action.ack: {where} {ROUNDED}"
+                out.append(dead_letter(record, reason, self.topics.dlq))
                 continue
             try:
                 ack = ActionAck.model_validate(orjson.loads(record.value or b""))

@@ -31,6 +31,7 @@ import orjson
 from services.scheduler.commands import Context
 from services.scheduler.creates import apply_creates
 from shared.contracts import format_instant
+from shared.contracts.common import ROUNDED, rounded_path
 from shared.persistence.database import connect
 from shared.persistence.migrate import SchemaNotReady, check_schema
 from shared.settings import Settings
@@ -61,6 +62,9 @@ def _commands(path: Path, tenant: str, part: int, parts: int) -> Iterator[tuple[
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 yield number, f"the line is not JSON: {exc}"
+                continue
+            if (where := rounded_path(line, "data")) is not None:
+                yield number, f"{where} {ROUNDED}"
                 continue
             yield number, {"type": "schedule.create", "meta": meta, "data": data}
 

@@ -15,7 +15,7 @@ from services.scheduler.creates import apply_creates
 from shared.auth import Authenticator, command_scope
 from shared.clock import Clock
 from shared.contracts import CommandEnvelope, CommandResult, ErrorItem
-from shared.contracts.common import NUL_REFUSED, nul_path
+from shared.contracts.common import NUL_REFUSED, ROUNDED, nul_path, rounded_path
 from shared.messaging import Outgoing, dead_letter, json_message, retry_forever, too_large
 from shared.metrics import count_each
 from shared.runtime import Consumes, Publishes, ServiceRuntime, consumer_app
@@ -141,8 +141,13 @@ class CommandConsumer:
 
 def _unstorable(record: ConsumerRecord, body: dict[str, Any]) -> ErrorItem | None:
     """A command with a NUL character in any text: refused before the database, which cannot
-    store one (JSON writes it `\\u0000`; a record without that sequence is not walked)."""
-    if b"\\u0000" not in (record.value or b"") or (where := nul_path(body)) is None:
+    store one (JSON writes it `\\u0000`; a record without that sequence is not walked). And one
+    with a whole number that orjson read rounded: refused rather than stored changed."""
+    raw = record.value or b""
+    if (where := rounded_path(raw)) is not None:
+        what = where.rsplit(".", 1)[-1]
+        return ErrorItem(code="VALIDATION", message=f"{what} {ROUNDED}", field=where)
+    if b"\\u0000" not in raw or (where := nul_path(body)) is None:
         return None
     what = where.rsplit(".", 1)[-1] or "a key"
     return ErrorItem(code="VALIDATION", message=f"{what} {NUL_REFUSED}", field=where or None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
@@ -22,6 +25,7 @@ __all__ = [
     "LATEST",
     "MAX_JSON_DEPTH",
     "NUL_REFUSED",
+    "ROUNDED",
     "SCHEMA_VERSION",
     "STORED",
     "TENANT_PATTERN",
@@ -36,12 +40,16 @@ __all__ = [
     "from_storage",
     "has_nul",
     "nul_path",
+    "rounded_path",
+    "value_path",
 ]
 
 SCHEMA_VERSION = 1
 # A tenant id, in commands and in acks: what PostgreSQL's row-level security compares.
 TENANT_PATTERN = r"^[\w.\-:@]+$"
 NUL_REFUSED = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
+# A whole number outside 64 bits (`rounded_path`).
+ROUNDED = "is a whole number past 64 bits, which would be read rounded: send it as a string"
 
 
 def has_nul(value: Any) -> bool:
@@ -50,22 +58,49 @@ def has_nul(value: Any) -> bool:
     return b"\\u0000" in orjson.dumps(value) and nul_path(value) is not None
 
 
-def nul_path(value: Any, path: str = "") -> str | None:
+def nul_path(value: Any) -> str | None:
     """Where the first NUL character of a JSON value is (`data.actions[0].id`; the object's
     path for a key holding one), or None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
+    return value_path(value, lambda v: isinstance(v, str) and "\x00" in v)
+
+
+def rounded_path(raw: bytes, path: str = "") -> str | None:
+    """Where, in the JSON text `raw`, the first whole number is that orjson (which Chime reads
+    records with) cannot read as it is written: one outside -2^63..2^64-1, which it reads as a
+    float, rounded (`123456789012345678901234567890` as `1.2345678901234568e+29`); or None. A
+    text without a run of 19 digits holds none and is not read again."""
+    if _LONG_DIGITS.search(raw) is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value_path(value, _outside_64_bits, path)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")  # -2^63 - 1 has 19 digits
+
+
+def _outside_64_bits(value: Any) -> bool:
+    return isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1
+
+
+def value_path(value: Any, found: Callable[[Any], bool], path: str = "") -> str | None:
+    """Where in a JSON value the first value or key `found` holds for is (`data.actions[0].id`;
+    the object's path for a key), or None."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
+            if found(key):
                 return path
-            if (found := nul_path(item, f"{path}.{key}" if path else key)) is not None:
-                return found
+            if (hit := value_path(item, found, f"{path}.{key}" if path else key)) is not None:
+                return hit
+        return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if (found := nul_path(item, f"{path}[{i}]")) is not None:
-                return found
-    return None
+            if (hit := value_path(item, found, f"{path}[{i}]")) is not None:
+                return hit
+        return None
+    return path if found(value) else None
 
 
 @lru_cache(maxsize=16384)

@@ -59,6 +59,13 @@ async def test_bulk_import_with_progress_idempotent(database_url: str, tmp_path:
         {"name": "broken", "trigger": {"kind": "daily", "hours": 99}, "action": {"type": "x"}}
     )
     lines[900] = "{not json"
+    lines[1000] = json.dumps(  # orjson would read it rounded, as a float
+        {
+            "name": "big",
+            "trigger": {"kind": "daily", "hours": 1},
+            "action": {"type": "x", "payload": {"n": 10**30}},
+        }
+    )
     source = tmp_path / "schedules.jsonl"
     source.write_text("\n".join(lines) + "\n")
     code, out, err = await chime(
@@ -66,20 +73,23 @@ async def test_bulk_import_with_progress_idempotent(database_url: str, tmp_path:
     )
     summary = json.loads(out)
     assert code == 1  # some lines were rejected
-    assert (summary["created"], summary["replayed"], summary["rejected"]) == (1198, 0, 2)
-    assert [r["line"] for r in summary["firstRejections"]] == [701, 901]
+    assert (summary["created"], summary["replayed"], summary["rejected"]) == (1197, 0, 3)
+    assert [r["line"] for r in summary["firstRejections"]] == [701, 901, 1001]
     assert summary["firstRejections"][0]["errors"][0]["field"] == "data.trigger.hours"
     assert summary["firstRejections"][1]["errors"][0]["message"].startswith("the line is not JSON")
+    assert summary["firstRejections"][2]["errors"][0]["message"].startswith(
+        "data.action.payload.n is a whole number past 64 bits"
+    )
     assert "chime import: 500 / 1,200 lines" in err and "chime import: 1,200 / 1,200 lines" in err
     code, out, _ = await chime(database_url, "import", str(source), "--tenant", "acct-bulk")
     again = json.loads(out)
-    assert (again["created"], again["replayed"], again["rejected"]) == (0, 1198, 2)
+    assert (again["created"], again["replayed"], again["rejected"]) == (0, 1197, 3)
     conn = await asyncpg.connect(database_url)
     try:
         assert (
-            await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = 'acct-bulk'") == 1198
+            await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = 'acct-bulk'") == 1197
         )
-        assert await conn.fetchval("SELECT count(*) FROM actions WHERE state = 'PENDING'") == 1198
+        assert await conn.fetchval("SELECT count(*) FROM actions WHERE state = 'PENDING'") == 1197
     finally:
         await conn.close()
 

@@ -192,6 +192,61 @@ async def test_the_scheduler_refuses_text_with_a_nul_naming_where_it_is(database
     assert [r["name"] for r in stored] == ["fine"]
 
 
+async def test_a_whole_number_past_64_bits_is_refused_not_stored_rounded(
+    database_url: str,
+) -> None:
+    """orjson reads a whole number outside -2^63..2^64-1 as a float: a payload's
+    `123456789012345678901234567890` was stored and fired as `1.2345678901234568e+29`, and an
+    ack's output kept so. Refused instead, naming where it is; what orjson reads exactly (the
+    64-bit ends, a long number in a string) is kept as written."""
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    scheduler = CommandConsumer(pool, settings, SystemClock(), runtime)
+    acker = AckConsumer(pool, settings, SystemClock(), ServiceRuntime("acker", settings))
+    daily = {"kind": "daily", "hours": 1}
+
+    def create(name: str, payload: bytes) -> bytes:
+        body = orjson.dumps(command("schedule.create", schedule(name, trigger=daily)))
+        return body.replace(b'{"k":1}', payload)
+
+    big = b"123456789012345678901234567890"
+    edges = b'{"low":-9223372036854775808,"high":18446744073709551615,"id":"' + big + b'"}'
+    records = [
+        record(settings.topics.commands, create("big", b'{"ids":[1,' + big + b"]}")),
+        record(settings.topics.commands, create("below", b'{"n":-9223372036854775809}')),
+        record(settings.topics.commands, create("edges", edges)),
+    ]
+    ack = {
+        "type": "action.ack",
+        "meta": {"tenant": "t"},
+        "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"},
+    }
+    ack_body = orjson.dumps(ack)[:-2] + b',"output":{"total":' + big + b"}}}"
+    try:
+        out = await scheduler.handle(records)
+        dead = await acker.handle([record(settings.topics.actions_acks, ack_body)])
+        stored = await pool.fetchval("SELECT spec::text FROM schedules WHERE name = 'edges'")
+    finally:
+        await pool.close()
+    results = [orjson.loads(o.value) for o in out]
+    assert [r["type"] for r in results] == ["command.rejected"] * 2 + ["schedule.created"]
+    assert [(r["errors"][0]["code"], r["errors"][0]["field"]) for r in results[:2]] == [
+        ("VALIDATION", "data.action.payload.ids[1]"),
+        ("VALIDATION", "data.action.payload.n"),
+    ]
+    assert results[0]["errors"][0]["message"] == (
+        "ids[1] is a whole number past 64 bits, which would be read rounded: send it as a string"
+    )
+    assert orjson.loads(stored)["action"]["payload"] == orjson.loads(edges)
+    [dlq] = dead
+    assert dlq.topic == settings.topics.dlq
+    assert dict(dlq.headers)["chime-reason"] == (
+        "not an action.ack: data.output.total is a whole number past 64 bits, which would be "
+        "read rounded: send it as a string"
+    )
+
+
 async def test_the_acker_dead_letters_what_it_cannot_store_and_an_ack_it_fails_on(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ from shared.contracts import (
     errors_from_validation,
     format_instant,
 )
+from shared.contracts.common import rounded_path
 
 BASE = {"name": "nightly-billing", "action": {"type": "billing-run"}}
 ONCE = {**BASE, "trigger": {"kind": "once", "at": "2030-01-01T00:00:00Z"}}
@@ -91,6 +92,23 @@ def test_a_whole_number_past_64_bits_is_refused_naming_the_field(raw: bytes, fie
     assert where == field and text.endswith("must be at most 18446744073709551615")
     largest = {**DAILY, "maxOccurrences": orjson.loads(b"18446744073709551615")}
     assert orjson.dumps(ScheduleSpec.model_validate(largest).to_wire())  # stored as it is
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (b'{"a": {"b": [0, 18446744073709551616]}}', "a.b[1]"),
+        (b'{"a": -9223372036854775809}', "a"),
+        (b'{"a": -9223372036854775808, "b": 18446744073709551615}', None),  # orjson reads both
+        (b'{"a": "123456789012345678901234567890"}', None),  # text
+        (b'{"a": 1.23456789012345678901234567890}', None),  # a float, read as a float
+        (b'{"a": 123456789012345678901234567890', None),  # not JSON: refused as such elsewhere
+    ],
+)
+def test_the_first_whole_number_orjson_would_read_rounded_is_named(
+    raw: bytes, where: str | None
+) -> None:
+    assert rounded_path(raw, "data") == (None if where is None else f"data.{where}")
 
 
 def test_a_boolean_is_no_number_in_a_command_or_an_ack() -> None:
