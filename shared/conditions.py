@@ -69,10 +69,7 @@ class _Trees:
         if tree is not None:
             self._trees.move_to_end(expression)
             return tree
-        try:
-            tree = _JEXL.parse(expression)
-        except Exception as exc:  # pyjexl raises parsimonious errors of several kinds
-            raise ConditionError(f"not valid JEXL: {str(exc).splitlines()[0]}") from None
+        tree = _parse(expression)
         if len(expression) <= CACHED_CHARACTERS:
             self._trees[expression] = tree
             self._characters += len(expression)
@@ -82,12 +79,21 @@ class _Trees:
         return tree
 
 
+def _parse(expression: str) -> Any:
+    try:
+        return _JEXL.parse(expression)
+    except Exception as exc:  # pyjexl raises parsimonious errors of several kinds
+        raise ConditionError(f"not valid JEXL: {str(exc).splitlines()[0]}") from None
+
+
 _TREES = _Trees()
 _EVALUATOR = Evaluator(_JEXL.config)
 
 
 def check_condition(expression: str) -> None:
-    _TREES.parsed(expression)
+    """ConditionError unless the condition parses (on create). Its tree is not kept: the
+    scheduler never evaluates it."""
+    _parse(expression)
 
 
 def evaluate_condition(
