@@ -72,7 +72,7 @@ def rounded_path(raw: bytes, path: str = "") -> str | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what validation takes
         return None
     return value_path(value, _outside_64_bits, path)
 
@@ -87,19 +87,26 @@ def _outside_64_bits(value: Any) -> bool:
     return isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1
 
 
-def value_path(value: Any, found: Callable[[Any], bool], path: str = "") -> str | None:
+def value_path(
+    value: Any, found: Callable[[Any], bool], path: str = "", levels: int = 100
+) -> str | None:
     """Where in a JSON value the first value or key `found` holds for is (`data.actions[0].id`;
-    the object's path for a key), or None."""
+    the object's path for a key), or None. Nothing deeper than `levels` is looked at: what is
+    checked here is a record not validated yet, which orjson reads 1,024 levels deep, past
+    Python's recursion limit; validation refuses it (MAX_JSON_DEPTH)."""
+    if levels < 0:
+        return None
     if isinstance(value, dict):
         for key, item in value.items():
             if found(key):
                 return path
-            if (hit := value_path(item, found, f"{path}.{key}" if path else key)) is not None:
+            where = f"{path}.{key}" if path else key
+            if (hit := value_path(item, found, where, levels - 1)) is not None:
                 return hit
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if (hit := value_path(item, found, f"{path}[{i}]")) is not None:
+            if (hit := value_path(item, found, f"{path}[{i}]", levels - 1)) is not None:
                 return hit
         return None
     return path if found(value) else None

@@ -247,6 +247,52 @@ async def test_a_whole_number_past_64_bits_is_refused_not_stored_rounded(
     )
 
 
+async def test_a_record_nested_past_pythons_recursion_is_answered(database_url: str) -> None:
+    """orjson reads a record 1,000 levels deep; the looks for a NUL or a number read rounded
+    went down it recursively past Python's limit: RecursionError out of the batch, delivered
+    again and failed again for ever. Now they stop at 100 levels, and validation refuses what
+    is deeper than 32."""
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    scheduler = CommandConsumer(pool, settings, SystemClock(), runtime)
+    acker = AckConsumer(pool, settings, SystemClock(), ServiceRuntime("acker", settings))
+    daily = {"kind": "daily", "hours": 1}
+
+    def deep(inner: bytes) -> bytes:
+        return b"[" * 1000 + inner + b"]" * 1000
+
+    def create(name: str, payload: bytes) -> bytes:
+        body = orjson.dumps(command("schedule.create", schedule(name, trigger=daily)))
+        return body.replace(b'{"k":1}', b'{"k":' + payload + b"}")
+
+    records = [
+        record(settings.topics.commands, create("nul", deep(b'"x\\u0000"'))),
+        record(settings.topics.commands, create("big", deep(b"123456789012345678901234567890"))),
+        record(settings.topics.commands, create("fine", b"1")),
+    ]
+    ack = {
+        "type": "action.ack",
+        "meta": {"tenant": "t"},
+        "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"},
+    }
+    ack_body = orjson.dumps(ack)[:-2] + b',"output":{"k":' + deep(b"1" * 30) + b"}}}"
+    try:
+        out = await scheduler.handle(records)
+        dead = await acker.handle([record(settings.topics.actions_acks, ack_body)])
+    finally:
+        await pool.close()
+    results = [orjson.loads(o.value) for o in out]
+    assert [r["type"] for r in results] == ["command.rejected"] * 2 + ["schedule.created"]
+    for refused in results[:2]:
+        [error] = refused["errors"]
+        assert (error["code"], error["field"]) == ("VALIDATION", "data")
+        assert error["message"] == "data nests deeper than 32 levels: flatten it"
+    [dlq] = dead
+    assert dlq.topic == settings.topics.dlq
+    assert "output nests deeper than 32 levels" in dict(dlq.headers)["chime-reason"]
+
+
 async def test_the_acker_dead_letters_what_it_cannot_store_and_an_ack_it_fails_on(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
