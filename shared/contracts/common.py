@@ -84,7 +84,7 @@ _DIGIT_RUN = b"1" * 19
 
 
 def _outside_64_bits(value: Any) -> bool:
-    return isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1
+    return isinstance(value, int) and not -(2**63) <= value <= LARGEST_WHOLE
 
 
 def value_path(
