@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 
+import shared.conditions
 from services.scheduler.commands import Context, apply_command
 from services.scheduler.creates import apply_creates
 from shared.persistence.database import connect, create_pool
@@ -284,3 +286,41 @@ async def test_a_name_another_replica_takes_meanwhile_sends_the_run_one_by_one(
     assert [r["type"] for r in results] == ["command.rejected", "schedule.created"]
     assert results[0]["errors"][0]["code"] == "CONFLICT", results[0]
     assert [r["name"] for r in names] == ["calm", "race"]
+
+
+async def test_validating_a_run_lets_the_event_loop_run(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyjexl takes seconds to parse a condition of 65,535 characters (the seed's limit), and a
+    run of creates was validated in one go: a few of them held the event loop past the
+    consumer's session timeout, its heartbeats unsent, and the group evicted the scheduler and
+    delivered the batch again. Here each condition takes 50 ms to check."""
+    check = shared.conditions.check_condition
+
+    def slow(expression: str) -> None:
+        time.sleep(0.05)
+        check(expression)
+
+    monkeypatch.setattr(shared.conditions, "check_condition", slow)
+    gaps: list[float] = []
+
+    async def beat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    bodies = [
+        command("schedule.create", schedule(f"slow-{i}", trigger=DAILY, condition="attempt < 3"))
+        for i in range(20)
+    ]
+    heart = asyncio.create_task(beat())
+    try:
+        await asyncio.sleep(0.02)
+        async with db.transaction():
+            results = await apply_creates(db, bodies, NOW, CTX)
+    finally:
+        heart.cancel()
+    assert [r["type"] for r in results] == ["schedule.created"] * 20
+    assert max(gaps) < 0.4  # validating all twenty held it for a whole second
