@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 import uuid
@@ -254,10 +255,20 @@ class Ticker:
                 now = self.clock.now()
                 start = claimed.released
                 end = bisect.bisect_right(fire_at, now, lo=start)
-                part = self._decide(rows[start:end], fire_at[start:end], now, claimed)
-                claimed.released = end
+                # Deciding runs between the claim and the mark, where the session is idle in
+                # its transaction: a part that takes a third of the lease (a condition takes
+                # pyjexl milliseconds to seconds to parse, once a process) is cut there, the
+                # claim kept alive, and the rest released next, at once.
+                until = time.monotonic() + self.lease.total_seconds() / 3
+                part, decided_to = self._decide(
+                    rows[start:end], fire_at[start:end], now, claimed, until
+                )
+                claimed.released = start + decided_to
                 if part:
                     sends.append(asyncio.ensure_future(self.publish(part)))
+                if claimed.released < end:
+                    await self._keep(claimed)
+                    self._released_at = 0.0  # the rest of the part: released at once
             claimed.all_released.set()
             released = self.clock.now()
             await self._publish_keeping(claimed, sends)
@@ -323,10 +334,16 @@ class Ticker:
         return busy, held
 
     def _decide(
-        self, rows: list[Any], fire_at: list[datetime], now: datetime, claimed: Claimed
-    ) -> list[Outgoing]:
+        self,
+        rows: list[Any],
+        fire_at: list[datetime],
+        now: datetime,
+        claimed: Claimed,
+        until: float = math.inf,
+    ) -> tuple[list[Outgoing], int]:
         """Decide rows of a round that are due at `now` (in `fire_at` order, their instants)
-        into its `decided` round; returns their messages."""
+        into its `decided` round, stopping after the first row decided past `until` (of the
+        monotonic clock); returns their messages and how many rows were decided."""
         out = claimed.decided
         messages: list[Outgoing] = []
         instants = _Instants(now)
@@ -334,7 +351,12 @@ class Ticker:
         part = len(out.released)
         undecidable = claimed.undecidable  # rarely any: looked up only then
         decide_one = self._decide_one
+        clock = time.monotonic
+        decided = 0
         for row, instant in zip(rows, fire_at, strict=True):
+            if decided and clock() > until:
+                break
+            decided += 1
             if undecidable and (reason := undecidable.get(row["id"])) is not None:
                 messages.append(self._skipped(out, row, reason, now))
                 continue
@@ -345,7 +367,7 @@ class Ticker:
             if message is not None:
                 messages.append(message)
         out.messages += messages
-        return messages
+        return messages, decided
 
     def _decide_one(
         self,

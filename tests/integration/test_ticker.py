@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 
 from services.acker.acks import apply_ack, apply_acks
 from services.cli.preview import preview_times
+from services.ticker import engine
 from services.ticker.engine import ROUNDS_IN_FLIGHT, Ticker
 from shared import specs
 from shared.clock import SettableClock
@@ -1428,3 +1430,35 @@ async def test_the_listen_loop_wakes_the_ticker_again_once_it_reconnects(
         stop.set()
         await asyncio.wait_for(loop, 10)
         await admin.close()
+
+
+async def test_a_round_slow_to_decide_keeps_its_claim(db, database_url, monkeypatch) -> None:
+    """Deciding a round runs between its claim and its mark, where the session is idle in its
+    transaction; a condition takes pyjexl milliseconds to seconds to parse (once a process), so
+    a round of many distinct ones could take longer than the lease: PostgreSQL ended the
+    session, the round was rolled back and claimed again, for ever. The release is now cut at a
+    third of the lease and the claim kept alive. Here each condition takes 0.15 s, four of them
+    three leases of 0.2 s."""
+    clock = SettableClock(START)
+    for i in range(4):
+        once = schedule(
+            f"slow-{i}", trigger={"kind": "once", "at": "2026-10-24T12:00:01Z"}, condition="true"
+        )
+        await run(db, command("schedule.create", once), clock.now())
+    clock.set(START + timedelta(seconds=1))
+    evaluate = engine.evaluate_condition
+
+    def slow(*args: Any) -> bool:
+        time.sleep(0.15)
+        return evaluate(*args)
+
+    monkeypatch.setattr(engine, "evaluate_condition", slow)
+    pool = await create_pool(database_url, 4)
+    try:
+        sink = Collector()
+        ticker = make_ticker(pool, clock, sink, ticker_lease_seconds=0.2)
+        assert await ticker.tick() == 4
+    finally:
+        await pool.close()
+    assert len(sink.fired) == 4
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE state = 'DISPATCHED'") == 4
