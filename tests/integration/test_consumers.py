@@ -192,6 +192,44 @@ async def test_the_scheduler_refuses_text_with_a_nul_naming_where_it_is(database
     assert [r["name"] for r in stored] == ["fine"]
 
 
+def create_with_payload(name: str, payload: bytes) -> bytes:
+    """A `schedule.create` record's bytes with `payload` written as it is (orjson could not
+    write some of what is sent here)."""
+    daily = {"kind": "daily", "hours": 1}
+    body = orjson.dumps(command("schedule.create", schedule(name, trigger=daily)))
+    return body.replace(b'{"k":1}', payload)
+
+
+def ack_with_output(output: bytes) -> bytes:
+    """An `action.ack` record's bytes with `output` written as it is."""
+    ack = {
+        "type": "action.ack",
+        "meta": {"tenant": "t"},
+        "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"},
+    }
+    return orjson.dumps(ack)[:-2] + b',"output":' + output + b"}}"
+
+
+async def through_both(
+    database_url: str, commands: list[bytes], ack: bytes, query: str | None = None
+) -> tuple[Settings, list[dict[str, Any]], list[Any], Any]:
+    """The scheduler's answers to `commands`, what the acker makes of `ack`, and `query`'s
+    value after."""
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    pool = await create_pool(database_url, 3)
+    scheduler = CommandConsumer(
+        pool, settings, SystemClock(), ServiceRuntime("scheduler", settings)
+    )
+    acker = AckConsumer(pool, settings, SystemClock(), ServiceRuntime("acker", settings))
+    try:
+        out = await scheduler.handle([record(settings.topics.commands, c) for c in commands])
+        dead = await acker.handle([record(settings.topics.actions_acks, ack)])
+        value = await pool.fetchval(query) if query else None
+    finally:
+        await pool.close()
+    return settings, [orjson.loads(o.value) for o in out], dead, value
+
+
 async def test_a_whole_number_past_64_bits_is_refused_not_stored_rounded(
     database_url: str,
 ) -> None:
@@ -199,37 +237,18 @@ async def test_a_whole_number_past_64_bits_is_refused_not_stored_rounded(
     `123456789012345678901234567890` was stored and fired as `1.2345678901234568e+29`, and an
     ack's output kept so. Refused instead, naming where it is; what orjson reads exactly (the
     64-bit ends, a long number in a string) is kept as written."""
-    settings = Settings(database_url=database_url, database_pool_size=3)
-    runtime = ServiceRuntime("scheduler", settings)
-    pool = await create_pool(database_url, 3)
-    scheduler = CommandConsumer(pool, settings, SystemClock(), runtime)
-    acker = AckConsumer(pool, settings, SystemClock(), ServiceRuntime("acker", settings))
-    daily = {"kind": "daily", "hours": 1}
-
-    def create(name: str, payload: bytes) -> bytes:
-        body = orjson.dumps(command("schedule.create", schedule(name, trigger=daily)))
-        return body.replace(b'{"k":1}', payload)
-
     big = b"123456789012345678901234567890"
     edges = b'{"low":-9223372036854775808,"high":18446744073709551615,"id":"' + big + b'"}'
-    records = [
-        record(settings.topics.commands, create("big", b'{"ids":[1,' + big + b"]}")),
-        record(settings.topics.commands, create("below", b'{"n":-9223372036854775809}')),
-        record(settings.topics.commands, create("edges", edges)),
-    ]
-    ack = {
-        "type": "action.ack",
-        "meta": {"tenant": "t"},
-        "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"},
-    }
-    ack_body = orjson.dumps(ack)[:-2] + b',"output":{"total":' + big + b"}}}"
-    try:
-        out = await scheduler.handle(records)
-        dead = await acker.handle([record(settings.topics.actions_acks, ack_body)])
-        stored = await pool.fetchval("SELECT spec::text FROM schedules WHERE name = 'edges'")
-    finally:
-        await pool.close()
-    results = [orjson.loads(o.value) for o in out]
+    settings, results, dead, stored = await through_both(
+        database_url,
+        [
+            create_with_payload("big", b'{"ids":[1,' + big + b"]}"),
+            create_with_payload("below", b'{"n":-9223372036854775809}'),
+            create_with_payload("edges", edges),
+        ],
+        ack_with_output(b'{"total":' + big + b"}"),
+        "SELECT spec::text FROM schedules WHERE name = 'edges'",
+    )
     assert [r["type"] for r in results] == ["command.rejected"] * 2 + ["schedule.created"]
     assert [(r["errors"][0]["code"], r["errors"][0]["field"]) for r in results[:2]] == [
         ("VALIDATION", "data.action.payload.ids[1]"),
@@ -252,37 +271,19 @@ async def test_a_record_nested_past_pythons_recursion_is_answered(database_url: 
     went down it recursively past Python's limit: RecursionError out of the batch, delivered
     again and failed again for ever. Now they stop at 100 levels, and validation refuses what
     is deeper than 32."""
-    settings = Settings(database_url=database_url, database_pool_size=3)
-    runtime = ServiceRuntime("scheduler", settings)
-    pool = await create_pool(database_url, 3)
-    scheduler = CommandConsumer(pool, settings, SystemClock(), runtime)
-    acker = AckConsumer(pool, settings, SystemClock(), ServiceRuntime("acker", settings))
-    daily = {"kind": "daily", "hours": 1}
 
     def deep(inner: bytes) -> bytes:
-        return b"[" * 1000 + inner + b"]" * 1000
+        return b'{"k":' + b"[" * 1000 + inner + b"]" * 1000 + b"}"
 
-    def create(name: str, payload: bytes) -> bytes:
-        body = orjson.dumps(command("schedule.create", schedule(name, trigger=daily)))
-        return body.replace(b'{"k":1}', b'{"k":' + payload + b"}")
-
-    records = [
-        record(settings.topics.commands, create("nul", deep(b'"x\\u0000"'))),
-        record(settings.topics.commands, create("big", deep(b"123456789012345678901234567890"))),
-        record(settings.topics.commands, create("fine", b"1")),
-    ]
-    ack = {
-        "type": "action.ack",
-        "meta": {"tenant": "t"},
-        "data": {"actionId": str(uuid.uuid4()), "attempt": 1, "state": "SUCCEEDED"},
-    }
-    ack_body = orjson.dumps(ack)[:-2] + b',"output":{"k":' + deep(b"1" * 30) + b"}}}"
-    try:
-        out = await scheduler.handle(records)
-        dead = await acker.handle([record(settings.topics.actions_acks, ack_body)])
-    finally:
-        await pool.close()
-    results = [orjson.loads(o.value) for o in out]
+    settings, results, dead, _ = await through_both(
+        database_url,
+        [
+            create_with_payload("nul", deep(b'"x\\u0000"')),
+            create_with_payload("big", deep(b"123456789012345678901234567890")),
+            create_with_payload("fine", b'{"k":1}'),
+        ],
+        ack_with_output(deep(b"1" * 30)),
+    )
     assert [r["type"] for r in results] == ["command.rejected"] * 2 + ["schedule.created"]
     for refused in results[:2]:
         [error] = refused["errors"]
