@@ -13,6 +13,7 @@ from typing import Any
 
 import pyjexl
 from pyjexl.evaluator import Context, Evaluator
+from pyjexl.parser import Node
 
 __all__ = ["ConditionError", "check_condition", "evaluate_condition"]
 
@@ -82,8 +83,34 @@ class _Trees:
 def _parse(expression: str) -> Any:
     try:
         return _JEXL.parse(expression)
+    except RecursionError:
+        raise ConditionError("not valid JEXL: nested too deeply to be read") from None
     except Exception as exc:  # pyjexl raises parsimonious errors of several kinds
         raise ConditionError(f"not valid JEXL: {str(exc).splitlines()[0]}") from None
+
+
+# How deep a condition's tree may be. pyjexl evaluates it recursively, ~5 Python frames a level,
+# within Python's limit of 1,000 frames with the ticker's own: a chain of 200 `||` was read,
+# stored, and failed every evaluation (RecursionError), so its schedule never fired.
+DEEPEST = 100
+
+
+def _depth(tree: Node) -> int:
+    """The levels of a parsed condition (its root is level 1), walked without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        for name in node.fields:
+            if name == "parent":  # pyjexl links a node to its parent: not a child
+                continue
+            value = getattr(node, name)
+            if isinstance(value, dict):
+                value = list(value.values())
+            for child in value if isinstance(value, list) else (value,):
+                if isinstance(child, Node):
+                    stack.append((child, level + 1))
+    return deepest
 
 
 _TREES = _Trees()
@@ -91,9 +118,14 @@ _EVALUATOR = Evaluator(_JEXL.config)
 
 
 def check_condition(expression: str) -> None:
-    """ConditionError unless the condition parses (on create). Its tree is not kept: the
-    scheduler never evaluates it."""
-    _parse(expression)
+    """ConditionError unless the condition parses (on create) into a tree evaluation can
+    walk. Its tree is not kept: the scheduler never evaluates it."""
+    levels = _depth(_parse(expression))
+    if levels > DEEPEST:
+        raise ConditionError(
+            f"nests {levels} levels deep (operators chained or nested); at most {DEEPEST} can "
+            "be evaluated: for many alternatives write `x in [1, 2, 3]`"
+        )
 
 
 def evaluate_condition(

@@ -62,3 +62,26 @@ def test_evaluation_keeps_the_operators_limits_and_its_errors(parses: list[str])
     with pytest.raises(ConditionError, match="not valid JEXL"):
         evaluate("1 +")  # a failed parse is not kept
     assert parses.count("1 +") == 2
+
+
+def test_a_condition_deeper_than_evaluation_can_walk_is_refused_on_create() -> None:
+    """pyjexl evaluates a tree recursively (~5 Python frames a level): a chain of 200 `||`
+    parsed, was stored, and failed every evaluation with RecursionError, so its schedule never
+    fired. The deepest accepted one evaluates with 150 frames already on the stack (the
+    ticker's own are fewer)."""
+    deepest = " || ".join(f"a == {i}" for i in range(99))  # 100 levels
+    check_condition(deepest)
+
+    def evaluated_below(frames: int) -> bool:
+        if frames:
+            return evaluated_below(frames - 1)
+        return evaluate(deepest, a=98)
+
+    assert evaluated_below(150)
+    with pytest.raises(ConditionError, match=r"nests 101 levels deep .* at most 100 can be"):
+        check_condition(deepest + " || a == 99")
+    check_condition("a in [" + ",".join(str(i) for i in range(5000)) + "]")  # 3 levels
+    with pytest.raises(ConditionError, match="nested too deeply to be read"):
+        check_condition("(" * 150 + "1" + ")" * 150)
+    with pytest.raises(ConditionError, match="RecursionError"):  # as it was stored before
+        evaluate(" || ".join(f"a == {i}" for i in range(200)), a=199)
