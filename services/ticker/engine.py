@@ -258,7 +258,8 @@ class Ticker:
                 # Deciding runs between the claim and the mark, where the session is idle in
                 # its transaction: a part that takes a third of the lease (a condition takes
                 # pyjexl milliseconds to seconds to parse, once a process) is cut there, the
-                # claim kept alive, and the rest released next, at once.
+                # claim kept alive, and the rest released next (at once: the cut part took far
+                # longer than the release step).
                 until = time.monotonic() + self.lease.total_seconds() / 3
                 part, decided_to = self._decide(
                     rows[start:end], fire_at[start:end], now, claimed, until
@@ -268,7 +269,6 @@ class Ticker:
                     sends.append(asyncio.ensure_future(self.publish(part)))
                 if claimed.released < end:
                     await self._keep(claimed)
-                    self._released_at = 0.0  # the rest of the part: released at once
             claimed.all_released.set()
             released = self.clock.now()
             await self._publish_keeping(claimed, sends)
