@@ -31,6 +31,7 @@ bench: $(BIN)/chime
 	$(BIN)/python -m bench.broker_lateness
 	$(BIN)/python -m bench.broker_gaps
 	$(BIN)/python -m bench.steady_lateness
+	$(BIN)/python -m bench.condition_parse
 
 docs: $(BIN)/chime
 	$(BIN)/chime docs

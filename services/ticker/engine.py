@@ -257,7 +257,7 @@ class Ticker:
                 end = bisect.bisect_right(fire_at, now, lo=start)
                 # Deciding runs between the claim and the mark, where the session is idle in
                 # its transaction: a part that takes a third of the lease (a condition takes
-                # pyjexl milliseconds to seconds to parse, once a process) is cut there, the
+                # up to ~50 ms to read, once a process: thousands of them) is cut there, the
                 # claim kept alive, and the rest released next (at once: the cut part took far
                 # longer than the release step).
                 until = time.monotonic() + self.lease.total_seconds() / 3

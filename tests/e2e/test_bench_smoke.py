@@ -171,6 +171,19 @@ async def test_broker_lateness_smoke() -> None:
         assert "broker_cores_by_window" not in figures  # a broker elsewhere is not measured
 
 
+async def test_condition_parse_smoke() -> None:
+    lines = await run("condition_parse", "--longest", "500", "--repeat", "1")
+    shapes = [figures["shape"] for figures in lines]
+    assert shapes == ["seed_001", "realistic", "in_list_of_ids", "or_chain_98", "sum"]
+    assert lines[2]["characters"] <= 500 and lines[4]["characters"] <= 500  # filled to it
+    for figures in lines:
+        assert set(figures["us"]) == {"shared_jexl", "pyjexl"} and min(figures["us"].values()) > 0
+        refused = figures["refused_on_create"]
+        assert (figures["evaluate_us"] is None) == (refused is not None), figures
+    assert lines[-1]["refused_on_create"].startswith("nests")  # the sum: too deep to evaluate
+    assert lines[3]["refused_on_create"] is None  # the longest chain a create takes
+
+
 async def test_broker_gaps_smoke() -> None:
     args = ["--producers", "2", "--consumers", "1", "--seconds", "1", "--batch", "10"]
     (figures,) = await run("broker_gaps", *args)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared import conditions
+from shared import conditions, jexl
 from shared.conditions import ConditionError, check_condition, evaluate_condition
 
 DUE = "2026-12-07T08:00:00Z"
@@ -14,15 +14,15 @@ DUE = "2026-12-07T08:00:00Z"
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The expressions pyjexl parses, in order, from a cache emptied for the test."""
+    """The expressions parsed, in order, from a cache emptied for the test."""
     seen: list[str] = []
-    parse = conditions._JEXL.parse
+    parse = jexl.parse
 
-    def counted(expression: str) -> Any:
+    def counted(expression: str, config: Any) -> Any:
         seen.append(expression)
-        return parse(expression)
+        return parse(expression, config)
 
-    monkeypatch.setattr(conditions._JEXL, "parse", counted)
+    monkeypatch.setattr(jexl, "parse", counted)
     monkeypatch.setattr(conditions, "_TREES", conditions._Trees())
     return seen
 
