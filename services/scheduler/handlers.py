@@ -30,6 +30,7 @@ from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
 
 __all__ = [
+    "DEFINITION_LIMIT",
     "HANDLERS",
     "PAYLOAD_LIMIT",
     "RESULT_TYPES",
@@ -40,7 +41,13 @@ __all__ = [
 ]
 
 Q = load_queries()
-PAYLOAD_LIMIT = 256 * 1024
+PAYLOAD_LIMIT = 256 * 1024  # bytes of JSON: each payload an action.due carries
+# Bytes of JSON of a definition as stored (numbers written out in full, defaults filled in): the
+# result of the command that stores it carries it whole, with at most ~10 KB more, and must fit
+# a message of the broker's default 1 MB. A command of 1 MiB could make one of 3.7 MB (`1e15`
+# is stored as 1000000000000000.0): the broker refuses it, and the batch that answered it was
+# answered again, refused again, for ever.
+DEFINITION_LIMIT = 1_000_000
 RESULT_TYPES = {
     "schedule.create": "schedule.created",
     "schedule.replace": "schedule.replaced",
@@ -94,13 +101,18 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
             f"text {NUL_REFUSED}",
             prefix,
         )
-    size = len(orjson.dumps(spec.action.payload))
-    if size > PAYLOAD_LIMIT:
+    size = len(orjson.dumps(wire))
+    if size > PAYLOAD_LIMIT:  # else no payload in it can be
+        _check_payload(spec.action.payload, f"{prefix}.action.payload")
+        for i, action in enumerate(spec.actions):
+            _check_payload(action.payload, f"{prefix}.actions[{i}].payload")
+    if size > DEFINITION_LIMIT:
         raise CommandError.of(
             "PAYLOAD_TOO_LARGE",
-            f"action payload is {size} bytes; the limit is {PAYLOAD_LIMIT} (256 KiB): "
+            f"the definition is {size} bytes as stored (numbers written out in full, defaults "
+            f"filled in); the limit is {DEFINITION_LIMIT}, so that its result fits a message: "
             "store large data elsewhere and pass a reference",
-            f"{prefix}.action.payload",
+            prefix,
         )
     if spec.action.topic is not None and spec.action.topic not in ctx.action_topics:
         raise CommandError.of(
@@ -128,6 +140,17 @@ def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data
         )
     ack_ms = int(parse_duration(spec.policy.ack_timeout).total_seconds() * 1000)
     return Prepared(spec, series, cron_expression, ack_ms, wire, first)
+
+
+def _check_payload(payload: dict[str, Any] | None, field: str) -> None:
+    """PAYLOAD_TOO_LARGE unless `payload` is at most PAYLOAD_LIMIT bytes of JSON."""
+    if payload is not None and (size := len(orjson.dumps(payload))) > PAYLOAD_LIMIT:
+        raise CommandError.of(
+            "PAYLOAD_TOO_LARGE",
+            f"action payload is {size} bytes; the limit is {PAYLOAD_LIMIT} (256 KiB): "
+            "store large data elsewhere and pass a reference",
+            field,
+        )
 
 
 # --- occurrences -----------------------------------------------------------------------------
@@ -390,6 +413,7 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
 
 async def _trigger(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Context) -> View:
     data = parse(TriggerData, env.data)
+    _check_payload(data.payload, "data.payload")
     row = await _find(conn, env.meta.tenant, data)
     spec = ScheduleSpec.stored(row["spec"])
     action_id = new_id(now)

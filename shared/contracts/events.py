@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, field_validator
 
 from shared.contracts.common import (
@@ -293,6 +294,12 @@ class AckMeta(ContractModel):
     )
 
 
+# Bytes of JSON an ack's output may take as written again: the action events carry it, and a
+# 1 MiB ack could make a 4.5 MB one (`1e15` written 1000000000000000.0), which the broker
+# refuses: the acker's batch would be answered again, refused again, for ever.
+OUTPUT_LIMIT = 256 * 1024
+
+
 class ActionAckData(ContractModel):
     action_id: str = Field(
         min_length=1, max_length=200, description="From action.due.", examples=[_AID]
@@ -305,7 +312,10 @@ class ActionAckData(ContractModel):
         None, max_length=10_000, description="Free text.", examples=["42 invoices"]
     )
     output: JsonObject = Field(
-        default_factory=dict, description="Worker output.", examples=[{"invoices": 42}]
+        default_factory=dict,
+        description=f"Worker output, at most {OUTPUT_LIMIT} bytes (256 KiB) of JSON as Chime "
+        "writes it (numbers in full): the events about the ack carry it.",
+        examples=[{"invoices": 42}],
     )
 
     @field_validator("message", "output")
@@ -313,6 +323,16 @@ class ActionAckData(ContractModel):
     def _storable(cls, value: Any) -> Any:
         if value is not None and has_nul(value):
             raise ValueError(NUL_REFUSED)
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _carried(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value and (size := len(orjson.dumps(value))) > OUTPUT_LIMIT:
+            raise ValueError(
+                f"is {size} bytes as JSON written out (numbers in full); at most {OUTPUT_LIMIT} "
+                "(256 KiB): store large results elsewhere and pass a reference"
+            )
         return value
 
 

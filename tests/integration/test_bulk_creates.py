@@ -92,8 +92,19 @@ def _batch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             tenant="acct-2",
         ),
         command("schedule.create", schedule("b", trigger=DAILY)),  # same name, other tenant
+        command(  # an explicit action's payload past 256 KiB
+            "schedule.create",
+            schedule("k", trigger=DAILY, actions=[{**LATE, "payload": {"b": "x" * 262_144}}]),
+        ),
+        command(  # 1,000 payloads within it, a definition of 3.7 MB as stored
+            "schedule.create",
+            schedule("l", actions=[{**LATE, "payload": {"n": [1e15] * 190}}] * 1000),
+        ),
     ]
     return before, batch
+
+
+LATE = {"type": "STOP", "at": "2030-04-01T20:00:00Z"}
 
 
 def _normal(value: Any) -> Any:
@@ -156,6 +167,7 @@ async def test_bulk_and_one_by_one_agree(
     # The batch does exercise every path.
     assert kinds.count("schedule.created") == 10, kinds  # 2 of them replays
     assert {"VALIDATION", "CONFLICT", "FORBIDDEN"} <= set(codes), codes
+    assert codes[-2:] == ["PAYLOAD_TOO_LARGE"] * 2, codes  # a payload, a whole definition
     for i, (bulk, single) in enumerate(zip(bulk_results, single_results, strict=True)):
         assert _normal(bulk) == _normal(single), f"command {i}"
     assert _normal(bulk_rows["schedules"]) == _normal(single_rows["schedules"])

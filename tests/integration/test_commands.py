@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -178,6 +180,52 @@ async def test_payload_too_large(db: asyncpg.Connection) -> None:
     assert result["errors"][0]["code"] == "PAYLOAD_TOO_LARGE"
     assert result["errors"][0]["field"] == "data.action.payload"
     assert "262145 bytes" in result["errors"][0]["message"]
+
+
+async def test_every_payload_and_the_whole_definition_are_bounded(db: asyncpg.Connection) -> None:
+    """An explicit action's payload and a trigger's are held to 256 KiB as the series' is (each
+    is what an action.due carries), and the definition as stored to 1,000,000 bytes (its result
+    carries it): a 1 MiB command of `1e15`s is 3.7 MB once its numbers are written out."""
+    blob = "x" * (256 * 1024 - len('{"blob":""}'))  # {"blob": blob} is 256 KiB of JSON
+
+    def definition(name: str, payloads: int, **fields: Any) -> dict[str, Any]:
+        one = {"type": "y", "at": "2030-01-01T00:00:00Z", "payload": {"blob": blob}}
+        return schedule(name, action={"type": "x", "payload": {"blob": blob}}, **fields) | {
+            "actions": [one] * payloads
+        }
+
+    three = await run(db, command("schedule.create", definition("three", 2)), NOW)
+    assert three["type"] == "schedule.created"  # 786 KB
+    floats = {"type": "y", "at": "2030-01-01T00:00:00Z", "payload": {"n": [1e15] * 190}}
+    refused = [
+        definition("four", 3),
+        schedule("floats", actions=[floats] * 1000),
+        schedule(
+            "one-more", trigger=DAILY, actions=[floats, {**floats, "payload": {"blob": blob + "x"}}]
+        ),
+    ]
+    results = [await run(db, command("schedule.create", data), NOW) for data in refused]
+    assert [(r["errors"][0]["code"], r["errors"][0]["field"]) for r in results] == [
+        ("PAYLOAD_TOO_LARGE", "data"),
+        ("PAYLOAD_TOO_LARGE", "data"),
+        ("PAYLOAD_TOO_LARGE", "data.actions[1].payload"),
+    ]
+    assert re.match(
+        r"the definition is 369\d{4} bytes as stored \(numbers written out in full, defaults "
+        r"filled in\); the limit is 1000000, so that its result fits a message",
+        results[1]["errors"][0]["message"],
+    )
+    assert "262145 bytes" in results[2]["errors"][0]["message"]
+    created = (await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW))["data"]
+    big = {"id": created["id"], "payload": {"blob": blob + "x"}}
+    triggered = await run(db, command("schedule.trigger", big), NOW)
+    assert (triggered["errors"][0]["code"], triggered["errors"][0]["field"]) == (
+        "PAYLOAD_TOO_LARGE",
+        "data.payload",
+    )
+    assert "262145 bytes" in triggered["errors"][0]["message"]
+    assert await db.fetchval("SELECT count(*) FROM schedules") == 2  # three, and created
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE origin = 'MANUAL'") == 0
 
 
 async def test_migrate_is_idempotent(database_url: str) -> None:

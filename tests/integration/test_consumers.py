@@ -266,6 +266,36 @@ async def test_a_whole_number_past_64_bits_is_refused_not_stored_rounded(
     )
 
 
+async def test_what_chime_would_publish_of_a_command_or_an_ack_fits_a_message(
+    database_url: str,
+) -> None:
+    """A record within the 1 MiB Chime reads can say `1e15` over and over: stored and written
+    again it is `1000000000000000.0`, 4.5 times longer, and the result or event that carries it
+    past the broker's 1 MB (it refuses the batch, which is answered again, refused again, for
+    ever). The create is refused naming the definition's size, the ack dead-lettered naming its
+    output's."""
+    many = b"[" + b",".join([b"1e15"] * 40_000) + b"]"  # 200 KB read, 760 KB written
+    create = create_with_payload("long-numbers", b'{"n":' + many + b"}")
+    assert len(create) < 1024 * 1024
+    _, results, dead, stored = await through_both(
+        database_url,
+        [create],
+        ack_with_output(b'{"n":' + many + b"}"),
+        "SELECT count(*) FROM schedules",
+    )
+    [result] = results
+    assert (result["errors"][0]["code"], result["errors"][0]["field"]) == (
+        "PAYLOAD_TOO_LARGE",
+        "data.action.payload",
+    )
+    assert stored == 0
+    [dlq] = dead
+    assert dict(dlq.headers)["chime-reason"] == (
+        "not an action.ack: data.output: output is 760007 bytes as JSON written out (numbers in "
+        "full); at most 262144 (256 KiB): store large results elsewhere and pass a reference"
+    )
+
+
 async def test_a_record_nested_past_pythons_recursion_is_answered(database_url: str) -> None:
     """orjson reads a record 1,000 levels deep; the looks for a NUL or a number read rounded
     went down it recursively past Python's limit: RecursionError out of the batch, delivered
