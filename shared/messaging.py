@@ -86,8 +86,17 @@ def too_large(record: ConsumerRecord, limit: int, dlq_topic: str) -> Outgoing | 
     )
 
 
+# The most of a record's bytes a dead letter carries. A broker at Kafka's default takes a batch
+# of 1,048,588 bytes: a record that came in just under it, dead-lettered whole with its headers,
+# was refused on the way out (for good: the batch was answered again, refused again, for ever).
+DEAD_LETTER_VALUE_LIMIT = 1_000_000
+REASON_LIMIT = 1000  # bytes of `chime-reason`, as written (non-ASCII escaped)
+
+
 def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing:
-    """The original bytes, untouched, with why and where they came from in headers."""
+    """The original bytes, untouched, with why and where they came from in headers; past
+    DEAD_LETTER_VALUE_LIMIT, their first part (`chime-truncated-from`: the size they had; the
+    whole stays on the source topic at the offset named)."""
     log.warning(
         "dead-lettered a record: %s",
         reason[:200],
@@ -96,17 +105,19 @@ def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing
             "reason": reason[:200],
         },
     )
-    return Outgoing(
-        dlq_topic,
-        record.value or b"",
-        record.key,
-        {
-            "chime-reason": reason[:1000].encode("ascii", "backslashreplace").decode(),
-            "chime-source-topic": record.topic,
-            "chime-source-partition": str(record.partition),
-            "chime-source-offset": str(record.offset),
-        },
-    )
+    value = record.value or b""
+    headers = {
+        "chime-reason": reason[:REASON_LIMIT]
+        .encode("ascii", "backslashreplace")
+        .decode()[:REASON_LIMIT],
+        "chime-source-topic": record.topic,
+        "chime-source-partition": str(record.partition),
+        "chime-source-offset": str(record.offset),
+    }
+    if len(value) > DEAD_LETTER_VALUE_LIMIT:
+        headers["chime-truncated-from"] = str(len(value))
+        value = value[:DEAD_LETTER_VALUE_LIMIT]
+    return Outgoing(dlq_topic, value, record.key, headers)
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
-from shared.messaging import Stopping, is_transient, retry_forever, too_large
+from shared.messaging import Stopping, dead_letter, is_transient, retry_forever, too_large
 from shared.runtime import collector_paused, runs_by_size
 
 
@@ -176,6 +176,21 @@ async def test_a_retry_frees_what_the_failed_attempt_left_in_cycles_while_paused
 
 def _record(value: bytes | None) -> ConsumerRecord:
     return ConsumerRecord("chime.commands", 2, 41, 0, 0, b"k", value, None, 1, 0, [])
+
+
+def test_a_dead_letter_fits_a_message_of_the_brokers_default() -> None:
+    """A record that came in just under Kafka's default batch of 1,048,588 bytes, dead-lettered
+    whole with Chime's headers, would be refused on the way out: past 1,000,000 bytes a dead
+    letter carries the first part and says how long the record was (it stays on its topic at
+    the offset named); its reason at most 1,000 bytes however it is escaped."""
+    whole = b"{" + b"x" * 1_048_000
+    letter = dead_letter(_record(whole), "\U0001f600" * 5000, "chime.dlq")
+    assert letter.value == whole[:1_000_000]
+    assert letter.headers["chime-truncated-from"] == "1048001"
+    assert letter.headers["chime-reason"] == ("\\U0001f600" * 100)[:1000]
+    assert len(letter.headers["chime-reason"].encode()) == 1000
+    at_limit = dead_letter(_record(whole[:1_000_000]), "not JSON", "chime.dlq")
+    assert at_limit.value == whole[:1_000_000] and "chime-truncated-from" not in at_limit.headers
 
 
 def test_a_record_over_the_limit_is_dead_lettered_as_it_came() -> None:
