@@ -42,6 +42,7 @@ __all__ = [
     "kafka_security",
     "murmur2",
     "publish_all",
+    "publishing_may_heal",
     "retry_forever",
     "too_large",
 ]
@@ -349,8 +350,10 @@ async def retry_forever(
     first_delay: float = 0.1,
     max_delay: float = 5.0,
     stop: asyncio.Event | None = None,
+    may_heal: Callable[[BaseException], bool] = lambda exc: is_transient(exc),
 ) -> T:
     """Run `action` until it succeeds, backing off; log once when failing, once when healed.
+    An error `may_heal` does not take (by default: one that is not an outage) is raised.
 
     A consumer calls this around a batch so that an unreachable database delays the batch
     instead of skipping it: the offset is committed only after it succeeds. With `stop`, a
@@ -363,7 +366,7 @@ async def retry_forever(
         try:
             result = await action()
         except Exception as exc:
-            if not is_transient(exc):
+            if not may_heal(exc):
                 if failing and on_state:
                     on_state(True)  # it answered: reachable again, whatever went wrong
                 raise
@@ -398,6 +401,15 @@ def is_fault(exc: BaseException) -> bool:
     """Neither a dependency out of reach for now nor a service stopping: a fault met on this
     input, to answer (or dead-letter) rather than retry for ever."""
     return not (is_transient(exc) or isinstance(exc, Stopping))
+
+
+def publishing_may_heal(exc: BaseException) -> bool:
+    """Worth publishing again later: an outage, and any error of the broker's. One it refuses
+    a message with (larger than its limit, a topic the service may not write to) is for an
+    operator to mend; meanwhile the batch waits, the service not ready. Raised, the batch
+    would be rewound, read again at once and applied again (as replays) in a loop as fast as
+    the database answers, a traceback each time."""
+    return isinstance(exc, KafkaError) or is_transient(exc)
 
 
 def is_transient(exc: BaseException) -> bool:

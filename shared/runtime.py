@@ -29,6 +29,7 @@ from shared.messaging import (
     build_broker,
     ensure_topics,
     kafka_client_options,
+    publishing_may_heal,
     retry_forever,
 )
 from shared.metrics import Metrics
@@ -320,6 +321,7 @@ def consumer_app(
                         lambda out=out: publisher.send(out),
                         runtime.set_dependencies_ok,
                         stop=runtime.stopping,
+                        may_heal=publishing_may_heal,
                     )
         except BaseException:
             gaps.rewound(jumps)  # the batch is delivered again (NACK_ON_ERROR)

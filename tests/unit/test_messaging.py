@@ -7,13 +7,26 @@ import asyncio
 import gc
 import logging
 import weakref
+from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.structs import ConsumerRecord
 
-from shared.messaging import Stopping, dead_letter, is_transient, retry_forever, too_large
+from shared.messaging import (
+    Stopping,
+    dead_letter,
+    is_transient,
+    publishing_may_heal,
+    retry_forever,
+    too_large,
+)
 from shared.runtime import collector_paused, runs_by_size
 
 
@@ -172,6 +185,37 @@ async def test_a_retry_frees_what_the_failed_attempt_left_in_cycles_while_paused
         assert await retry_forever("applying", down_once, first_delay=0.001) == "done"
         assert left[0]() is None  # freed before the retry, with the collector still paused
         assert not gc.isenabled()
+
+
+async def test_publishing_waits_for_the_broker_to_take_what_it_refused() -> None:
+    """A broker refusing a message (larger than its limit) does not heal by itself, but raised,
+    the consumer's batch would be rewound and applied again in a hot loop: publishing waits,
+    backing off, the service not ready, until an operator mends it; a fault of Chime's is still
+    raised at once."""
+    refusals, states = [MessageSizeTooLargeError(), TopicAuthorizationFailedError()], []
+
+    async def send() -> str:
+        if refusals:
+            raise refusals.pop(0)
+        return "sent"
+
+    sent = await retry_forever(
+        "publishing", send, states.append, first_delay=0.001, may_heal=publishing_may_heal
+    )
+    assert (sent, states) == ("sent", [False, True])
+    with pytest.raises(MessageSizeTooLargeError):  # elsewhere, not an outage: raised
+        await retry_forever("applying", _raising(MessageSizeTooLargeError()), first_delay=0.001)
+    with pytest.raises(ValueError, match="a fault"):
+        await retry_forever(
+            "publishing", _raising(ValueError("a fault")), may_heal=publishing_may_heal
+        )
+
+
+def _raising(error: Exception) -> Any:
+    async def action() -> None:
+        raise error
+
+    return action
 
 
 def _record(value: bytes | None) -> ConsumerRecord:
