@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.tracing import tracing_middlewares
 
 __all__ = [
+    "LARGEST_MESSAGE",
     "BatchSender",
     "Outgoing",
     "Publisher",
@@ -87,16 +88,18 @@ def too_large(record: ConsumerRecord, limit: int, dlq_topic: str) -> Outgoing | 
     )
 
 
-# The most of a record's bytes a dead letter carries. A broker at Kafka's default takes a batch
-# of 1,048,588 bytes: a record that came in just under it, dead-lettered whole with its headers,
-# was refused on the way out (for good: the batch was answered again, refused again, for ever).
-DEAD_LETTER_VALUE_LIMIT = 1_000_000
+# The most bytes of a value Chime publishes. A broker at Kafka's default takes a record batch of
+# 1,048,588 bytes, headers and all, and refuses a larger one for good: a dead letter carries at
+# most this much of its record (one that came in just under the broker's limit, dead-lettered
+# whole with Chime's headers, was refused on the way out), and the ticker does not send an
+# action.due past it (payloads stored before they were held to 256 KiB).
+LARGEST_MESSAGE = 1_000_000
 REASON_LIMIT = 1000  # bytes of `chime-reason`, as written (non-ASCII escaped)
 
 
 def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing:
     """The original bytes, untouched, with why and where they came from in headers; past
-    DEAD_LETTER_VALUE_LIMIT, their first part (`chime-truncated-from`: the size they had; the
+    LARGEST_MESSAGE, their first part (`chime-truncated-from`: the size they had; the
     whole stays on the source topic at the offset named)."""
     log.warning(
         "dead-lettered a record: %s",
@@ -115,9 +118,9 @@ def dead_letter(record: ConsumerRecord, reason: str, dlq_topic: str) -> Outgoing
         "chime-source-partition": str(record.partition),
         "chime-source-offset": str(record.offset),
     }
-    if len(value) > DEAD_LETTER_VALUE_LIMIT:
+    if len(value) > LARGEST_MESSAGE:
         headers["chime-truncated-from"] = str(len(value))
-        value = value[:DEAD_LETTER_VALUE_LIMIT]
+        value = value[:LARGEST_MESSAGE]
     return Outgoing(dlq_topic, value, record.key, headers)
 
 

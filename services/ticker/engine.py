@@ -45,7 +45,7 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.messaging import Outgoing, Stopping, is_fault, retry_forever
+from shared.messaging import LARGEST_MESSAGE, Outgoing, Stopping, is_fault, retry_forever
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
@@ -404,6 +404,8 @@ class Ticker:
             return self._skipped(out, row, reason, now)
         misfired = misfire is not None and misfire.misfired
         message = self._due_event(row, spec, instants, misfired)
+        if len(message.value) > LARGEST_MESSAGE:  # a broker at its default would refuse it
+            return self._skipped(out, row, _too_large(len(message.value)), now)
         out.fired.append(row["id"])
         out.part.append(part)
         out.ack_timeouts.append(row["ack_timeout_ms"])
@@ -692,6 +694,14 @@ async def _end(
             await transaction.rollback()
     finally:
         await pool.release(conn)
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"its action.due would be {size} bytes, more than the {LARGEST_MESSAGE} a message may "
+        "carry (a payload stored before payloads were held to 256 KiB): replace the schedule "
+        "with a smaller payload"
+    )
 
 
 def _failed_on(action_id: uuid.UUID, exc: Exception, then: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -423,6 +424,34 @@ async def test_a_definition_that_cannot_be_read_skips_its_occurrence_and_not_the
         ("broken", "SKIPPED"),
         ("sound", "DISPATCHED"),
     ]
+
+
+async def test_an_action_due_larger_than_a_message_skips_its_occurrence(db, pool) -> None:
+    """A payload stored before payloads were held to 256 KiB (explicit actions' were not) made
+    an action.due a broker at Kafka's default refuses: the round failed, was claimed again and
+    failed again, nothing in it fired. That occurrence is SKIPPED, saying why; the others fire."""
+    clock = SettableClock(START)
+    at = {"kind": "once", "at": "2026-10-24T12:00:01Z"}
+    for name in ("large", "sound"):
+        await run(db, command("schedule.create", schedule(name, trigger=at)), START)
+    await db.execute(
+        "UPDATE actions SET payload = $1 FROM schedules s"
+        " WHERE s.id = actions.schedule_id AND s.name = 'large'",
+        {"blob": "x" * 1_000_000},
+    )
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=1))
+    assert [e["data"]["name"] for e in sink.fired] == ["sound"]
+    (large, state, reason), sound = await occurrences_of(db)
+    assert (large, state, sound) == ("large", "SKIPPED", ("sound", "DISPATCHED", None))
+    assert re.fullmatch(
+        r"its action.due would be 1000\d{3} bytes, more than the 1000000 a message may carry "
+        r"\(a payload stored before payloads were held to 256 KiB\): replace the schedule "
+        r"with a smaller payload",
+        reason,
+    )
+    [skipped] = [e for e in sink.events if e["data"].get("state") == "SKIPPED"]
+    assert skipped["data"]["reason"] == reason
 
 
 async def occurrences_of(db: asyncpg.Connection) -> list[tuple[str, str, str | None]]:
