@@ -57,8 +57,8 @@ class ConditionError(ValueError):
 
 # Parsed conditions kept for their next evaluation, the least recently used dropped first, up
 # to this many characters of expressions in all. pyjexl's `evaluate` parses its expression
-# every time (with its own grammar, 2-12 us a character); `shared.jexl` reads one in 0.3-0.7
-# us a character (11 us for seed 001's, 27-48 ms for 65,535 characters), still more than
+# every time (with its own grammar, 2-15 us a character); `shared.jexl` reads one in 0.2-0.7
+# us a character (10 us for seed 001's, 30-49 ms for 65,535 characters), still more than
 # evaluating it (~5 us), in the ticker's event loop at every fire. A tree takes ~10-45 bytes a
 # character, so the cache holds ~45 MB at most.
 CACHED_CHARACTERS = 1_000_000
