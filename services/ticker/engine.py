@@ -45,7 +45,14 @@ from shared.clock import Clock
 from shared.conditions import ConditionError, evaluate_condition
 from shared.contracts import ScheduleSpec, format_instant
 from shared.contracts.events import action_event_body, event_meta
-from shared.messaging import LARGEST_MESSAGE, Outgoing, Stopping, is_fault, retry_forever
+from shared.messaging import (
+    LARGEST_MESSAGE,
+    Outgoing,
+    Stopping,
+    is_fault,
+    publishing_may_heal,
+    retry_forever,
+)
 from shared.metrics import Metrics
 from shared.persistence.attempts import end_attempt, occurrence_fields
 from shared.persistence.queries import load_queries
@@ -656,11 +663,19 @@ class Ticker:
         stop: asyncio.Event | None = None,
     ) -> None:
         """Dispatch a round until it succeeds (a republished event keeps its eventId), or until
-        it is given up: its transaction failed, an error that is not an outage, or a failing
+        it is given up: its transaction failed, an error that is neither an outage nor the
+        broker's (a broker refusing a message waits for an operator, as an outage does, rather
+        than the round being rolled back, claimed and refused again in a loop), or a failing
         round when stopping. A round given up is rolled back; its rows are claimed again."""
         dispatch = functools.partial(self._dispatch, claimed)
         try:
-            await retry_forever("dispatching a round", dispatch, on_health, stop=stop)
+            await retry_forever(
+                "dispatching a round",
+                dispatch,
+                on_health,
+                stop=stop,
+                may_heal=publishing_may_heal,
+            )
         finally:
             await self._give_up(claimed)  # stopping, or an error not retried: rolled back
 

@@ -998,6 +998,46 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
     assert health[-1] is True
 
 
+async def test_a_round_the_broker_refuses_waits_in_its_transaction(db, pool) -> None:
+    """A broker refusing a round (a message over its limit, a topic the ticker may not write to)
+    gave the round up: rolled back, claimed again a moment later, decided again and refused
+    again, in a loop. It now waits for an operator as it waits out an outage: published again as
+    it was decided (the same bodies, `firedAt` too), not ready meanwhile, ready once it goes."""
+    from aiokafka.errors import MessageSizeTooLargeError, TopicAuthorizationFailedError
+
+    clock = SettableClock(START)
+    at = {"kind": "once", "at": "2026-10-24T12:00:00Z"}
+    await run(db, command("schedule.create", schedule(trigger=at)), clock.now())
+    sink = Collector()
+    refusals = [MessageSizeTooLargeError(), TopicAuthorizationFailedError()]
+    tried: list[list[bytes]] = []
+    health: list[bool] = []
+
+    async def refusing(messages: Sequence[Outgoing]) -> None:
+        tried.append([m.value for m in messages])
+        if refusals:
+            raise refusals.pop(0)
+        await sink(messages)
+
+    ticker = make_ticker(pool, clock, sink)
+    ticker.publish = refusing
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(ticker.run(stop, wake, health.append))
+    try:
+        for _ in range(200):  # bounded: the round backs off 0.1 s, then 0.2 s
+            if sink.fired:
+                break
+            clock.advance(timedelta(seconds=1))
+            wake.set()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+    assert len(tried) == 3 and tried[0] == tried[1] == tried[2]  # decided once
+    assert len(sink.fired) == 1
+    assert (health[0], health[-1]) == (False, True)
+
+
 async def test_rounds_waiting_for_the_broker_hold_back_the_next_claims(db, database_url) -> None:
     """At most ROUNDS_IN_FLIGHT rounds wait for the broker's acknowledgement; the next round is
     claimed and waits for the oldest, and what falls due after it is not claimed at all:
