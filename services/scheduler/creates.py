@@ -113,20 +113,25 @@ async def apply_creates(
                 spec = parse(ScheduleSpec, env.data)
                 item.prepared = prepare(spec, now, ctx)
                 marks.append(f"name:{spec.namespace}/{spec.name}")
+                alone = False
             except CommandError as err:
                 item.errors = err.items
+                alone = False
             except Exception:  # a fault in Chime: apply_command answers it, alone
-                one_by_one.append(index)
-                continue
-            if (
-                env.type != "schedule.create"
+                alone = True
+            alone = (
+                alone
+                or env.type != "schedule.create"
                 or meta.tenant != tenant
-                or any(m in seen for m in marks)
-            ):
-                one_by_one.append(index)  # repeated in this run: after it, it sees the first
-                continue
+                or any(m in seen for m in marks)  # repeated in this run: after it, it sees it
+            )
+            # Its marks are seen even when it goes one by one (after the run): a later command
+            # sharing one with it goes after it too, not before it in the run.
             seen.update(marks)
-            items.append(item)
+            if alone:
+                one_by_one.append(index)
+            else:
+                items.append(item)
         return items
 
     async def tenant_run(tenant: str, indexes: list[int], own: asyncpg.Connection) -> None:
