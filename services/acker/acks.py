@@ -276,6 +276,12 @@ async def apply_acks(
     occurrences, and their changes written with one UPDATE and one history INSERT. FAILED
     acks (they retry, fail for good, or repeat what a copy applied before caused), and any
     later ack of an occurrence named before in this batch, go through `apply_ack` after that.
+
+    One difference is known (found by comparing the two on generated batches): an ack naming an
+    occurrence held behind another of its schedule (BUFFER_ONE), in the batch whose ack releases
+    it. One by one, it is NOT_DISPATCHED before the release and records the fire after it; here
+    it may be decided on either side of the release, whatever its place. Only a round rolled
+    back after publishing an occurrence that a later round held makes such an ack.
     """
     events: dict[int, list[Outgoing]] = {}
     one_by_one: list[int] = []
