@@ -281,7 +281,8 @@ async def apply_acks(
     occurrence held behind another of its schedule (BUFFER_ONE), in the batch whose ack releases
     it. One by one, it is NOT_DISPATCHED before the release and records the fire after it; here
     it may be decided on either side of the release, whatever its place. Only a round rolled
-    back after publishing an occurrence that a later round held makes such an ack.
+    back after publishing an occurrence that a later round held makes such an ack (or a worker
+    naming an occurrence it was never sent).
     """
     events: dict[int, list[Outgoing]] = {}
     one_by_one: list[int] = []
