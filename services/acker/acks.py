@@ -31,6 +31,7 @@ from shared.ids import parse_id
 from shared.messaging import Outgoing
 from shared.metrics import Metrics
 from shared.persistence.attempts import dead_letter_event, end_attempt
+from shared.persistence.database import ALL_TENANTS
 from shared.persistence.queries import load_queries
 from shared.persistence.successors import store_successors
 from shared.runtime import together
@@ -277,12 +278,12 @@ async def apply_acks(
     acks (they retry, fail for good, or repeat what a copy applied before caused), and any
     later ack of an occurrence named before in this batch, go through `apply_ack` after that.
 
-    One difference is known (found by comparing the two on generated batches): an ack naming an
-    occurrence held behind another of its schedule (BUFFER_ONE), in the batch whose ack releases
-    it. One by one, it is NOT_DISPATCHED before the release and records the fire after it; here
-    it may be decided on either side of the release, whatever its place. Only a round rolled
-    back after publishing an occurrence that a later round held makes such an ack (or a worker
-    naming an occurrence it was never sent).
+    A tenant one of whose acks names an occurrence held behind another of its schedule
+    (BUFFER_ONE) has all its acks applied one by one, in order: one by one, such an ack is
+    NOT_DISPATCHED before the ack that releases its occurrence and records the fire after it,
+    so its place decides it (found by comparing the two on generated batches). Only a round
+    rolled back after publishing an occurrence that a later round held makes such an ack (or
+    a worker naming an occurrence it was never sent).
     """
     events: dict[int, list[Outgoing]] = {}
     one_by_one: list[int] = []
@@ -303,7 +304,13 @@ async def apply_acks(
             else:
                 first.append(index)
             named.add(action_id)
-        rest = await _apply_in_flight(conn, tenant, acks, action_ids, first, now, topics, events)
+        named_ids = [i for i in named if i is not None]
+        rest = await _apply_in_flight(
+            conn, tenant, acks, action_ids, first, named_ids, now, topics, events
+        )
+        if rest is None:  # an ack names a held occurrence: nothing was applied
+            one_by_one += first
+            continue
         if rest:
             ids = [action_ids[i] for i in rest if action_ids[i] is not None]
             rows = {r["id"]: r for r in await conn.fetch(Q.lock_actions, ids, tenant)}
@@ -334,12 +341,14 @@ async def _apply_in_flight(
     acks: list[ActionAck],
     action_ids: list[uuid.UUID | None],
     indexes: list[int],
+    named: list[uuid.UUID],
     now: datetime,
     topics: Topics,
     events: dict[int, list[Outgoing]],
-) -> list[int]:
+) -> list[int] | None:
     """Apply the acks at `indexes` (one per occurrence, none FAILED) whose attempt is in flight,
-    putting their events in `events`; returns the indexes of the others, in order."""
+    putting their events in `events`; returns the indexes of the others, in order. None, and
+    nothing applied, when an occurrence `named` by the tenant's acks in the batch is held."""
     # in the order of their ids, as lock_actions locks: two ackers given acks of the same
     # occurrences (sent on different partitions) lock them in one order, without a deadlock
     direct = sorted(
@@ -357,7 +366,10 @@ async def _apply_in_flight(
         [acks[i].data.output for i in direct],
         now,
         tenant,
+        named,
     )
+    if rows and rows[0]["held"]:  # then nothing changed: every row is a held one
+        return None
     changed = {r["id"]: r for r in rows}
     rest: list[int] = []
     succeeded: set[uuid.UUID] = set()
@@ -413,12 +425,26 @@ async def apply_acks_in_parts(
             part = [acks[i] for i in indexes]
             return await apply_acks(conn, part, now, topics, rand, metrics)
 
+    if len(parts) > 1 and await _names_held(pool, acks):
+        # parts split by occurrence, not by schedule: the ack releasing a held occurrence and
+        # one naming it could be applied at once, in either order; in one part, they are not
+        parts = [list(range(len(acks)))]
     applied = await together([apply_part(part) for part in parts])
     events: list[list[Outgoing]] = [[] for _ in acks]
     for part, found_in_part in zip(parts, applied, strict=True):
         for index, found in zip(part, found_in_part, strict=True):
             events[index] = found
     return events
+
+
+async def _names_held(pool: asyncpg.Pool, acks: list[ActionAck]) -> bool:
+    """Whether an ack names an occurrence of its tenant held behind another (BUFFER_ONE)."""
+    named = {(_action_id(ack), ack.meta.tenant) for ack in acks}
+    ids = list({action_id for action_id, _ in named if action_id is not None})
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(Q.set_tenant, ALL_TENANTS)
+        held = await conn.fetch(Q.held_among, ids)
+    return any((r["id"], r["tenant"]) in named for r in held)
 
 
 async def _write(

@@ -328,6 +328,11 @@ WITH u AS (
 )
 SELECT * FROM fired;
 
+-- name: held_among
+-- Which of these occurrences are held behind another of their schedule (BUFFER_ONE), with their
+-- tenants (actions_held: the held rows only; every tenant's, in a transaction set to '*').
+SELECT id, tenant FROM actions WHERE held AND id = ANY($1::uuid[]);
+
 -- name: apply_in_flight_acks
 -- RUNNING and SUCCEEDED acks of the attempt in flight (DISPATCHED or RUNNING), one per
 -- occurrence, applied in one statement with their history rows: what `decide_ack` does with
@@ -336,10 +341,16 @@ SELECT * FROM fired;
 -- them (lock_actions). A row changed by another transaction while this one waited for it is
 -- checked again as changed (EvalPlanQual), but `was` keeps the version read before: the
 -- states then differ and the row is left to the other path, which reads it as it is now.
--- Rows are locked in the order of $1 (the acker sorts it by id).
+-- Rows are locked in the order of $1 (the acker sorts it by id). Unless one of the tenant's
+-- acks in the batch ($8) names an occurrence held behind another (BUFFER_ONE, actions_held):
+-- then nothing is changed, and those held are returned (`held`), for the acker to apply the
+-- tenant's acks one by one, in order (where such an ack comes against the one releasing its
+-- occurrence decides it).
 WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
         WITH ORDINALITY AS u(id, attempt, state, message, output, n)
+), held AS (
+    SELECT id FROM actions WHERE held AND id = ANY($8::uuid[])
 ), changed AS (
     UPDATE actions a
     SET state = u.state,
@@ -352,14 +363,16 @@ WITH u AS (
     FROM u JOIN actions was ON was.id = u.id
     WHERE a.id = u.id AND a.tenant = $7 AND a.attempt = u.attempt
       AND a.state IN ('DISPATCHED', 'RUNNING') AND a.state = was.state
-      AND u.state IN ('RUNNING', 'SUCCEEDED')
+      AND u.state IN ('RUNNING', 'SUCCEEDED') AND NOT EXISTS (SELECT FROM held)
     RETURNING a.id, a.schedule_id, was.state AS previous_state, u.attempt, u.state, u.message,
               u.output, u.n
 ), history AS (
     INSERT INTO action_history (action_id, attempt, state, at, message, output)
     SELECT id, attempt, state, $6, message, output FROM changed ORDER BY n
 )
-SELECT id, schedule_id, previous_state FROM changed;
+SELECT id, schedule_id, previous_state, false AS held FROM changed
+UNION ALL
+SELECT id, NULL, NULL, true FROM held;
 
 -- name: update_action_states
 -- Ack changes, one per occurrence (each locked, at the version it was read).
