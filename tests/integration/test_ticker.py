@@ -954,6 +954,38 @@ async def test_ack_flow_updates_state_and_history(db, pool) -> None:
     assert history == ["DISPATCHED", "RUNNING", "SUCCEEDED"]
 
 
+async def fired_through(
+    pool: asyncpg.Pool, clock: SettableClock, failures: list[Exception]
+) -> tuple[Collector, list[bool], list[list[bytes]]]:
+    """A ticker whose publishing raises `failures` first, one a try, run with its clock a
+    second further each step until something fired (at most 200 steps: a failing round backs
+    off, then is published again): what it fired, the readiness it reported, and what each try
+    published."""
+    sink, health, tried = Collector(), [], []
+
+    async def failing(messages: Sequence[Outgoing]) -> None:
+        tried.append([m.value for m in messages])
+        if failures:
+            raise failures.pop(0)
+        await sink(messages)
+
+    ticker = make_ticker(pool, clock, sink)
+    ticker.publish = failing
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(ticker.run(stop, wake, health.append))
+    try:
+        for _ in range(200):
+            if sink.fired:
+                break
+            clock.advance(timedelta(seconds=1))
+            wake.set()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+    return sink, health, tried
+
+
 async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> None:
     from aiokafka.errors import KafkaConnectionError
 
@@ -965,29 +997,8 @@ async def test_run_loop_survives_broker_outage_and_a_failing_round(db, pool) -> 
         ),
         clock.now(),
     )
-    sink = Collector()
     failures = [KafkaConnectionError(), KafkaConnectionError(), RuntimeError("a bug in one round")]
-    health: list[bool] = []
-
-    async def flaky(messages: Sequence[Outgoing]) -> None:
-        if failures:
-            raise failures.pop(0)
-        await sink(messages)
-
-    ticker = make_ticker(pool, clock, sink)
-    ticker.publish = flaky
-    stop, wake = asyncio.Event(), asyncio.Event()
-    loop = asyncio.create_task(ticker.run(stop, wake, health.append))
-    try:
-        for _ in range(200):  # bounded: the loop backs off, then a later round republishes
-            if sink.fired:
-                break
-            clock.advance(timedelta(seconds=1))
-            wake.set()
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(loop, 10)
+    sink, health, _ = await fired_through(pool, clock, failures)
     # Retried in its transaction while the broker fails, given up (rolled back) on the bug and
     # claimed again: published at least once, and then under the same action id.
     assert {e["data"]["dueAt"] for e in sink.fired} == {"2026-10-24T12:00:00Z"}
@@ -1008,31 +1019,8 @@ async def test_a_round_the_broker_refuses_waits_in_its_transaction(db, pool) -> 
     clock = SettableClock(START)
     at = {"kind": "once", "at": "2026-10-24T12:00:00Z"}
     await run(db, command("schedule.create", schedule(trigger=at)), clock.now())
-    sink = Collector()
-    refusals = [MessageSizeTooLargeError(), TopicAuthorizationFailedError()]
-    tried: list[list[bytes]] = []
-    health: list[bool] = []
-
-    async def refusing(messages: Sequence[Outgoing]) -> None:
-        tried.append([m.value for m in messages])
-        if refusals:
-            raise refusals.pop(0)
-        await sink(messages)
-
-    ticker = make_ticker(pool, clock, sink)
-    ticker.publish = refusing
-    stop, wake = asyncio.Event(), asyncio.Event()
-    loop = asyncio.create_task(ticker.run(stop, wake, health.append))
-    try:
-        for _ in range(200):  # bounded: the round backs off 0.1 s, then 0.2 s
-            if sink.fired:
-                break
-            clock.advance(timedelta(seconds=1))
-            wake.set()
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(loop, 10)
+    refusals: list[Exception] = [MessageSizeTooLargeError(), TopicAuthorizationFailedError()]
+    sink, health, tried = await fired_through(pool, clock, refusals)
     assert len(tried) == 3 and tried[0] == tried[1] == tried[2]  # decided once
     assert len(sink.fired) == 1
     assert (health[0], health[-1]) == (False, True)
