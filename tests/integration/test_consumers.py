@@ -60,6 +60,37 @@ async def test_the_scheduler_dead_letters_what_is_no_command_and_counts_each_onc
     assert counted(runtime, "chime_commands_total", **created) == 1
 
 
+async def test_a_command_type_no_one_knows_is_counted_as_other(database_url: str) -> None:
+    """`chime_commands_total` took its `type` label as sent: each distinct text a series kept
+    for good, so a sender of random types grew the scheduler's memory and every scrape without
+    bound. Types it does not know are counted as `other`."""
+    settings = Settings(database_url=database_url, database_pool_size=3)
+    runtime = ServiceRuntime("scheduler", settings)
+    pool = await create_pool(database_url, 3)
+    consumer = CommandConsumer(pool, settings, SystemClock(), runtime)
+    kinds: list[Any] = [f"schedule.random-{i}" for i in range(50)] + [5, None, ["x"], {"a": 1}]
+    unknown = [command("schedule.get", {"name": "x"}) | {"type": kind} for kind in kinds]
+    known = command("schedule.get", {"name": "nothing-here"})
+    try:
+        out = await consumer.handle(
+            [record(settings.topics.commands, orjson.dumps(c)) for c in [*unknown, known]]
+        )
+    finally:
+        await pool.close()
+    assert len(out) == len(kinds) + 1
+    counts = {
+        (s.labels["type"], s.labels["outcome"]): s.value
+        for metric in runtime.metrics.registry.collect()
+        if metric.name == "chime_commands"
+        for s in metric.samples
+        if s.name == "chime_commands_total"
+    }
+    assert counts == {
+        ("other", "command.rejected"): len(kinds),
+        ("schedule.get", "command.rejected"): 1,  # NOT_FOUND
+    }
+
+
 async def test_a_command_the_scheduler_fails_on_is_answered_and_the_batch_goes_on(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
