@@ -567,10 +567,42 @@ class Ticker:
                 except Exception as exc:
                     if not is_fault(exc):
                         raise
-                    messages += await end(fault=_failed_on(row["id"], exc))
+                    messages += await self._end_faulty(conn, row, now, end, exc)
             await self.publish(messages)
         self.metrics.retries.labels("TIMED_OUT").inc(len(rows))
         return len(rows)
+
+    async def _end_faulty(
+        self,
+        conn: asyncpg.Connection,
+        row: Any,
+        now: datetime,
+        end: Callable[..., Awaitable[list[Outgoing]]],
+        exc: Exception,
+    ) -> list[Outgoing]:
+        """An overdue attempt the ticker failed on: FAILED for good, saying so. If ending it so
+        fails too (building its events), it is FAILED all the same, recorded in its history and
+        logged, without events: left as it was, it failed every expiry after it, for ever."""
+        why = _failed_on(row["id"], exc)
+        try:
+            async with conn.transaction():
+                return await end(fault=why)
+        except Exception as again:
+            if not is_fault(again):
+                raise
+            log.exception("the ticker failed ending an overdue attempt as failed for good")
+            await conn.execute(Q.fail_action, row["id"], now)
+            await conn.execute(
+                Q.insert_history,
+                row["id"],
+                row["attempt"],
+                "FAILED",
+                now,
+                f"attempt {row['attempt']} timed out: {why}; ending it so failed as well "
+                f"({type(again).__name__}), so it is FAILED without its events",
+                None,
+            )
+            return []
 
     # --- the loop -----------------------------------------------------------------------------
 

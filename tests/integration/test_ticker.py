@@ -563,22 +563,32 @@ async def test_an_attempt_whose_definition_became_unreadable_fails_for_good_sayi
     assert await db.fetchval("SELECT state FROM actions") == "FAILED"
 
 
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "ending-it-fails-too"])
 async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the_expiry(
-    db, pool, monkeypatch: pytest.MonkeyPatch
+    db, pool, monkeypatch: pytest.MonkeyPatch, twice: bool
 ) -> None:
     """A fault of the ticker's own ending one overdue attempt (here computing its backoff)
     failed the whole expiry, every second, for ever: no deadline behind it expired. That
-    attempt is now FAILED for good, saying so, and the others are ended as their policy says."""
+    attempt is now FAILED for good, saying so, and the others are ended as their policy says.
+    When ending it so fails too (here building its action.dead), it is FAILED all the same,
+    without events, its history saying why."""
     from shared.persistence import attempts
 
-    delay = attempts.retry_delay
+    delay, dead_letter = attempts.retry_delay, attempts.dead_letter_event
 
     def faulty(policy: Any, *args: Any) -> timedelta:
         if policy.retry.initial_backoff == "PT7S":
             raise RuntimeError("a fault")
         return delay(policy, *args)
 
+    def faulty_dead_letter(row: Any, *args: Any) -> Any:
+        if row["name"] == "faulty":
+            raise KeyError("another fault")
+        return dead_letter(row, *args)
+
     monkeypatch.setattr(attempts, "retry_delay", faulty)
+    if twice:
+        monkeypatch.setattr(attempts, "dead_letter_event", faulty_dead_letter)
     clock = SettableClock(START)
     at = {"kind": "once", "at": "2026-10-24T12:00:01Z"}
     for name, backoff in (("faulty", "PT7S"), ("sound", "PT8S")):
@@ -591,12 +601,18 @@ async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the
     assert len(sink.fired) == 2
     clock.set(clock.now() + timedelta(minutes=6))  # past the 5-minute ack deadline
     assert await ticker.expire_overdue() == 2
-    [dead] = sink.of_type("action.dead")
-    reason = (
-        "attempt 1 timed out: the ticker failed on this occurrence (RuntimeError: a fault in "
-        "Chime, logged), so it is not retried"
-    )
-    assert (dead["data"]["name"], dead["data"]["reason"]) == ("faulty", reason)
+    failed_on = "the ticker failed on this occurrence (RuntimeError: a fault in Chime, logged)"
+    if twice:
+        assert sink.of_type("action.dead") == []
+        [(_, _, last)] = [o for o in await occurrences_of(db) if o[0] == "faulty"]
+        assert last == (
+            f"attempt 1 timed out: {failed_on}; ending it so failed as well (KeyError), so it "
+            "is FAILED without its events"
+        )
+    else:
+        [dead] = sink.of_type("action.dead")
+        reason = f"attempt 1 timed out: {failed_on}, so it is not retried"
+        assert (dead["data"]["name"], dead["data"]["reason"]) == ("faulty", reason)
     states = (
         "SELECT s.name, a.state, a.attempt FROM actions a JOIN schedules s ON s.id = a.schedule_id"
     )
