@@ -109,18 +109,17 @@ async def apply_creates(
             if meta.idempotency_key is not None:
                 marks.append("key:" + meta.idempotency_key)
             item = _Item(index, raw, env)
+            faulty = False
             try:
                 spec = parse(ScheduleSpec, env.data)
                 item.prepared = prepare(spec, now, ctx)
                 marks.append(f"name:{spec.namespace}/{spec.name}")
-                alone = False
             except CommandError as err:
                 item.errors = err.items
-                alone = False
             except Exception:  # a fault in Chime: apply_command answers it, alone
-                alone = True
+                faulty = True
             alone = (
-                alone
+                faulty
                 or env.type != "schedule.create"
                 or meta.tenant != tenant
                 or any(m in seen for m in marks)  # repeated in this run: after it, it sees it
