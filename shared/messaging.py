@@ -88,11 +88,12 @@ def too_large(record: ConsumerRecord, limit: int, dlq_topic: str) -> Outgoing | 
     )
 
 
-# The most bytes of a value Chime publishes. A broker at Kafka's default takes a record batch of
-# 1,048,588 bytes, headers and all, and refuses a larger one for good: a dead letter carries at
-# most this much of its record (one that came in just under the broker's limit, dead-lettered
-# whole with Chime's headers, was refused on the way out), and the ticker does not send an
-# action.due past it (payloads stored before they were held to 256 KiB).
+# The most bytes Chime passes on in a message of what it was given. A broker at Kafka's default
+# takes a record batch of 1,048,588 bytes, headers and all, and refuses a larger one for good: a
+# dead letter carries at most this much of its record (one that came in just under the broker's
+# limit, dead-lettered whole with Chime's headers, was refused on the way out), the ticker does
+# not send an action.due past it (payloads stored before they were held to 256 KiB), and a
+# definition is at most this much as stored (its command's result carries it, with ~10 KB more).
 LARGEST_MESSAGE = 1_000_000
 REASON_LIMIT = 1000  # bytes of `chime-reason`, as written (non-ASCII escaped)
 

@@ -23,8 +23,9 @@ from shared.contracts import (
     TriggerData,
     UpdateData,
 )
-from shared.contracts.common import NUL_REFUSED, has_nul
+from shared.contracts.common import NUL_REFUSED, PAYLOAD_LIMIT, has_nul
 from shared.ids import new_id, new_ids, parse_id
+from shared.messaging import LARGEST_MESSAGE
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
@@ -32,7 +33,6 @@ from shared.schedule.durations import parse_duration
 __all__ = [
     "DEFINITION_LIMIT",
     "HANDLERS",
-    "PAYLOAD_LIMIT",
     "RESULT_TYPES",
     "Context",
     "Prepared",
@@ -41,13 +41,12 @@ __all__ = [
 ]
 
 Q = load_queries()
-PAYLOAD_LIMIT = 256 * 1024  # bytes of JSON: each payload an action.due carries
 # Bytes of JSON of a definition as stored (numbers written out in full, defaults filled in): the
 # result of the command that stores it carries it whole, with at most ~10 KB more, and must fit
-# a message of the broker's default 1 MB. A command of 1 MiB could make one of 3.7 MB (`1e15`
-# is stored as 1000000000000000.0): the broker refuses it, and the batch that answered it was
+# a message of the broker's default. A command of 1 MiB could make one of 3.7 MB (`1e15` is
+# stored as 1000000000000000.0): the broker refuses it, and the batch that answered it was
 # answered again, refused again, for ever.
-DEFINITION_LIMIT = 1_000_000
+DEFINITION_LIMIT = LARGEST_MESSAGE
 RESULT_TYPES = {
     "schedule.create": "schedule.created",
     "schedule.replace": "schedule.replaced",

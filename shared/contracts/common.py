@@ -24,6 +24,7 @@ __all__ = [
     "LATEST",
     "MAX_JSON_DEPTH",
     "NUL_REFUSED",
+    "PAYLOAD_LIMIT",
     "ROUNDED",
     "SCHEMA_VERSION",
     "STORED",
@@ -49,6 +50,9 @@ TENANT_PATTERN = r"^[\w.\-:@]+$"
 NUL_REFUSED = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
 # A whole number outside 64 bits (`rounded_path`).
 ROUNDED = "is a whole number past 64 bits, which would be read rounded: send it as a string"
+# Bytes of JSON, as Chime writes it (numbers in full), of what an event carries from its sender:
+# an action's payload (action.due) and an ack's output (the action events).
+PAYLOAD_LIMIT = 256 * 1024
 
 
 def has_nul(value: Any) -> bool:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from shared.contracts.common import (
     NUL_REFUSED,
+    PAYLOAD_LIMIT,
     SCHEMA_VERSION,
     TENANT_PATTERN,
     ContractModel,
@@ -294,10 +295,9 @@ class AckMeta(ContractModel):
     )
 
 
-# Bytes of JSON an ack's output may take as written again: the action events carry it, and a
+# An ack's output is held to PAYLOAD_LIMIT as written again: the action events carry it, and a
 # 1 MiB ack could make a 4.5 MB one (`1e15` written 1000000000000000.0), which the broker
 # refuses: the acker's batch would be answered again, refused again, for ever.
-OUTPUT_LIMIT = 256 * 1024
 
 
 class ActionAckData(ContractModel):
@@ -313,7 +313,7 @@ class ActionAckData(ContractModel):
     )
     output: JsonObject = Field(
         default_factory=dict,
-        description=f"Worker output, at most {OUTPUT_LIMIT} bytes (256 KiB) of JSON as Chime "
+        description=f"Worker output, at most {PAYLOAD_LIMIT} bytes (256 KiB) of JSON as Chime "
         "writes it (numbers in full): the events about the ack carry it.",
         examples=[{"invoices": 42}],
     )
@@ -328,9 +328,9 @@ class ActionAckData(ContractModel):
     @field_validator("output")
     @classmethod
     def _carried(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value and (size := len(orjson.dumps(value))) > OUTPUT_LIMIT:
+        if value and (size := len(orjson.dumps(value))) > PAYLOAD_LIMIT:
             raise ValueError(
-                f"is {size} bytes as JSON written out (numbers in full); at most {OUTPUT_LIMIT} "
+                f"is {size} bytes as JSON written out (numbers in full); at most {PAYLOAD_LIMIT} "
                 "(256 KiB): store large results elsewhere and pass a reference"
             )
         return value
