@@ -1032,9 +1032,7 @@ async def test_a_round_the_broker_refuses_waits_in_its_transaction(db, pool) -> 
     it was decided (the same bodies, `firedAt` too), not ready meanwhile, ready once it goes."""
     from aiokafka.errors import MessageSizeTooLargeError, TopicAuthorizationFailedError
 
-    clock = SettableClock(START)
-    at = {"kind": "once", "at": "2026-10-24T12:00:00Z"}
-    await run(db, command("schedule.create", schedule(trigger=at)), clock.now())
+    clock = await once_due_now(db)
     refusals: list[Exception] = [MessageSizeTooLargeError(), TopicAuthorizationFailedError()]
     sink, health, tried = await fired_through(pool, clock, refusals)
     assert len(tried) == 3 and tried[0] == tried[1] == tried[2]  # decided once
