@@ -409,6 +409,46 @@ async def test_an_ack_naming_a_held_occurrence_is_decided_by_its_place(
     assert events[1][0][2]["data"]["state"] == "SUCCEEDED"
 
 
+async def test_parts_naming_a_held_occurrence_are_applied_as_one(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts are split by occurrence, not schedule: the ack releasing Z2 and one naming it
+    could be applied at once, and which came first decided the second. A batch in which an ack
+    names a held occurrence (of its own tenant) is applied in one part; others keep their parts.
+    (Whether the two parts met in the wrong order was a matter of timing: the parts are counted
+    here instead.)"""
+    from services.acker import acks as module
+
+    apply_acks, applied_parts = module.apply_acks, []
+
+    async def counted(conn, part, now, topics, rand, metrics=None):  # type: ignore[no-untyped-def]
+        applied_parts.append(len(part))
+        return await apply_acks(conn, part, now, topics, rand, metrics)
+
+    monkeypatch.setattr(module, "apply_acks", counted)
+    conn = await connect(database_url, tenant=None)
+    pool = await create_pool(database_url, 4)
+    try:
+        ids = await _world(conn)
+        batches = {
+            "names Z2": [_ack(ids, "Z1", "RUNNING"), _ack(ids, "Z2", "SUCCEEDED")],
+            "another tenant's Z2": [
+                _ack(ids, "A1", "RUNNING"),
+                _ack(ids, "Z2", "SUCCEEDED", tenant="acct-2"),
+            ],
+            "no held one": [_ack(ids, "A1", "RUNNING"), _ack(ids, "A2", "RUNNING")],
+        }
+        parts = {}
+        for name, acks in batches.items():
+            applied_parts.clear()
+            await apply_acks_in_parts(pool, acks, [[0], [1]], NOW, TOPICS, lambda: 0.0)
+            parts[name] = sorted(applied_parts)
+    finally:
+        await pool.close()
+        await conn.close()
+    assert parts == {"names Z2": [2], "another tenant's Z2": [1, 1], "no held one": [1, 1]}
+
+
 @settings(
     max_examples=60,
     derandomize=True,
