@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from shared.persistence.database import connect
+from shared.persistence.database import connect, create_pool
 from shared.persistence.migrate import migrate
 from shared.runtime import QUIETED_LOGGERS
 from shared.settings import Settings
@@ -113,6 +113,13 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture

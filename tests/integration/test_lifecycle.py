@@ -15,7 +15,7 @@ import pytest
 
 from services.scheduler.commands import Context, apply_command
 from shared.clock import SettableClock
-from shared.persistence.database import connect, create_pool
+from shared.persistence.database import connect
 from tests.integration.commands_doc import render_commands_doc
 from tests.integration.helpers import command, run, schedule
 from tests.integration.test_ticker import Collector, drive, make_ticker
@@ -23,13 +23,6 @@ from tests.integration.test_ticker import Collector, drive, make_ticker
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DAILY = {"kind": "daily", "hours": 10, "minutes": 30}
-
-
-@pytest.fixture
-async def pool(database_url: str):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
 
 
 async def create(db: asyncpg.Connection, now: datetime = NOW, **fields) -> dict:

@@ -12,7 +12,6 @@ import pytest
 from services.acker.acks import apply_ack
 from shared.clock import SettableClock
 from shared.contracts import ActionAck
-from shared.persistence.database import create_pool
 from shared.settings import Settings
 from tests.integration.helpers import command, run, schedule
 from tests.integration.test_ticker import Collector, drive, make_ticker
@@ -20,13 +19,6 @@ from tests.integration.test_ticker import Collector, drive, make_ticker
 START = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 TOPICS = Settings().topics
 RETRY = {"maxAttempts": 3, "initialBackoff": "PT10S", "multiplier": 2.0, "maxBackoff": "PT10M"}
-
-
-@pytest.fixture
-async def pool(database_url: str):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
 
 
 def at(seconds: float) -> datetime:

@@ -66,13 +66,6 @@ class Collector:
         return [e for e in self.events if e["type"] == kind]
 
 
-@pytest.fixture
-async def pool(database_url: str):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
-
-
 def make_ticker(pool: asyncpg.Pool, clock: SettableClock, sink: Collector, **overrides) -> Ticker:
     settings = Settings(topic_prefix="chime.", **overrides)
     return Ticker(pool, sink, settings, clock)
