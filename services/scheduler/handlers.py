@@ -208,14 +208,16 @@ async def _schedule_occurrences(
 async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: bool = False) -> View:
     spec = ScheduleSpec.stored(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
-    position = await conn.fetchrow(Q.series_position, row["id"])
+    last = await conn.fetchrow(Q.series_position, row["id"])
     pending = [
         r["due_at"] for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT)
     ]
     recent_rows = await conn.fetch(Q.recent_actions, row["id"], 20) if recent else None
-    return schedule_view(
-        row, series, pending, (position["seq"] or 0, position["due_at"]), now, recent_rows
+    # The series goes on after its last occurrence only while that one is still to fire.
+    position = (
+        (0, None) if last is None else (last["seq"], last["due_at"] if last["to_fire"] else None)
     )
+    return schedule_view(row, series, pending, position, now, recent_rows)
 
 
 # --- addressing ------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ def schedule_view(
     recent: list[Any] | None = None,
 ) -> View:
     """A `ScheduleView` as it goes on the wire (camelCase, instants as text, its fields in
-    their declared order). `pending` are stored PENDING due times; the series continues after
-    its last stored one.
+    their declared order). `pending` are stored PENDING due times; `series_position` is
+    (occurrences the series has stored, the due instant it goes on after): it goes on after
+    its last stored one while that one is still to fire, from `now` when it has stored none,
+    and not at all when the instant is None with some stored (the series has ended).
 
     Stored rows and compiled series are valid already, so the dict is written here rather than
     through the model (constructing and dumping it was a sixth of a create's CPU);

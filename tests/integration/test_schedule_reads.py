@@ -49,19 +49,25 @@ async def test_recent_actions_show_those_in_flight_in_their_place(
 
 
 async def test_series_position_counts_series_occurrences_only(db: asyncpg.Connection) -> None:
+    """The last series occurrence, whether it is still to fire: PENDING at its first attempt;
+    fired, skipped or waiting to be retried, its successor was decided."""
     sid = await add_schedule(db, NOW)
     series = [
         {"schedule": sid, "fire_at": NOW + timedelta(hours=k), "origin": "SERIES", "seq": k}
         for k in (1, 2, 3)
     ]
-    await add_actions(db, series, NOW)
+    *_, last = await add_actions(db, series, NOW)
     later = NOW + timedelta(days=1)
     await add_actions(db, [{"schedule": sid, "fire_at": later, "origin": "MANUAL"}], NOW)
     position = await db.fetchrow(Q.series_position, sid)
-    assert (position["seq"], position["due_at"]) == (3, NOW + timedelta(hours=3))
+    assert tuple(position) == (3, NOW + timedelta(hours=3), True)
     assert await db.fetchval(Q.last_series_seq, sid) == 3
-    nothing = await db.fetchrow(Q.series_position, uuid.uuid4())
-    assert (nothing["seq"], nothing["due_at"]) == (None, None)
+    for state, attempt in [("SKIPPED", 1), ("DISPATCHED", 1), ("PENDING", 2)]:
+        await db.execute(
+            "UPDATE actions SET state = $2, attempt = $3 WHERE id = $1", last, state, attempt
+        )
+        assert (await db.fetchrow(Q.series_position, sid))["to_fire"] is False, state
+    assert await db.fetchrow(Q.series_position, uuid.uuid4()) is None
 
 
 async def test_a_schedules_reads_stay_small_with_many_rows_stored(

@@ -93,10 +93,14 @@ INSERT INTO action_history (action_id, attempt, state, at, message)
 SELECT id, attempt, 'CANCELLED', $2, $3 FROM cancelled;
 
 -- name: series_position
--- Series occurrences are the ones with a position (`seq IS NOT NULL` lets actions_series_position
--- find them).
-SELECT max(seq) AS seq, max(due_at) AS due_at
-FROM actions WHERE schedule_id = $1 AND origin = 'SERIES' AND seq IS NOT NULL;
+-- A schedule's last series occurrence (series occurrences are the ones with a position: `seq IS
+-- NOT NULL` lets actions_series_position find it), and whether it is still to fire. One that has
+-- fired, or was skipped, had its successor decided then: with none stored after it, the series
+-- has ended, though its trigger has times after it (it ran out late, past its end or its
+-- catch-up window). No row: the series has stored none.
+SELECT seq, due_at, state = 'PENDING' AND attempt = 1 AS to_fire
+FROM actions WHERE schedule_id = $1 AND seq IS NOT NULL
+ORDER BY seq DESC LIMIT 1;
 
 -- name: pending_due_times
 SELECT fire_at AS due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING'
