@@ -225,7 +225,8 @@ async def _apply_tenant(
             "created_at": now,
             "updated_at": now,
         }
-        pending = sorted(r[4] for r in own)[:NEXT_FIRE_COUNT]
+        # a paused schedule's explicit actions wait
+        pending = sorted(r[4] for r in own)[:NEXT_FIRE_COUNT] if state == "ACTIVE" else []
         position = (1, first) if first is not None else (0, None)
         view = schedule_view(row, p.series, pending, position, now)
         done[item.index] = success_result(item.env, view, now)

@@ -209,8 +209,10 @@ async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: boo
     spec = ScheduleSpec.stored(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
     last = await conn.fetchrow(Q.series_position, row["id"])
+    manual_only = row["state"] != "ACTIVE"
     pending = [
-        r["due_at"] for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT)
+        r["due_at"]
+        for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT, manual_only)
     ]
     recent_rows = await conn.fetch(Q.recent_actions, row["id"], 20) if recent else None
     # The series goes on after its last occurrence only while that one is still to fire.

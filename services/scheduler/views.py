@@ -29,7 +29,8 @@ def schedule_view(
     recent: list[Any] | None = None,
 ) -> View:
     """A `ScheduleView` as it goes on the wire (camelCase, instants as text, its fields in
-    their declared order). `pending` are stored PENDING due times; `series_position` is
+    their declared order). `pending` are the due times of stored occurrences that will fire
+    (of a schedule not ACTIVE, its manual ones alone); `series_position` is
     (occurrences the series has stored, the due instant it goes on after): it goes on after
     its last stored one while that one is still to fire, from `now` when it has stored none,
     and not at all when the instant is None with some stored (the series has ended).
@@ -37,9 +38,8 @@ def schedule_view(
     Stored rows and compiled series are valid already, so the dict is written here rather than
     through the model (constructing and dumping it was a sixth of a create's CPU);
     `tests/unit/test_views.py` holds it equal to the model's own serialisation."""
-    upcoming: set[datetime] = set()
+    upcoming = set(pending)
     if row["state"] == "ACTIVE":
-        upcoming.update(pending)
         fired, last_due = series_position
         if series is not None and (last_due is not None or fired == 0):
             # Stored times up to the series' last one come before anything it makes next:

@@ -29,7 +29,7 @@ tenant's schedule is always `NOT_FOUND`.
 | `schedule.pause` | `schedule.paused` | nothing fires while paused (explicit actions wait); pausing a paused schedule changes nothing |
 | `schedule.resume` | `schedule.resumed` | `resumeFrom: NOW` (default) records what fell due while paused as `SKIPPED`; `PAUSED_AT` catches up per `policy.misfire` |
 | `schedule.delete` | `schedule.deleted` | pending occurrences become `CANCELLED`; history is kept; the name is free again |
-| `schedule.trigger` | `schedule.triggered` | one occurrence now, outside the series (also while paused); `reason` goes into its history; `recentActions` shows it |
+| `schedule.trigger` | `schedule.triggered` | one occurrence now, outside the series (also while paused or completed); `reason` goes into its history; `nextFireTimes` and `recentActions` show it |
 | `schedule.get` | `schedule.fetched` | the schedule with its 20 most recent occurrences in `recentActions` |
 
 Errors: `VALIDATION`, `NOT_FOUND`, `CONFLICT`, `UNAUTHORIZED`, `FORBIDDEN`, `PAYLOAD_TOO_LARGE`,

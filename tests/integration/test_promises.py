@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,66 @@ async def test_a_series_that_ran_out_while_late_promises_nothing_more(
     assert view["scheduledFor"] == "2026-10-29T00:00:00Z"
 
 
+@pytest.mark.parametrize("state", ["PAUSED", "COMPLETED"])
+async def test_a_manual_trigger_is_promised_whatever_the_schedules_state(
+    db: asyncpg.Connection, pool: asyncpg.Pool, state: str
+) -> None:
+    """`schedule.trigger` fires while the schedule is paused, and after it completed: its
+    result and `schedule.get` promise that occurrence (they promised nothing)."""
+    created = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    once = schedule("promised", trigger={"kind": "once", "at": "2026-10-24T12:01:00Z"})
+    await run(db, command("schedule.create", once), created)
+    clock = SettableClock(created + timedelta(minutes=1))
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    if state == "COMPLETED":
+        assert await ticker.tick() == 1  # its one occurrence
+    else:
+        await run(db, command("schedule.pause", {"name": "promised"}), clock.now())
+    clock.set(created + timedelta(minutes=5))
+    triggered = await run(db, command("schedule.trigger", {"name": "promised"}), clock.now())
+    now = "2026-10-24T12:05:00Z"
+    assert (triggered["data"]["state"], triggered["data"]["nextFireTimes"]) == (state, [now])
+    assert (await _view(db, clock.now()))["scheduledFor"] == now
+    await ticker.tick()
+    assert [e["data"]["dueAt"] for e in sink.fired][-1] == now
+    after = await _view(db, clock.now())
+    assert (after["state"], after["nextFireTimes"], after["scheduledFor"]) == (state, [], None)
+
+
+async def _change(
+    db: asyncpg.Connection, rng: random.Random, clock: SettableClock, manual: set[str]
+) -> dict[str, Any] | None:
+    """A command on the schedule: an update of its window, count or trigger, a pause for a
+    while and a resume, or a manual trigger. Its result; None when what it promises may be
+    missed (a resume that catches up late)."""
+    now = clock.now()
+    kind = rng.choice(["update", "update", "pause", "trigger"])
+    if kind == "trigger":
+        manual.add(format_instant(now))
+        return await run(db, command("schedule.trigger", {"name": "promised"}), now)
+    if kind == "pause":
+        paused = await run(db, command("schedule.pause", {"name": "promised"}), now)
+        if paused["type"] != "schedule.paused":
+            return paused
+        clock.set(now + timedelta(minutes=rng.choice([1, 30, 300, 3000])))
+        resume_from = rng.choice(["NOW", "PAUSED_AT"])
+        data = {"name": "promised", "resumeFrom": resume_from}
+        resumed = await run(db, command("schedule.resume", data), clock.now())
+        return resumed if resume_from == "NOW" else None
+    changes = rng.choice(
+        [
+            {"maxOccurrences": rng.randint(1, 10)},
+            {"maxOccurrences": None},
+            {"endsAt": format_instant(now + timedelta(hours=rng.randint(1, 500)))},
+            {"endsAt": None},
+            {"trigger": _trigger(rng, now)},
+            {"policy": {"dst": rng.choice(DST)}},
+        ]
+    )
+    return await run(db, command("schedule.update", {"name": "promised", "changes": changes}), now)
+
+
 @settings(
     max_examples=100,
     derandomize=True,
@@ -184,7 +245,9 @@ async def test_generated_schedules_fire_what_their_views_promise(
 ) -> None:
     """A schedule of a generated definition (any trigger kind, zones with odd DST, windows,
     maxOccurrences, explicit actions) fires, acknowledged at once, exactly the times its create
-    result promised, and before each fire `schedule.get` promises the ones that follow."""
+    result promised, and before each fire `schedule.get` promises the ones that follow; also
+    after updates, pauses and resumes and manual triggers on the way (each answered with a view
+    that promises what follows), and after the ticker was down."""
     await db.execute("TRUNCATE schedules, actions, action_history, processed_commands")
     rng = random.Random(seed)
     created = _created(rng)
@@ -197,7 +260,14 @@ async def test_generated_schedules_fire_what_their_views_promise(
     promises = [(0, result["data"])]  # (fires before it, the view)
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
+    manual: set[str] = set()  # due instants of manual triggers (out of the series' order)
     while len(sink.fired) < FIRES:
+        if rng.random() < 0.15:  # a command on the way
+            changed = await _change(db, rng, clock, manual)
+            if changed is None:  # its result promised nothing checkable
+                promises = []
+            elif changed["type"] not in ("command.rejected", "schedule.paused"):
+                promises = [(len(sink.fired), changed["data"])]
         nxt = await ticker.next_wake()
         if nxt is None or nxt > created + HORIZON:
             break
@@ -223,10 +293,14 @@ async def test_generated_schedules_fire_what_their_views_promise(
         promises.append((len(sink.fired), await _view(db, clock.now())))
     fired = [e["data"]["dueAt"] for e in sink.fired]
     for kind in {e["data"]["type"] for e in sink.fired}:  # each series and action in order
-        theirs = [e["data"]["dueAt"] for e in sink.fired if e["data"]["type"] == kind]
+        theirs = [
+            e["data"]["dueAt"]
+            for e in sink.fired
+            if e["data"]["type"] == kind and e["data"]["dueAt"] not in manual
+        ]
         assert theirs == sorted(theirs), (data, kind)
     assert all(e["data"]["firedAt"] >= e["data"]["dueAt"] for e in sink.fired), data
-    ended = promises[-1][1]["state"] == "COMPLETED"
+    ended = (await _view(db, clock.now()))["state"] == "COMPLETED"
     for count, view in promises:
         upcoming = sorted(set(fired[count:]))  # instants: two occurrences may share one
         if not ended and len(upcoming) < 5:

@@ -102,7 +102,7 @@ async def test_a_schedules_reads_stay_small_with_many_rows_stored(
         "recent_actions": (Q.recent_actions, (sid, 20)),
         "series_position": (Q.series_position, (sid,)),
         "last_series_seq": (Q.last_series_seq, (sid,)),
-        "pending_due_times": (Q.pending_due_times, (sid, 5)),
+        "pending_due_times": (Q.pending_due_times, (sid, 5, False)),
     }
     for name, (statement, args) in reads.items():
         pages = await pages_read(db, statement, *args)
