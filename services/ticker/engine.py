@@ -15,10 +15,10 @@ broker keeps it alive with a statement every third of the lease). An ack racing 
 for the commit, so it always finds its occurrence DISPATCHED.
 
 Each claimed occurrence is decided in order: misfire policy (late first attempts), overlap
-policy (an earlier occurrence still in flight), condition. It then fires, is SKIPPED with the
-reason, or (BUFFER_ONE) is held until the running one ends. One the ticker's own code fails on
-(deciding it, or computing its series' successor) is SKIPPED, saying so: not the whole round,
-which would be claimed and fail again for ever.
+policy (an earlier occurrence not ended: in flight, or waiting for its retry), condition. It
+then fires, is SKIPPED with the reason, or (BUFFER_ONE) is held until the earlier one ends.
+One the ticker's own code fails on (deciding it, or computing its series' successor) is
+SKIPPED, saying so: not the whole round, which would be claimed and fail again for ever.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class Ticker:
                 for action_id, exc in failed.items():
                     undecidable[action_id] = _failed_on(action_id, exc, "its series stops here")
                 guarded = _guarded(definitions)
-                busy, buffered = await self._overlap_state(conn, rows, guarded)
+                busy, buffered = await self._overlap_state(conn, guarded)
         except BaseException:
             await _end(conn, transaction, self.pool)
             raise
@@ -329,14 +329,15 @@ class Ticker:
             await _end(conn, transaction, self.pool)
 
     async def _overlap_state(
-        self, conn: asyncpg.Connection, rows: list[Any], guarded: set[uuid.UUID]
+        self, conn: asyncpg.Connection, guarded: set[uuid.UUID]
     ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
         """Of the `guarded` schedules (with an overlap policy), those that have an occurrence
-        in flight other than these rows, and those that have one held."""
+        that has not ended (in flight, or waiting for its retry), and those that have one
+        held."""
         if not guarded:
             return set(), set()
-        ids, schedules = [r["id"] for r in rows], list(guarded)
-        busy = {r["schedule_id"] for r in await conn.fetch(Q.in_flight_schedules, schedules, ids)}
+        schedules = list(guarded)
+        busy = {r["schedule_id"] for r in await conn.fetch(Q.in_flight_schedules, schedules)}
         held = {r["schedule_id"] for r in await conn.fetch(Q.held_schedules, schedules)}
         return busy, held
 
@@ -395,7 +396,7 @@ class Ticker:
         reason = None if misfire is None or misfire.fire else misfire.reason
         if reason is None and first_try and schedule in busy:
             if policy.overlap == "SKIP":
-                reason = "the previous occurrence is still in flight (policy.overlap SKIP)"
+                reason = "an earlier occurrence has not ended (policy.overlap SKIP)"
             elif policy.overlap == "BUFFER_ONE":
                 if schedule in buffered:
                     reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"

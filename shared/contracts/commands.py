@@ -135,7 +135,10 @@ class Policy(ContractModel):
         examples=["PT1M"],
     )
     overlap: Literal["ALLOW", "SKIP", "BUFFER_ONE"] = Field(
-        "ALLOW", description="Fire while the previous occurrence still runs?", examples=["ALLOW"]
+        "ALLOW",
+        description="Fire while an earlier occurrence has not ended (in flight, or waiting for "
+        "its retry)? SKIP: no; BUFFER_ONE: hold one until it ends, skip the others.",
+        examples=["ALLOW"],
     )
     retry: RetryPolicy = Field(
         RetryPolicy(),

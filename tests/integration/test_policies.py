@@ -281,3 +281,51 @@ async def test_overlap_buffer_one(db, pool) -> None:
     assert [e["data"]["dueAt"][11:16] for e in sink.fired] == ["12:01", "12:02"]
     assert sink.fired[1]["data"]["firedAt"] == "2026-05-04T12:03:20Z"
     assert await db.fetchval("SELECT count(*) FROM actions WHERE held") == 0
+
+
+@pytest.mark.parametrize("overlap", ["SKIP", "BUFFER_ONE"])
+async def test_overlap_counts_an_occurrence_waiting_for_its_retry(db, pool, overlap) -> None:
+    """An occurrence whose attempt failed has not ended while its retry waits: the next one is
+    skipped or held as behind a running one. It fired, and the retry later fired beside it:
+    two at once, and under BUFFER_ONE after one was held, a newer one fired before it."""
+    await create(
+        db,
+        trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        policy={
+            "overlap": overlap,
+            "ackTimeout": "PT1H",
+            "retry": {**RETRY, "maxAttempts": 2, "initialBackoff": "PT5M"},
+        },
+    )
+    clock, sink = SettableClock(at(60)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # 12:01 fires
+    first = sink.fired[0]["data"]["actionId"]
+    clock.set(at(70))
+    await ack(db, clock, first, 1, "FAILED")  # retried at 12:06:10
+    for minute in (2, 3, 4, 5):
+        clock.set(at(60 * minute))
+        await ticker.tick()
+        in_flight = await db.fetchval(
+            "SELECT count(*) FROM actions WHERE state IN ('DISPATCHED', 'RUNNING')"
+        )
+        assert in_flight == 0, f"12:0{minute}"  # the one of 12:01 waits for its retry
+    rows = await db.fetch(
+        "SELECT to_char(due_at, 'HH24:MI') AS due, state, held FROM actions"
+        " WHERE due_at < $1 ORDER BY due_at",
+        at(360),
+    )
+    after = "held" if overlap == "BUFFER_ONE" else "SKIPPED"
+    assert [(r["due"], "held" if r["held"] else r["state"]) for r in rows] == [
+        ("12:01", "PENDING"),  # its retry
+        ("12:02", after),
+        ("12:03", "SKIPPED"),
+        ("12:04", "SKIPPED"),
+        ("12:05", "SKIPPED"),
+    ]
+    clock.set(at(370))
+    await ticker.tick()  # the retry
+    await ack(db, clock, first, 2, "SUCCEEDED")
+    await ticker.tick()  # the held one fires now, before 12:07
+    fired = [(e["data"]["dueAt"][11:16], e["data"]["attempt"]) for e in sink.of_type("action.due")]
+    assert fired == [("12:01", 1), ("12:01", 2)] + ([("12:02", 1)] if after == "held" else [])

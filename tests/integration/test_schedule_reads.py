@@ -103,6 +103,7 @@ async def test_a_schedules_reads_stay_small_with_many_rows_stored(
         "series_position": (Q.series_position, (sid,)),
         "last_series_seq": (Q.last_series_seq, (sid,)),
         "pending_due_times": (Q.pending_due_times, (sid, 5, False)),
+        "in_flight_schedules": (Q.in_flight_schedules, ([sid],)),  # the ticker's overlap check
     }
     for name, (statement, args) in reads.items():
         pages = await pages_read(db, statement, *args)

@@ -185,10 +185,15 @@ FOR UPDATE OF a SKIP LOCKED;
 SELECT id, version, created_at, spec FROM schedules WHERE id = ANY($1::uuid[]);
 
 -- name: in_flight_schedules
--- Which of these schedules have an occurrence in flight (other than the given actions).
-SELECT DISTINCT schedule_id FROM actions
+-- Which of these schedules have an occurrence that has not ended: in flight, or waiting for
+-- its retry (PENDING at a later attempt; one the round is about to fire counts too, whatever
+-- its place in the round). Each probe reads a schedule's rows in one state only
+-- (actions_in_flight_by_schedule, actions_pending_by_schedule).
+SELECT schedule_id FROM actions
 WHERE schedule_id = ANY($1::uuid[]) AND state IN ('DISPATCHED', 'RUNNING')
-  AND id <> ALL($2::uuid[]);
+UNION
+SELECT schedule_id FROM actions
+WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND attempt > 1;
 
 -- name: held_schedules
 SELECT DISTINCT schedule_id FROM actions
