@@ -1,0 +1,136 @@
+"""Overlap policies against generated workers: each `action.due` acknowledged after a while as
+SUCCEEDED or FAILED (some RUNNING first), or never (its deadline passes), the acks applied one
+by one or in bulk, the ticker driven under a settable clock. Under SKIP and BUFFER_ONE, at
+every instant at most one occurrence of the schedule has not ended, at most one is held, and
+only behind one that has not ended; each fired attempt follows the previous one's end."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.acker.acks import apply_ack, apply_acks
+from shared.clock import SettableClock
+from shared.contracts import ActionAck, format_instant
+from tests.integration.helpers import command, run, schedule
+from tests.integration.test_ticker import TOPICS, Collector, make_ticker
+
+START = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+SPAN = timedelta(minutes=40)  # simulated time driven per example
+
+NOT_ENDED = """
+SELECT count(*) FILTER (WHERE state IN ('DISPATCHED', 'RUNNING')
+                          OR (state = 'PENDING' AND attempt > 1)) AS not_ended,
+       count(*) FILTER (WHERE held) AS held
+FROM actions
+"""
+
+
+def _definition(rng: random.Random) -> dict[str, Any]:
+    retry = {
+        "maxAttempts": rng.randint(1, 3),
+        "initialBackoff": rng.choice(["PT20S", "PT1M", "PT3M"]),
+        "multiplier": rng.choice([1.0, 2.0]),
+        "maxBackoff": "PT10M",
+    }
+    policy = {
+        "overlap": rng.choice(["SKIP", "BUFFER_ONE"]),
+        "ackTimeout": rng.choice(["PT1M", "PT2M", "PT5M"]),
+        "retry": retry,
+    }
+    explicit = [
+        {"type": f"x{i}", "at": format_instant(START + timedelta(seconds=rng.randint(30, 1500)))}
+        for i in range(rng.randint(0, 2))
+    ]
+    trigger = {"kind": "interval", "every": rng.choice(["PT1M", "PT2M", "PT3M"])}
+    return schedule("worked", trigger=trigger, actions=explicit, policy=policy)
+
+
+def _answers(rng: random.Random, due: datetime) -> list[tuple[datetime, str]]:
+    """What a worker sends about one attempt, and when: nothing (its deadline passes), or a
+    final state, some after a RUNNING."""
+    shape = rng.choice(["silent", "succeeded", "failed", "running", "running"])
+    if shape == "silent":
+        return []
+    first = due + timedelta(seconds=rng.randint(1, 200))
+    if shape != "running":
+        return [(first, shape.upper())]
+    end = first + timedelta(seconds=rng.randint(1, 400))
+    return [(first, "RUNNING"), (end, rng.choice(["SUCCEEDED", "FAILED"]))]
+
+
+def _ack(action_id: str, attempt: int, state: str) -> ActionAck:
+    return ActionAck.model_validate(
+        {
+            "type": "action.ack",
+            "meta": {"tenant": "acct-1"},
+            "data": {"actionId": action_id, "attempt": attempt, "state": state},
+        }
+    )
+
+
+@settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(st.integers(0, 2**32))
+async def test_generated_workers_never_see_two_occurrences_at_once(
+    db: asyncpg.Connection, pool: asyncpg.Pool, seed: int
+) -> None:
+    await db.execute("TRUNCATE schedules, actions, action_history, processed_commands")
+    rng = random.Random(seed)
+    data = _definition(rng)
+    created = await run(db, command("schedule.create", data), START)
+    assert created["type"] == "schedule.created", created
+    clock, sink = SettableClock(START), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    answers: list[tuple[datetime, int, str, int, str]] = []  # (at, order, action, attempt, state)
+    seen = 0
+    ended: dict[tuple[str, int], datetime] = {}  # (action, attempt) -> when it ended
+    while clock.now() < START + SPAN:
+        wake = await ticker.next_wake()
+        nxt = min([t for t in (wake, answers[0][0] if answers else None) if t is not None])
+        clock.set(max(nxt, clock.now()))
+        due_acks = []
+        while answers and answers[0][0] <= clock.now():
+            _, _, action_id, attempt, state = heapq.heappop(answers)
+            due_acks.append(_ack(action_id, attempt, state))
+        if due_acks:
+            async with db.transaction():
+                if rng.random() < 0.5:
+                    await apply_acks(db, due_acks, clock.now(), TOPICS, rng.random)
+                else:
+                    for a in due_acks:
+                        await apply_ack(db, a, clock.now(), TOPICS, rng.random)
+        await ticker.tick()
+        for event in sink.events[seen:]:
+            d = event["data"]
+            if event["type"] == "action.due":
+                for at, state in _answers(rng, clock.now()):
+                    order = rng.random()
+                    heapq.heappush(answers, (at, order, d["actionId"], d["attempt"], state))
+        seen = len(sink.events)
+        counts = await db.fetchrow(NOT_ENDED)
+        state = (data["policy"], clock.now())
+        assert counts["not_ended"] <= 1, state
+        assert counts["held"] <= 1, state
+        assert counts["held"] == 0 or counts["not_ended"] == 1, state
+    # each attempt after the first fired after the one before it ended (FAILED or TIMED_OUT)
+    history = await db.fetch("SELECT action_id, attempt, state, at FROM action_history")
+    for h in history:
+        if h["state"] in ("FAILED", "TIMED_OUT"):
+            ended.setdefault((str(h["action_id"]), h["attempt"]), h["at"])
+    for event in sink.of_type("action.due"):
+        d = event["data"]
+        if d["attempt"] > 1:
+            before = ended[(d["actionId"], d["attempt"] - 1)]
+            assert format_instant(before) <= d["firedAt"], (d, before)
