@@ -404,7 +404,9 @@ async def _resume(conn: asyncpg.Connection, env: Env, now: datetime, ctx: Contex
         row = await conn.fetchrow(Q.set_schedule_state, row["tenant"], row["id"], "ACTIVE", now)
         after = now
         if data.resume_from == "NOW":
-            await conn.execute(Q.skip_missed, row["id"], now, "due while the schedule was paused")
+            await conn.execute(
+                Q.skip_missed, row["id"], now, "due while the schedule was paused", paused_at
+            )
         else:
             after = min(paused_at, now)  # missed runs fire late, per policy.misfire
         spec = ScheduleSpec.stored(row["spec"])

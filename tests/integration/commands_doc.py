@@ -26,8 +26,8 @@ tenant's schedule is always `NOT_FOUND`.
 | `schedule.create` | `schedule.created` | a new schedule; `enabled: false` (or seed 001's `active: false`) stores it `PAUSED` |
 | `schedule.replace` | `schedule.replaced` | seed 003's PUT: overwrite the schedule with this id, or this namespace + name; create it when absent. What it had scheduled and not yet fired is redone from the new definition (explicit actions still ahead are kept) |
 | `schedule.update` | `schedule.updated` | `data.changes` is a JSON merge patch over the stored definition (objects merge, `null` resets to the default, a `trigger` replaces the whole trigger) |
-| `schedule.pause` | `schedule.paused` | nothing fires while paused (explicit actions wait); pausing a paused schedule changes nothing |
-| `schedule.resume` | `schedule.resumed` | `resumeFrom: NOW` (default) records what fell due while paused as `SKIPPED`; `PAUSED_AT` catches up per `policy.misfire` |
+| `schedule.pause` | `schedule.paused` | nothing fires while paused (explicit actions and retries wait; an occurrence in flight finishes); pausing a paused schedule changes nothing |
+| `schedule.resume` | `schedule.resumed` | `resumeFrom: NOW` (default) records what fell due while paused as `SKIPPED` (what fell due before the pause, and retries, fire); `PAUSED_AT` catches up per `policy.misfire` |
 | `schedule.delete` | `schedule.deleted` | pending occurrences become `CANCELLED`; history is kept; the name is free again |
 | `schedule.trigger` | `schedule.triggered` | one occurrence now, outside the series (also while paused or completed); `reason` goes into its history; `nextFireTimes` and `recentActions` show it |
 | `schedule.get` | `schedule.fetched` | the schedule with its 20 most recent occurrences in `recentActions` |

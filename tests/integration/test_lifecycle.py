@@ -396,6 +396,34 @@ async def test_resume_from_now_fires_what_is_due_at_that_very_instant(db, pool) 
     ]
 
 
+async def test_resume_from_now_leaves_what_fell_due_before_the_pause(db, pool) -> None:
+    """What fell due before the pause and had not fired (the ticker behind) was not missed
+    while paused: resumed from NOW, it fires late (policy.misfire), only what fell due during
+    the pause is SKIPPED. It was SKIPPED too, saying it fell due while paused."""
+    clock, sink = SettableClock(NOW), Collector()
+    actions = [
+        {"type": "START", "at": "2026-03-10T12:01:00Z"},
+        {"type": "STOP", "at": "2026-03-10T12:03:00Z"},
+    ]
+    data = await create(
+        db, clock.now(), trigger={"kind": "once", "at": "2026-03-10T13:00:00Z"}, actions=actions
+    )
+    clock.set(datetime(2026, 3, 10, 12, 2, tzinfo=UTC))  # START due, not fired yet
+    await run(db, command("schedule.pause", {"id": data["id"]}), clock.now())
+    clock.set(datetime(2026, 3, 10, 12, 5, tzinfo=UTC))
+    await run(db, command("schedule.resume", {"id": data["id"], "resumeFrom": "NOW"}), clock.now())
+    await make_ticker(pool, clock, sink).tick()
+    assert [e["data"]["type"] for e in sink.fired] == ["START"]
+    assert sink.fired[0]["data"]["misfired"] is True
+    states = await db.fetch(
+        "SELECT type, state FROM actions WHERE origin = 'EXPLICIT' ORDER BY due_at"
+    )
+    assert [(r["type"], r["state"]) for r in states] == [
+        ("START", "DISPATCHED"),
+        ("STOP", "SKIPPED"),
+    ]
+
+
 async def test_an_update_while_paused_keeps_the_instant_it_was_paused(db, pool) -> None:
     """resumeFrom PAUSED_AT catches up from when the schedule was paused, also after an
     update made while it was paused (the update does not restart the pause)."""

@@ -329,3 +329,75 @@ async def test_overlap_counts_an_occurrence_waiting_for_its_retry(db, pool, over
     await ticker.tick()  # the held one fires now, before 12:07
     fired = [(e["data"]["dueAt"][11:16], e["data"]["attempt"]) for e in sink.of_type("action.due")]
     assert fired == [("12:01", 1), ("12:01", 2)] + ([("12:02", 1)] if after == "held" else [])
+
+
+@pytest.mark.parametrize("resume_from", ["NOW", "PAUSED_AT"])
+async def test_a_pause_keeps_an_occurrence_waiting_for_its_retry(db, pool, resume_from) -> None:
+    """Pausing drops the series' next occurrence, never fired; one that fired and waits for its
+    retry stays, waits out the pause (resumed from NOW too: it is not one that fell due) and
+    ends as any other, releasing the one held behind it. It was deleted, history and all, and
+    the held one stayed held for ever."""
+    await create(
+        db,
+        trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        actions=[{"type": "x", "at": iso(at(90))}],
+        policy={
+            "overlap": "BUFFER_ONE",
+            "ackTimeout": "PT1H",
+            "retry": {**RETRY, "maxAttempts": 2, "initialBackoff": "PT1M"},
+        },
+    )
+    clock, sink = SettableClock(at(60)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # 12:01 fires
+    first = sink.fired[0]["data"]["actionId"]
+    clock.set(at(70))
+    await ack(db, clock, first, 1, "FAILED")  # retried at 12:02:10
+    clock.set(at(90))
+    await ticker.tick()  # x is held behind it
+    clock.set(at(100))
+    paused = await run(db, command("schedule.pause", {"name": "nightly"}), clock.now())
+    assert paused["type"] == "schedule.paused", paused
+    states = "SELECT to_char(due_at, 'HH24:MI:SS') AS due, state, attempt, held FROM actions"
+    rows = {tuple(r) for r in await db.fetch(states)}
+    assert rows == {("12:01:00", "PENDING", 2, False), ("12:01:30", "PENDING", 1, True)}
+    clock.set(at(200))
+    await ticker.tick()  # paused: nothing fires
+    resume = {"name": "nightly", "resumeFrom": resume_from}
+    resumed = await run(db, command("schedule.resume", resume), clock.now())
+    assert resumed["type"] == "schedule.resumed", resumed
+    await ticker.tick()  # the retry, late
+    await ack(db, clock, first, 2, "SUCCEEDED")
+    await ticker.tick()  # x, released
+    fired = [(e["data"]["type"], e["data"]["attempt"]) for e in sink.of_type("action.due")]
+    assert fired[:3] == [("billing-run", 1), ("billing-run", 2), ("x", 1)]
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE held") == 0
+
+
+@pytest.mark.parametrize("kind", ["schedule.update", "schedule.replace"])
+async def test_a_redefinition_keeps_occurrences_waiting_for_their_retry(db, pool, kind) -> None:
+    """An update or a replace redoes what was scheduled and never fired; an occurrence that
+    fired and waits for its retry (of the series, or an explicit action) is left to finish, its
+    retry fired as due. Both were deleted, history and all."""
+    fields = {
+        "trigger": {"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        "actions": [{"type": "x", "at": iso(at(60))}],
+        "policy": {"ackTimeout": "PT1H", "retry": {**RETRY, "initialBackoff": "PT1M"}},
+    }
+    await create(db, **fields)
+    clock, sink = SettableClock(at(60)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # 12:01: the series and x
+    clock.set(at(70))
+    for event in sink.fired:
+        await ack(db, clock, event["data"]["actionId"], 1, "FAILED")  # retried at 12:02:10
+    redone = {**fields, "description": "redone", "trigger": {"kind": "daily", "hours": 18}}
+    data = (
+        {"name": "nightly", "changes": redone} if kind == "schedule.update" else schedule(**redone)
+    )
+    answer = await run(db, command(kind, data), clock.now())
+    assert answer["type"] != "command.rejected", answer
+    clock.set(at(130))
+    await ticker.tick()
+    retried = [(e["data"]["type"], e["data"]["attempt"]) for e in sink.of_type("action.due")[2:]]
+    assert sorted(retried) == [("billing-run", 2), ("x", 2)]

@@ -53,21 +53,26 @@ RETURNING *;
 -- A series being redefined or paused: its next occurrence (never fired) is dropped. One that a
 -- ticker's round holds right now (locked by its claim) is waited for: once the round commits it
 -- is DISPATCHED and left to finish; if the round is rolled back it is PENDING again and dropped.
+-- One that fired and waits for its retry (PENDING at a later attempt) is left to finish too.
 DELETE FROM actions
-WHERE schedule_id = $1 AND origin = 'SERIES' AND state = 'PENDING';
+WHERE schedule_id = $1 AND origin = 'SERIES' AND state = 'PENDING' AND attempt = 1;
 
 -- name: drop_pending_explicit
+-- Explicit actions being redefined: those never fired (as drop_pending_series).
 DELETE FROM actions
-WHERE schedule_id = $1 AND origin = 'EXPLICIT' AND state = 'PENDING';
+WHERE schedule_id = $1 AND origin = 'EXPLICIT' AND state = 'PENDING' AND attempt = 1;
 
 -- name: last_series_seq
 SELECT coalesce(max(seq), 0) FROM actions WHERE schedule_id = $1;
 
 -- name: skip_missed
--- Resuming from NOW: what fell due while paused is recorded as SKIPPED, not fired.
+-- Resuming from NOW: what fell due while paused (from $4 to $2) is recorded as SKIPPED, not
+-- fired. What fell due before the pause and waits (held behind a running one, or not fired
+-- yet) goes on waiting; a retry is not an occurrence that fell due: its occurrence fired before.
 WITH skipped AS (
-    UPDATE actions SET state = 'SKIPPED', version = version + 1, updated_at = $2
-    WHERE schedule_id = $1 AND state = 'PENDING' AND due_at < $2 AND origin <> 'MANUAL'
+    UPDATE actions SET state = 'SKIPPED', held = false, version = version + 1, updated_at = $2
+    WHERE schedule_id = $1 AND state = 'PENDING' AND due_at >= $4 AND due_at < $2
+      AND origin <> 'MANUAL' AND attempt = 1
     RETURNING id, attempt
 )
 INSERT INTO action_history (action_id, attempt, state, at, message)
@@ -85,7 +90,7 @@ ON CONFLICT (schedule_id, seq) WHERE seq IS NOT NULL DO NOTHING;
 
 -- name: cancel_pending_actions
 WITH cancelled AS (
-    UPDATE actions SET state = 'CANCELLED', version = version + 1, updated_at = $2
+    UPDATE actions SET state = 'CANCELLED', held = false, version = version + 1, updated_at = $2
     WHERE schedule_id = $1 AND state = 'PENDING'
     RETURNING id, attempt
 )
