@@ -27,7 +27,7 @@ SPAN = timedelta(minutes=40)  # simulated time driven per example
 NOT_ENDED = """
 SELECT count(*) FILTER (WHERE state IN ('DISPATCHED', 'RUNNING')
                           OR (state = 'PENDING' AND attempt > 1)) AS not_ended,
-       count(*) FILTER (WHERE held) AS held
+       count(*) FILTER (WHERE held AND state = 'PENDING') AS held
 FROM actions
 """
 
@@ -75,6 +75,40 @@ def _ack(action_id: str, attempt: int, state: str) -> ActionAck:
     )
 
 
+def _commands(rng: random.Random, data: dict[str, Any]) -> list[tuple[datetime, tuple]]:
+    """Commands on the way: a pause and its resume, updates of the overlap policy (between
+    the two that guard), of the retries or of the trigger."""
+    out: list[tuple[datetime, tuple]] = []
+    ref = {"name": "worked"}
+    if rng.random() < 0.4:
+        paused = START + timedelta(seconds=rng.randint(60, 1800))
+        resumed = paused + timedelta(seconds=rng.randint(30, 600))
+        resume = {**ref, "resumeFrom": rng.choice(["NOW", "PAUSED_AT"])}
+        out += [(paused, ("schedule.pause", ref)), (resumed, ("schedule.resume", resume))]
+    for _ in range(rng.randint(0, 2)):
+        changes = rng.choice(
+            [
+                {"policy": {"overlap": rng.choice(["SKIP", "BUFFER_ONE"])}},
+                {"policy": {"retry": {"maxAttempts": rng.randint(1, 3)}}},
+                {"trigger": {"kind": "interval", "every": rng.choice(["PT1M", "PT2M"])}},
+            ]
+        )
+        at = START + timedelta(seconds=rng.randint(60, 2000))
+        out.append((at, ("schedule.update", {**ref, "changes": changes})))
+    return out
+
+
+async def _apply(
+    db: asyncpg.Connection, acks: list[ActionAck], now: datetime, rng: random.Random
+) -> None:
+    async with db.transaction():
+        if rng.random() < 0.5:
+            await apply_acks(db, acks, now, TOPICS, rng.random)
+        else:
+            for a in acks:
+                await apply_ack(db, a, now, TOPICS, rng.random)
+
+
 @settings(
     max_examples=40,
     derandomize=True,
@@ -93,31 +127,38 @@ async def test_generated_workers_never_see_two_occurrences_at_once(
     assert created["type"] == "schedule.created", created
     clock, sink = SettableClock(START), Collector()
     ticker = make_ticker(pool, clock, sink)
-    answers: list[tuple[datetime, int, str, int, str]] = []  # (at, order, action, attempt, state)
+    # (at, order, what): an ack (action, attempt, state) or a command (type, data)
+    coming: list[tuple[datetime, float, tuple[Any, ...]]] = []
+    for at, what in _commands(rng, data):
+        heapq.heappush(coming, (at, rng.random(), what))
     seen = 0
     ended: dict[tuple[str, int], datetime] = {}  # (action, attempt) -> when it ended
     while clock.now() < START + SPAN:
         wake = await ticker.next_wake()
-        nxt = min([t for t in (wake, answers[0][0] if answers else None) if t is not None])
+        nxt = min([t for t in (wake, coming[0][0] if coming else None) if t is not None])
+        if rng.random() < 0.05:  # the ticker was down meanwhile
+            nxt += timedelta(minutes=rng.randint(1, 6))
         clock.set(max(nxt, clock.now()))
         due_acks = []
-        while answers and answers[0][0] <= clock.now():
-            _, _, action_id, attempt, state = heapq.heappop(answers)
-            due_acks.append(_ack(action_id, attempt, state))
+        while coming and coming[0][0] <= clock.now():
+            _, _, what = heapq.heappop(coming)
+            if what[0] == "ack":
+                due_acks.append(_ack(*what[1:]))
+                continue
+            if due_acks:  # those before it first
+                await _apply(db, due_acks, clock.now(), rng)
+                due_acks = []
+            result = await run(db, command(what[0], what[1]), clock.now())
+            assert result["type"] != "command.rejected", (what, result)
         if due_acks:
-            async with db.transaction():
-                if rng.random() < 0.5:
-                    await apply_acks(db, due_acks, clock.now(), TOPICS, rng.random)
-                else:
-                    for a in due_acks:
-                        await apply_ack(db, a, clock.now(), TOPICS, rng.random)
+            await _apply(db, due_acks, clock.now(), rng)
         await ticker.tick()
         for event in sink.events[seen:]:
             d = event["data"]
             if event["type"] == "action.due":
                 for at, state in _answers(rng, clock.now()):
-                    order = rng.random()
-                    heapq.heappush(answers, (at, order, d["actionId"], d["attempt"], state))
+                    what = ("ack", d["actionId"], d["attempt"], state)
+                    heapq.heappush(coming, (at, rng.random(), what))
         seen = len(sink.events)
         counts = await db.fetchrow(NOT_ENDED)
         state = (data["policy"], clock.now())
