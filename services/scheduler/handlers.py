@@ -209,7 +209,7 @@ async def view_of(conn: asyncpg.Connection, row: Any, now: datetime, recent: boo
     spec = ScheduleSpec.stored(row["spec"])
     series, _ = compile_series(spec, row["created_at"])
     last = await conn.fetchrow(Q.series_position, row["id"])
-    manual_only = row["state"] != "ACTIVE"
+    manual_only = row["state"] == "PAUSED"  # it holds the others back
     pending = [
         r["due_at"]
         for r in await conn.fetch(Q.pending_due_times, row["id"], NEXT_FIRE_COUNT, manual_only)

@@ -30,7 +30,7 @@ def schedule_view(
 ) -> View:
     """A `ScheduleView` as it goes on the wire (camelCase, instants as text, its fields in
     their declared order). `pending` are the due times of stored occurrences that will fire
-    (of a schedule not ACTIVE, its manual ones alone); `series_position` is
+    (of a paused schedule, its manual ones alone); `series_position` is
     (occurrences the series has stored, the due instant it goes on after): it goes on after
     its last stored one while that one is still to fire, from `now` when it has stored none,
     and not at all when the instant is None with some stored (the series has ended).

@@ -199,6 +199,36 @@ async def test_a_manual_trigger_is_promised_whatever_the_schedules_state(
     assert (after["state"], after["nextFireTimes"], after["scheduledFor"]) == (state, [], None)
 
 
+async def test_a_completed_schedule_promises_the_retry_it_still_owes(
+    db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A schedule completes when its last occurrence fires; if that one fails, its retry still
+    fires, and the view says when."""
+    created = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    retry = {"maxAttempts": 2, "initialBackoff": "PT1M"}
+    once = schedule(
+        "promised",
+        trigger={"kind": "once", "at": "2026-10-24T12:01:00Z"},
+        policy={"retry": retry},
+    )
+    await run(db, command("schedule.create", once), created)
+    clock = SettableClock(created + timedelta(minutes=1))
+    sink = Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()
+    ack = {"actionId": sink.fired[0]["data"]["actionId"], "attempt": 1, "state": "FAILED"}
+    failed = ActionAck.model_validate(
+        {"type": "action.ack", "meta": {"tenant": "acct-1"}, "data": ack}
+    )
+    async with db.transaction():
+        await apply_acks(db, [failed], clock.now(), TOPICS, lambda: 0.0)
+    view = await _view(db, clock.now())
+    assert (view["state"], view["nextFireTimes"]) == ("COMPLETED", ["2026-10-24T12:02:00Z"])
+    clock.set(created + timedelta(minutes=2))
+    await ticker.tick()
+    assert [e["data"]["attempt"] for e in sink.of_type("action.due")] == [1, 2]
+
+
 async def _change(
     db: asyncpg.Connection, rng: random.Random, clock: SettableClock, manual: set[str]
 ) -> dict[str, Any] | None:

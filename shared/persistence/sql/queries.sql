@@ -109,7 +109,7 @@ ORDER BY seq DESC LIMIT 1;
 
 -- name: pending_due_times
 -- When a schedule's stored occurrences fire next: every pending one, or with $3 its manual ones
--- alone (all that fires of a paused schedule; a completed one has no other).
+-- alone (all that fires of a paused schedule).
 SELECT fire_at AS due_at FROM actions WHERE schedule_id = $1 AND state = 'PENDING'
   AND (NOT $3 OR origin = 'MANUAL')
 ORDER BY fire_at LIMIT $2;
