@@ -26,8 +26,9 @@ START = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 SPAN = timedelta(minutes=40)  # simulated time driven per example
 
 # Occurrences not ended (a manual trigger fires whatever else runs: counted apart), held, and
-# left behind: due before now ($1), free to fire, and not fired by the tick that just ran (one
-# its expiry released, at now, is fired by the next).
+# left behind: stored before now ($1), due before it, free to fire, and not fired by the tick
+# that just ran (one its expiry released at now, or a late successor it stored, FIRE_ALL's
+# catch-up, is fired by the next).
 NOT_ENDED = """
 SELECT count(*) FILTER (WHERE a.origin <> 'MANUAL'
                           AND (a.state IN ('DISPATCHED', 'RUNNING')
@@ -36,6 +37,7 @@ SELECT count(*) FILTER (WHERE a.origin <> 'MANUAL'
                           OR (a.state = 'PENDING' AND a.attempt > 1)) AS not_ended_at_all,
        count(*) FILTER (WHERE a.held AND a.state = 'PENDING') AS held,
        count(*) FILTER (WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at < $1
+                          AND a.created_at < $1
                           AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')) AS left_behind
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
 """
@@ -52,6 +54,7 @@ def _definition(rng: random.Random) -> dict[str, Any]:
         "overlap": rng.choice(["SKIP", "BUFFER_ONE"]),
         "ackTimeout": rng.choice(["PT1M", "PT2M", "PT5M"]),
         "retry": retry,
+        "misfire": rng.choice(["FIRE_ONCE", "FIRE_ALL", "SKIP"]),
     }
     explicit = [
         {"type": f"x{i}", "at": format_instant(START + timedelta(seconds=rng.randint(30, 1500)))}
