@@ -450,13 +450,15 @@ SELECT count(*) FROM actions WHERE state = 'PENDING' AND NOT held AND fire_at <=
 -- The $1 schedules that fire soonest, found among the first $2 occurrences that can fire (the
 -- claim's index, in fire_at order); fewer than $1 there: the newest others fill up the list.
 -- A schedule's next fire is its first occurrence that can fire (one held behind a running one
--- has no time of its own yet).
+-- has no time of its own yet; a paused schedule fires its manual triggers alone).
 WITH soonest AS (
     SELECT s.*, n.next_fire
-    FROM (SELECT schedule_id, min(fire_at) AS next_fire
-          FROM (SELECT schedule_id, fire_at FROM actions WHERE state = 'PENDING' AND NOT held
-                ORDER BY fire_at LIMIT $2) first
-          GROUP BY schedule_id ORDER BY next_fire) n
+    FROM (SELECT first.schedule_id, min(first.fire_at) AS next_fire
+          FROM (SELECT schedule_id, fire_at, origin FROM actions
+                WHERE state = 'PENDING' AND NOT held ORDER BY fire_at LIMIT $2) first
+          JOIN schedules p ON p.id = first.schedule_id
+          WHERE p.state <> 'PAUSED' OR first.origin = 'MANUAL'
+          GROUP BY first.schedule_id ORDER BY next_fire) n
     CROSS JOIN LATERAL (SELECT * FROM schedules s WHERE s.id = n.schedule_id
                         AND s.state <> 'DELETED') s
     ORDER BY n.next_fire LIMIT $1
@@ -464,7 +466,8 @@ WITH soonest AS (
     SELECT * FROM soonest
     UNION ALL
     (SELECT s.*, (SELECT min(a.fire_at) FROM actions a
-                  WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND NOT a.held)
+                  WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND NOT a.held
+                    AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL'))
      FROM schedules s
      WHERE s.state <> 'DELETED' AND s.id NOT IN (SELECT id FROM soonest)
      ORDER BY s.id DESC LIMIT $1)
