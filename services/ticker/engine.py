@@ -69,6 +69,9 @@ Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
 # Rounds dispatching at once: one being released, the ones before it waiting for the broker's
 # acknowledgement or being marked.
 ROUNDS_IN_FLIGHT = 3
+# Seconds to wait before claiming again when all that was due is being decided by another
+# round (overlap policies: a replica's, not committed yet): rounds take milliseconds.
+DEFERRED_WAIT = 0.01
 # Shortest time between two releases, in seconds of the monotonic clock (the wall clock may be
 # stepped back): what falls due within it goes out together, as one produce request, instead
 # of a request per millisecond. 3 ms: at 5,000 due/s the ticker's part of the lateness p50 2.1,
@@ -160,6 +163,7 @@ class Ticker:
         self._dispatching: Counter[uuid.UUID] = Counter()
         self._holding: Counter[uuid.UUID] = Counter()
         self._released_at = 0.0  # time.monotonic() of the last release of a round's part
+        self.deferred = 0  # claims that left a schedule's occurrences to another round
 
     async def tick(self) -> int:
         """One round: fire what is due now, then expire overdue attempts. Returns the work done."""
@@ -193,6 +197,12 @@ class Ticker:
             if rows:
                 unreadable: dict[Key, str] = {}
                 definitions = await load_definitions(conn, rows, unreadable)
+                guarded = _guarded(definitions)
+                elsewhere = await self._decided_elsewhere(conn, guarded)
+                if elsewhere:  # left to a claim after that round (locked by this one till then)
+                    self.deferred += 1
+                    rows = [r for r in rows if r["schedule_id"] not in elsewhere]
+                    guarded -= elsewhere
                 readable, undecidable = rows, dict[uuid.UUID, str]()
                 if unreadable:  # their occurrences are skipped, saying why (see _decide)
                     log.error("schedule definitions that cannot be read: %s", unreadable)
@@ -206,7 +216,6 @@ class Ticker:
                 ended = await store_successors(conn, readable, definitions, now, faulty=failed)
                 for action_id, exc in failed.items():
                     undecidable[action_id] = _failed_on(action_id, exc, "its series stops here")
-                guarded = _guarded(definitions)
                 busy, buffered = await self._overlap_state(conn, guarded)
         except BaseException:
             await _end(conn, transaction, self.pool)
@@ -327,6 +336,19 @@ class Ticker:
         claimed.conn = claimed.transaction = None
         if conn is not None and transaction is not None:
             await _end(conn, transaction, self.pool)
+
+    async def _decided_elsewhere(
+        self, conn: asyncpg.Connection, guarded: set[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Of the `guarded` schedules, those another round is deciding: a replica's, whose
+        fires this round cannot see before it commits. Each round holds a lock on the guarded
+        schedules it decides (released with its transaction); one of this ticker's rounds
+        dispatching a schedule needs none (the schedule is busy for this round anyway)."""
+        wanted = [s for s in guarded if not self._dispatching[s]]
+        if not wanted:
+            return set()
+        taken = {r["id"] for r in await conn.fetch(Q.lock_guarded, wanted)}
+        return set(wanted) - taken
 
     async def _overlap_state(
         self, conn: asyncpg.Connection, guarded: set[uuid.UUID]
@@ -634,6 +656,7 @@ class Ticker:
         expired_at = 0.0
         while not stop.is_set():
             unsent: Claimed | None = None  # claimed, not yet handed to a dispatch
+            deferred = self.deferred
             try:
                 claimed = unsent = await retry_forever(
                     "claiming due occurrences", self._claim, on_health, stop=stop
@@ -659,6 +682,8 @@ class Ticker:
                     "finding the next due time", self.next_wake, on_health, stop=stop
                 )
                 timeout = idle_timeout(nxt, self.clock.now(), self.lookahead, self.max_idle)
+                if self.deferred > deferred:  # what is due waits for another round's commit
+                    timeout = max(timeout, DEFERRED_WAIT)
             except Stopping:
                 if unsent is not None:
                     await self._give_up(unsent)

@@ -3,6 +3,7 @@ ack deadlines, retry backoff, final failure with action.dead, misfire and overla
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -401,3 +402,40 @@ async def test_a_redefinition_keeps_occurrences_waiting_for_their_retry(db, pool
     await ticker.tick()
     retried = [(e["data"]["type"], e["data"]["attempt"]) for e in sink.of_type("action.due")[2:]]
     assert sorted(retried) == [("billing-run", 2), ("x", 2)]
+
+
+@pytest.mark.parametrize("overlap", ["SKIP", "BUFFER_ONE"])
+async def test_overlap_holds_across_ticker_replicas(db, pool, overlap) -> None:
+    """Two tickers (replicas), each with a round of one occurrence of the schedule: the second
+    claims its own while the first's round, which fired the other, is not committed yet. It
+    must not decide on what it read then (nothing in flight): its round leaves the schedule's
+    occurrence to a claim after the first round's, which sees the first one in flight. Both
+    fired, at once."""
+    actions = [{"type": "a", "at": iso(at(10))}, {"type": "b", "at": iso(at(11))}]
+    await create(db, actions=actions, policy={"overlap": overlap, "ackTimeout": "PT1H"})
+    clock, first_sink, second_sink = SettableClock(at(9.7)), Collector(), Collector()
+    first = make_ticker(pool, clock, first_sink, ticker_lookahead_ms=500)
+    second = make_ticker(pool, clock, second_sink, ticker_lookahead_ms=500)
+    publishing, gate = asyncio.Event(), asyncio.Event()
+
+    async def held_back(messages) -> None:
+        await first_sink(messages)
+        publishing.set()
+        await gate.wait()  # its round stays open, "a" fired and not yet marked
+
+    first.publish = held_back
+    round_one = asyncio.create_task(first.fire_due())
+    try:
+        await asyncio.wait_for(publishing.wait(), 10)
+        clock.set(at(10.7))  # "b" within the second ticker's lookahead
+        await second.fire_due()
+    finally:
+        gate.set()
+        assert await round_one == 1
+    assert second.deferred == 1  # "b" left to a claim after the first round
+    await second.fire_due()  # "b", claimed again now that the first round is marked
+    assert [e["data"]["type"] for e in first_sink.fired + second_sink.fired] == ["a"]
+    b = await db.fetchrow("SELECT state, held FROM actions WHERE type = 'b'")
+    assert (b["state"], b["held"]) == (
+        ("PENDING", True) if overlap == "BUFFER_ONE" else ("SKIPPED", False)
+    )

@@ -200,6 +200,14 @@ UNION
 SELECT schedule_id FROM actions
 WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND attempt > 1;
 
+-- name: lock_guarded
+-- Of these schedules (with an overlap policy), those this round may decide: it takes a lock on
+-- each for the rest of its transaction, unless another round holds it (a replica's, whose
+-- fires this one cannot see until it commits). The key: a class for Chime's overlap locks and
+-- the schedule id's hash (two schedules sharing one only wait for each other).
+SELECT id FROM unnest($1::uuid[]) AS id
+WHERE pg_try_advisory_xact_lock(1667788133, hashtext(id::text));
+
 -- name: held_schedules
 SELECT DISTINCT schedule_id FROM actions
 WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND held;
