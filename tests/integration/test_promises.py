@@ -232,11 +232,23 @@ async def test_a_completed_schedule_promises_the_retry_it_still_owes(
 async def _change(
     db: asyncpg.Connection, rng: random.Random, clock: SettableClock, manual: set[str]
 ) -> dict[str, Any] | None:
-    """A command on the schedule: an update of its window, count or trigger, a pause for a
-    while and a resume, or a manual trigger. Its result; None when what it promises may be
-    missed (a resume that catches up late)."""
+    """A command on the schedule: an update of its window, count or trigger, a pause (or
+    `enabled: false`) for a while and a resume (or `enabled: true`), a replace with another
+    definition, or a manual trigger. Its result; None when what it promises may be missed (a
+    resume that catches up late)."""
     now = clock.now()
-    kind = rng.choice(["update", "update", "pause", "trigger"])
+    kind = rng.choice(["update", "update", "pause", "trigger", "replace", "enabled"])
+    if kind == "replace":  # a new definition under the same name
+        data = _definition(rng, now, rng.choice(ZONES))
+        return await run(db, command("schedule.replace", data), now)
+    if kind == "enabled":  # off for a while, then on again (an update each)
+        off = {"name": "promised", "changes": {"enabled": False}}
+        disabled = await run(db, command("schedule.update", off), now)
+        if disabled["type"] != "schedule.updated":
+            return disabled
+        clock.set(now + timedelta(minutes=rng.choice([1, 30, 300, 3000])))
+        on = {"name": "promised", "changes": {"enabled": True}}
+        return await run(db, command("schedule.update", on), clock.now())
     if kind == "trigger":
         manual.add(format_instant(now))
         return await run(db, command("schedule.trigger", {"name": "promised"}), now)
