@@ -32,7 +32,6 @@ import math
 import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -110,7 +109,6 @@ class Claimed:
     conn: asyncpg.pool.PoolConnectionProxy | None = None
     transaction: asyncpg.transaction.Transaction | None = None
     ended: list[uuid.UUID] = field(default_factory=list)  # schedules to complete at the mark
-    holding: set[uuid.UUID] = field(default_factory=set)  # schedules this round holds one of
     released: int = 0  # rows[:released] have been decided, into `decided`
     decided: Round = field(default_factory=Round)
     # Set once every row is released (or the dispatch gave up): the next round may start.
@@ -158,10 +156,6 @@ class Ticker:
         self.lookahead = timedelta(milliseconds=settings.ticker_lookahead_ms)
         self.max_idle = settings.ticker_max_idle_seconds
         self.metrics = metrics or Metrics()
-        # Schedules (with an overlap policy) of rounds being dispatched, and those holding one;
-        # counted, as several rounds may be dispatching at once.
-        self._dispatching: Counter[uuid.UUID] = Counter()
-        self._holding: Counter[uuid.UUID] = Counter()
         self._released_at = 0.0  # time.monotonic() of the last release of a round's part
         self.deferred = 0  # claims that left a schedule's occurrences to another round
 
@@ -223,9 +217,6 @@ class Ticker:
         if not rows:
             await _end(conn, transaction, self.pool)
             return None
-        # Rounds still being dispatched are in flight too, though not yet marked.
-        busy.update(self._dispatching)
-        buffered.update(self._holding)
         fire_at = [r["fire_at"] or r["due_at"] for r in rows]
         order = sorted(range(len(rows)), key=fire_at.__getitem__)
         rows, fire_at = [rows[i] for i in order], [fire_at[i] for i in order]
@@ -255,8 +246,6 @@ class Ticker:
         if conn is None or transaction is None:
             return  # given up after a failure: its rows are claimed again
         rows, fire_at, decided = claimed.rows, claimed.fire_at, claimed.decided
-        self._dispatching.update(claimed.guarded)
-        self._holding.update(claimed.holding)
         sends: list[asyncio.Future[None]] = []
         try:
             if decided.messages:  # a retry: the transaction must still be alive to go on
@@ -301,8 +290,6 @@ class Ticker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await send  # retrieved, so that a failure is not logged twice
             claimed.all_released.set()
-            self._dispatching -= Counter(claimed.guarded)
-            self._holding -= Counter(claimed.holding)
         self.metrics.claim_batch.observe(len(rows))
         self.metrics.actions_fired.inc(len(decided.fired))
         self.metrics.actions_skipped.inc(len(decided.skipped))
@@ -324,7 +311,9 @@ class Ticker:
         if decided.skipped:
             await conn.execute(Q.mark_skipped, decided.skipped, decided.skipped_at, decided.reasons)
         if decided.held:
-            await conn.execute(Q.hold_actions, decided.held, self.clock.now())
+            held = set(decided.held)
+            behind = list({r["schedule_id"] for r in claimed.rows if r["id"] in held})
+            await conn.execute(Q.hold_actions, decided.held, self.clock.now(), behind)
         if claimed.ended:
             ids = [r["id"] for r in claimed.rows]
             await conn.execute(Q.complete_schedules, claimed.ended, self.clock.now(), ids)
@@ -340,15 +329,13 @@ class Ticker:
     async def _decided_elsewhere(
         self, conn: asyncpg.Connection, guarded: set[uuid.UUID]
     ) -> set[uuid.UUID]:
-        """Of the `guarded` schedules, those another round is deciding: a replica's, whose
-        fires this round cannot see before it commits. Each round holds a lock on the guarded
-        schedules it decides (released with its transaction); one of this ticker's rounds
-        dispatching a schedule needs none (the schedule is busy for this round anyway)."""
-        wanted = [s for s in guarded if not self._dispatching[s]]
-        if not wanted:
+        """Of the `guarded` schedules, those another round is deciding (this ticker's or a
+        replica's): its fires cannot be seen before it commits. Each round holds a lock on the
+        guarded schedules it decides, released with its transaction."""
+        if not guarded:
             return set()
-        taken = {r["id"] for r in await conn.fetch(Q.lock_guarded, wanted)}
-        return set(wanted) - taken
+        taken = {r["id"] for r in await conn.fetch(Q.lock_guarded, list(guarded))}
+        return guarded - taken
 
     async def _overlap_state(
         self, conn: asyncpg.Connection, guarded: set[uuid.UUID]
@@ -424,8 +411,6 @@ class Ticker:
                     reason = "one occurrence is already buffered (policy.overlap BUFFER_ONE)"
                 else:
                     buffered.add(schedule)
-                    claimed.holding.add(schedule)
-                    self._holding[schedule] += 1  # rounds claimed meanwhile see it held
                     out.held.append(row["id"])
                     return None
         if reason is None:

@@ -439,3 +439,28 @@ async def test_overlap_holds_across_ticker_replicas(db, pool, overlap) -> None:
     assert (b["state"], b["held"]) == (
         ("PENDING", True) if overlap == "BUFFER_ONE" else ("SKIPPED", False)
     )
+
+
+async def test_an_end_between_the_claim_and_the_mark_leaves_nothing_held(db, pool) -> None:
+    """BUFFER_ONE: a round claims "b" while "a" is in flight and decides to hold it; "a"'s
+    SUCCEEDED ack commits before the round marks. That ack released nothing (nothing was held
+    yet): the round must not hold "b" then, or nothing would ever release it. It did, and "b"
+    never fired."""
+    actions = [{"type": "a", "at": iso(at(10))}, {"type": "b", "at": iso(at(11))}]
+    await create(db, actions=actions, policy={"overlap": "BUFFER_ONE", "ackTimeout": "PT1H"})
+    clock, sink = SettableClock(at(10)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    await ticker.tick()  # "a" fires
+    mark = ticker._mark
+
+    async def acked_first(conn, claimed) -> None:
+        await ack(db, clock, sink.fired[0]["data"]["actionId"], 1, "SUCCEEDED")  # committed
+        await mark(conn, claimed)
+
+    clock.set(at(11))
+    ticker._mark = acked_first  # the ack comes between this round's claim and its mark
+    await ticker.tick()  # "b" decided held, behind "a"
+    ticker._mark = mark
+    await ticker.tick()
+    assert [e["data"]["type"] for e in sink.fired] == ["a", "b"]
+    assert await db.fetchval("SELECT count(*) FROM actions WHERE held") == 0

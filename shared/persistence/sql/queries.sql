@@ -213,7 +213,25 @@ SELECT DISTINCT schedule_id FROM actions
 WHERE schedule_id = ANY($1::uuid[]) AND state = 'PENDING' AND held;
 
 -- name: hold_actions
-UPDATE actions SET held = true, updated_at = $2 WHERE id = ANY($1::uuid[]);
+-- Hold these occurrences (BUFFER_ONE; of the schedules $3) behind an occurrence of their
+-- schedule that has not ended (in flight, or waiting for its retry), share-locked here until the
+-- round commits: whatever ends it (an ack, the deadline sweep) waits for that commit, and then
+-- sees and releases what this round held. One whose schedule has none left to lock (ended since
+-- the claim read it, or being ended right now) is not held: left PENDING, the next claim takes
+-- it. Else an ack committed between the claim and this round's commit released nothing, and the
+-- occurrence stayed held for ever.
+WITH flying AS MATERIALIZED (
+    SELECT schedule_id FROM actions
+    WHERE schedule_id = ANY($3::uuid[]) AND state IN ('DISPATCHED', 'RUNNING')
+    FOR SHARE SKIP LOCKED
+), retrying AS MATERIALIZED (
+    SELECT schedule_id FROM actions
+    WHERE schedule_id = ANY($3::uuid[]) AND state = 'PENDING' AND attempt > 1
+    FOR SHARE SKIP LOCKED
+)
+UPDATE actions SET held = true, updated_at = $2
+WHERE id = ANY($1::uuid[])
+  AND schedule_id IN (SELECT schedule_id FROM flying UNION SELECT schedule_id FROM retrying);
 
 -- name: release_held
 -- The running occurrence ended: the one buffered behind it (BUFFER_ONE) fires now.
