@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from hypothesis import HealthCheck, settings
 
 from services.scheduler.commands import apply_command
 
@@ -126,3 +127,17 @@ async def pages_read(db: asyncpg.Connection, statement: str, *args: Any) -> int:
     """Pages `statement` read (from shared buffers or not) when PostgreSQL ran it."""
     plan = await plan_of(db, statement, *args)
     return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+
+
+def generated(examples: int) -> settings:
+    """Settings of the generated tests on real servers: derandomized (a failure is the same in
+    CI and by hand), no deadline, and the test's fixtures shared by every example (each example
+    empties the tables, or takes rows of its own); raise `examples` by hand when changing the
+    paths they compare."""
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.acker.acks import apply_ack, apply_acks, apply_acks_in_parts, parts_of
@@ -24,7 +24,7 @@ from services.scheduler.commands import Context, apply_command
 from shared.contracts import ActionAck, format_instant
 from shared.persistence.database import connect, create_pool
 from shared.settings import Topics
-from tests.integration.helpers import add_schedule, command, schedule
+from tests.integration.helpers import add_schedule, command, generated, schedule
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 TOPICS = Topics("chime.")
@@ -449,13 +449,7 @@ async def test_parts_naming_a_held_occurrence_are_applied_as_one(
     assert parts == {"names Z2": [2], "another tenant's Z2": [1, 1], "no held one": [1, 1]}
 
 
-@settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],  # emptied for each example
-)
+@generated(60)  # the databases are emptied for each example
 @given(st.integers(0, 2**32), st.sampled_from(["bulk", "parts"]))
 async def test_generated_batches_are_applied_alike(
     database_url: str, twin_database_url: str, seed: int, how: str

@@ -13,14 +13,14 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import shared.conditions
 from services.scheduler.commands import Context, apply_command
 from services.scheduler.creates import apply_creates
 from shared.persistence.database import connect, create_pool
-from tests.integration.helpers import command, schedule
+from tests.integration.helpers import command, generated, schedule
 
 NOW = datetime(2030, 3, 30, 12, 0, tzinfo=UTC)
 CTX = Context(action_topics=frozenset({"allowed.topic"}))
@@ -213,15 +213,9 @@ async def test_a_command_after_one_sent_one_by_one_is_not_applied_before_it(
 BAD_CRON = {"kind": "cron", "expression": "61 * * * *"}
 
 
-@settings(
-    max_examples=40,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    # one database for every example (each takes tenants of its own; both databases go through
-    # the same examples, so a repeated seed meets the same rows on each)
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+# One database for every example (each takes tenants of its own; both databases go through the
+# same examples, so a repeated seed meets the same rows on each).
+@generated(40)
 @given(st.integers(0, 2**32))
 async def test_generated_batches_are_answered_alike(
     database_url: str, twin_database_url: str, seed: int

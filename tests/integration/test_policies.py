@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from services.acker.acks import apply_ack
+from services.ticker.engine import Ticker
 from shared.clock import SettableClock
 from shared.contracts import ActionAck
 from shared.settings import Settings
@@ -284,18 +285,24 @@ async def test_overlap_buffer_one(db, pool) -> None:
     assert await db.fetchval("SELECT count(*) FROM actions WHERE held") == 0
 
 
-@pytest.mark.parametrize("overlap", ["SKIP", "BUFFER_ONE"])
-async def test_overlap_counts_an_occurrence_waiting_for_its_retry(db, pool, overlap) -> None:
-    """An occurrence whose attempt failed has not ended while its retry waits: the next one is
-    skipped or held as behind a running one. It fired, and the retry later fired beside it:
-    two at once, and under BUFFER_ONE after one was held, a newer one fired before it."""
+async def first_one_failed(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    overlap: str,
+    backoff: str,
+    actions: list[dict] | None = None,
+) -> tuple[SettableClock, Collector, Ticker, str]:
+    """Every minute from 12:01 under `overlap`, two attempts each: 12:01 fires and its first
+    attempt FAILS at 12:01:10, retried `backoff` later. The clock, the events, the ticker and
+    that occurrence's id."""
     await create(
         db,
         trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
+        actions=actions or [],
         policy={
             "overlap": overlap,
             "ackTimeout": "PT1H",
-            "retry": {**RETRY, "maxAttempts": 2, "initialBackoff": "PT5M"},
+            "retry": {**RETRY, "maxAttempts": 2, "initialBackoff": backoff},
         },
     )
     clock, sink = SettableClock(at(60)), Collector()
@@ -303,7 +310,16 @@ async def test_overlap_counts_an_occurrence_waiting_for_its_retry(db, pool, over
     await ticker.tick()  # 12:01 fires
     first = sink.fired[0]["data"]["actionId"]
     clock.set(at(70))
-    await ack(db, clock, first, 1, "FAILED")  # retried at 12:06:10
+    await ack(db, clock, first, 1, "FAILED")
+    return clock, sink, ticker, first
+
+
+@pytest.mark.parametrize("overlap", ["SKIP", "BUFFER_ONE"])
+async def test_overlap_counts_an_occurrence_waiting_for_its_retry(db, pool, overlap) -> None:
+    """An occurrence whose attempt failed has not ended while its retry waits: the next one is
+    skipped or held as behind a running one. It fired, and the retry later fired beside it:
+    two at once, and under BUFFER_ONE after one was held, a newer one fired before it."""
+    clock, sink, ticker, first = await first_one_failed(db, pool, overlap, "PT5M")  # at 12:06:10
     for minute in (2, 3, 4, 5):
         clock.set(at(60 * minute))
         await ticker.tick()
@@ -338,22 +354,9 @@ async def test_a_pause_keeps_an_occurrence_waiting_for_its_retry(db, pool, resum
     retry stays, waits out the pause (resumed from NOW too: it is not one that fell due) and
     ends as any other, releasing the one held behind it. It was deleted, history and all, and
     the held one stayed held for ever."""
-    await create(
-        db,
-        trigger={"kind": "interval", "every": "PT1M", "anchor": iso(START)},
-        actions=[{"type": "x", "at": iso(at(90))}],
-        policy={
-            "overlap": "BUFFER_ONE",
-            "ackTimeout": "PT1H",
-            "retry": {**RETRY, "maxAttempts": 2, "initialBackoff": "PT1M"},
-        },
-    )
-    clock, sink = SettableClock(at(60)), Collector()
-    ticker = make_ticker(pool, clock, sink)
-    await ticker.tick()  # 12:01 fires
-    first = sink.fired[0]["data"]["actionId"]
-    clock.set(at(70))
-    await ack(db, clock, first, 1, "FAILED")  # retried at 12:02:10
+    x = {"type": "x", "at": iso(at(90))}
+    clock, sink, ticker, first = await first_one_failed(db, pool, "BUFFER_ONE", "PT1M", [x])
+    # 12:01 is retried at 12:02:10
     clock.set(at(90))
     await ticker.tick()  # x is held behind it
     clock.set(at(100))

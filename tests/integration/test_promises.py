@@ -13,13 +13,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.acker.acks import apply_acks
 from shared.clock import SettableClock
 from shared.contracts import ActionAck, format_instant
-from tests.integration.helpers import command, run, schedule
+from tests.integration.helpers import command, generated, run, schedule
 from tests.integration.test_ticker import TOPICS, Collector, make_ticker
 
 ZONES = [
@@ -274,13 +274,7 @@ async def _change(
     return await run(db, command("schedule.update", {"name": "promised", "changes": changes}), now)
 
 
-@settings(
-    max_examples=100,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@generated(100)
 @given(st.integers(0, 2**32))
 async def test_generated_schedules_fire_what_their_views_promise(
     db: asyncpg.Connection, pool: asyncpg.Pool, seed: int

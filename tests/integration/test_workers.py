@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.acker.acks import apply_ack, apply_acks
 from shared.clock import SettableClock
 from shared.contracts import ActionAck, format_instant
-from tests.integration.helpers import command, run, schedule
+from tests.integration.helpers import command, generated, run, schedule
 from tests.integration.test_ticker import TOPICS, Collector, make_ticker
 
 START = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -126,13 +126,7 @@ async def _apply(
                 await apply_ack(db, a, now, TOPICS, rng.random)
 
 
-@settings(
-    max_examples=40,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@generated(40)
 @given(st.integers(0, 2**32))
 async def test_generated_workers_never_see_two_occurrences_at_once(
     db: asyncpg.Connection, pool: asyncpg.Pool, seed: int
