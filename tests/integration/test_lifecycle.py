@@ -371,57 +371,39 @@ async def test_each_command_changes_its_schedule_and_not_the_others(db) -> None:
     ]
 
 
-async def test_resume_from_now_fires_what_is_due_at_that_very_instant(db, pool) -> None:
-    """Resuming from NOW skips what fell due while paused; an action due at the resume
-    instant itself was not missed: it fires."""
+@pytest.mark.parametrize(
+    ("start", "stop", "paused", "fired", "states"),
+    [
+        # STOP is due at the resume instant itself: not missed, it fires
+        ("12:02:30", "12:05:00", "12:00", "STOP", [("START", "SKIPPED"), ("STOP", "DISPATCHED")]),
+        # START fell due before the pause, not fired yet (the ticker behind): not missed while
+        # paused, it fires late (policy.misfire); it was SKIPPED too, "due while paused"
+        ("12:01:00", "12:03:00", "12:02", "START", [("START", "DISPATCHED"), ("STOP", "SKIPPED")]),
+    ],
+)
+async def test_resume_from_now_skips_only_what_fell_due_while_paused(
+    db, pool, start, stop, paused, fired, states
+) -> None:
+    """Paused at `paused`, resumed from NOW at 12:05: what fell due in between is SKIPPED."""
     clock, sink = SettableClock(NOW), Collector()
     actions = [
-        {"type": "START", "at": "2026-03-10T12:02:30Z"},
-        {"type": "STOP", "at": "2026-03-10T12:05:00Z"},
+        {"type": "START", "at": f"2026-03-10T{start}Z"},
+        {"type": "STOP", "at": f"2026-03-10T{stop}Z"},
     ]
     data = await create(
         db, clock.now(), trigger={"kind": "once", "at": "2026-03-10T13:00:00Z"}, actions=actions
     )
+    clock.set(datetime.fromisoformat(f"2026-03-10T{paused}:00+00:00"))
     await run(db, command("schedule.pause", {"id": data["id"]}), clock.now())
     clock.set(datetime(2026, 3, 10, 12, 5, tzinfo=UTC))
     await run(db, command("schedule.resume", {"id": data["id"], "resumeFrom": "NOW"}), clock.now())
     await make_ticker(pool, clock, sink).tick()
-    assert [e["data"]["type"] for e in sink.fired] == ["STOP"]
-    states = await db.fetch(
+    assert [e["data"]["type"] for e in sink.fired] == [fired]
+    assert sink.fired[0]["data"]["misfired"] is (fired == "START")
+    stored = await db.fetch(
         "SELECT type, state FROM actions WHERE origin = 'EXPLICIT' ORDER BY due_at"
     )
-    assert [(r["type"], r["state"]) for r in states] == [
-        ("START", "SKIPPED"),
-        ("STOP", "DISPATCHED"),
-    ]
-
-
-async def test_resume_from_now_leaves_what_fell_due_before_the_pause(db, pool) -> None:
-    """What fell due before the pause and had not fired (the ticker behind) was not missed
-    while paused: resumed from NOW, it fires late (policy.misfire), only what fell due during
-    the pause is SKIPPED. It was SKIPPED too, saying it fell due while paused."""
-    clock, sink = SettableClock(NOW), Collector()
-    actions = [
-        {"type": "START", "at": "2026-03-10T12:01:00Z"},
-        {"type": "STOP", "at": "2026-03-10T12:03:00Z"},
-    ]
-    data = await create(
-        db, clock.now(), trigger={"kind": "once", "at": "2026-03-10T13:00:00Z"}, actions=actions
-    )
-    clock.set(datetime(2026, 3, 10, 12, 2, tzinfo=UTC))  # START due, not fired yet
-    await run(db, command("schedule.pause", {"id": data["id"]}), clock.now())
-    clock.set(datetime(2026, 3, 10, 12, 5, tzinfo=UTC))
-    await run(db, command("schedule.resume", {"id": data["id"], "resumeFrom": "NOW"}), clock.now())
-    await make_ticker(pool, clock, sink).tick()
-    assert [e["data"]["type"] for e in sink.fired] == ["START"]
-    assert sink.fired[0]["data"]["misfired"] is True
-    states = await db.fetch(
-        "SELECT type, state FROM actions WHERE origin = 'EXPLICIT' ORDER BY due_at"
-    )
-    assert [(r["type"], r["state"]) for r in states] == [
-        ("START", "DISPATCHED"),
-        ("STOP", "SKIPPED"),
-    ]
+    assert [(r["type"], r["state"]) for r in stored] == states
 
 
 async def test_an_update_while_paused_keeps_the_instant_it_was_paused(db, pool) -> None:
