@@ -53,7 +53,7 @@ from shared.messaging import (
     retry_forever,
 )
 from shared.metrics import Metrics
-from shared.persistence.attempts import end_attempt, occurrence_fields
+from shared.persistence.attempts import end_attempt, fail_for_good, occurrence_fields
 from shared.persistence.queries import load_queries
 from shared.persistence.successors import store_successors
 from shared.policy import decide_misfire
@@ -589,8 +589,9 @@ class Ticker:
         exc: Exception,
     ) -> list[Outgoing]:
         """An overdue attempt the ticker failed on: FAILED for good, saying so. If ending it so
-        fails too (building its events), it is FAILED all the same, recorded in its history and
-        logged, without events: left as it was, it failed every expiry after it, for ever."""
+        fails too (building its events), it is FAILED all the same (and the one held behind it
+        released), recorded in its history and logged, without events: left as it was, it
+        failed every expiry after it, for ever."""
         why = _failed_on(row["id"], exc)
         try:
             async with conn.transaction():
@@ -599,16 +600,12 @@ class Ticker:
             if not is_fault(again):
                 raise
             log.exception("the ticker failed ending an overdue attempt as failed for good")
-            await conn.execute(Q.fail_action, row["id"], now)
-            await conn.execute(
-                Q.insert_history,
-                row["id"],
-                row["attempt"],
-                "FAILED",
+            await fail_for_good(
+                conn,
+                row,
                 now,
                 f"attempt {row['attempt']} timed out: {why}; ending it so failed as well "
                 f"({type(again).__name__}), so it is FAILED without its events",
-                None,
             )
             return []
 

@@ -21,7 +21,7 @@ from shared.policy import retry_delay
 from shared.settings import Topics
 from shared.specs import compiled, why_unreadable
 
-__all__ = ["dead_letter_event", "end_attempt", "occurrence_fields"]
+__all__ = ["dead_letter_event", "end_attempt", "fail_for_good", "occurrence_fields"]
 
 Q = load_queries()
 log = logging.getLogger("chime.attempts")
@@ -82,7 +82,13 @@ async def end_attempt(
                 f"{message or outcome}; attempt {attempt + 1} at {format_instant(retry_at)}",
             )
         ]
-    await conn.execute(Q.fail_action, row["id"], now)
+    ended = outcome.lower().replace("_", " ")
+    final = (
+        f"attempt {attempt} of {attempt} {ended}: no attempts left"
+        if not_retried is None
+        else f"attempt {attempt} {ended}: {not_retried}, so it is not retried"
+    )
+    await fail_for_good(conn, row, now, final)
     log.warning(
         "action failed for good after %d attempt(s)",
         attempt,
@@ -90,16 +96,16 @@ async def end_attempt(
     )
     if metrics:
         metrics.dead.inc()
-    ended = outcome.lower().replace("_", " ")
-    final = (
-        f"attempt {attempt} of {attempt} {ended}: no attempts left"
-        if not_retried is None
-        else f"attempt {attempt} {ended}: {not_retried}, so it is not retried"
-    )
-    await conn.execute(Q.insert_history, row["id"], attempt, "FAILED", now, final, None)
-    await conn.execute(Q.release_held, [row["schedule_id"]], now)
     history = await conn.fetch(Q.action_history, row["id"])
     return [announce("FAILED", final), dead_letter_event(row, final, history, stamp, topics)]
+
+
+async def fail_for_good(conn: asyncpg.Connection, row: Any, now: datetime, why: str) -> None:
+    """The occurrence `row` (locked) FAILED for good at its attempt, its history saying `why`;
+    the one held behind it (BUFFER_ONE) fires now."""
+    await conn.execute(Q.fail_action, row["id"], now)
+    await conn.execute(Q.insert_history, row["id"], row["attempt"], "FAILED", now, why, None)
+    await conn.execute(Q.release_held, [row["schedule_id"]], now)
 
 
 def dead_letter_event(

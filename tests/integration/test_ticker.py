@@ -564,7 +564,8 @@ async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the
     failed the whole expiry, every second, for ever: no deadline behind it expired. That
     attempt is now FAILED for good, saying so, and the others are ended as their policy says.
     When ending it so fails too (here building its action.dead), it is FAILED all the same,
-    without events, its history saying why."""
+    without events, its history saying why; either way the occurrence held behind it
+    (BUFFER_ONE) is released."""
     from shared.persistence import attempts
 
     delay, dead_letter = attempts.retry_delay, attempts.dead_letter_event
@@ -584,20 +585,23 @@ async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the
         monkeypatch.setattr(attempts, "dead_letter_event", faulty_dead_letter)
     clock = SettableClock(START)
     at = {"kind": "once", "at": "2026-10-24T12:00:01Z"}
+    held = [{"type": "held", "at": "2026-10-24T12:00:02Z"}]  # behind the faulty one's
     for name, backoff in (("faulty", "PT7S"), ("sound", "PT8S")):
-        policy = {"retry": {"maxAttempts": 2, "initialBackoff": backoff}}
-        data = schedule(name, trigger=at, policy=policy)
+        policy = {"retry": {"maxAttempts": 2, "initialBackoff": backoff}, "overlap": "BUFFER_ONE"}
+        actions = held if name == "faulty" else []
+        data = schedule(name, trigger=at, policy=policy, actions=actions)
         await run(db, command("schedule.create", data), START)
     sink = Collector()
     ticker = make_ticker(pool, clock, sink)
-    await drive(ticker, clock, START + timedelta(seconds=1))
+    await drive(ticker, clock, START + timedelta(seconds=2))
     assert len(sink.fired) == 2
+    assert await db.fetchval("SELECT held FROM actions WHERE type = 'held'") is True
     clock.set(clock.now() + timedelta(minutes=6))  # past the 5-minute ack deadline
     assert await ticker.expire_overdue() == 2
     failed_on = "the ticker failed on this occurrence (RuntimeError: a fault in Chime, logged)"
     if twice:
         assert sink.of_type("action.dead") == []
-        [(_, _, last)] = [o for o in await occurrences_of(db) if o[0] == "faulty"]
+        [(_, _, last), _held] = [o for o in await occurrences_of(db) if o[0] == "faulty"]
         assert last == (
             f"attempt 1 timed out: {failed_on}; ending it so failed as well (KeyError), so it "
             "is FAILED without its events"
@@ -608,11 +612,15 @@ async def test_an_overdue_attempt_the_ticker_fails_on_fails_for_good_and_not_the
         assert (dead["data"]["name"], dead["data"]["reason"]) == ("faulty", reason)
     states = (
         "SELECT s.name, a.state, a.attempt FROM actions a JOIN schedules s ON s.id = a.schedule_id"
+        " WHERE a.type <> 'held'"
     )
     assert sorted(tuple(r) for r in await db.fetch(states)) == [
         ("faulty", "FAILED", 1),
         ("sound", "PENDING", 2),
     ]
+    # the one held behind the faulty occurrence is released with its end, either way
+    released = await db.fetchrow("SELECT state, held FROM actions WHERE type = 'held'")
+    assert (released["state"], released["held"]) == ("PENDING", False)
 
 
 async def test_a_round_records_how_long_the_broker_took_to_acknowledge_it(db, pool) -> None:
