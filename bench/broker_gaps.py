@@ -13,8 +13,10 @@ consecutive and every jump is records stepped over. Once the producers stop, eac
 reads to the partition's end (one partition: the records acknowledged are offsets 0 to
 `records` - 1). Per consumer: `jumps` seen, `missed` (records below the furthest offset it
 read that it never received: stepped over for good) and `not_reached` (records past that
-offset when its minute to catch up ran out: a broker slow to deliver, not a record lost). No
-Chime service runs. One JSON line.
+offset when its minute to catch up ran out: a broker slow to deliver, not a record lost); for
+those that read again, `seen_again`: jumps that came again when the partition was read again
+(the batch still not stored: read again until it comes, `shared/offsets.py`). No Chime service
+runs. One JSON line.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.common import line, servers
 from shared.messaging import ensure_topics, kafka_client_options
-from shared.offsets import OffsetGaps
+from shared.offsets import OffsetGaps, settle
 from shared.settings import Settings
 
 RECORD_BYTES = 200
@@ -64,14 +66,16 @@ async def follow(
     await consumer.start()
     consumer.assign([tp])
     consumer.seek(tp, 0)
-    gaps, seen, jumps, expected = OffsetGaps(start=0), set(), 0, 0
+    gaps, seen, jumps, seen_again, expected = OffsetGaps(start=0), set(), 0, 0, 0
     try:
         deadline = None
         while not total.done() or (expected < total.result() and time.monotonic() < deadline):
             fetched = (await consumer.getmany(timeout_ms=100)).get(tp, [])
             if read_again:
                 fetched, found = gaps.admit(fetched, consumer)
-                jumps += len(found)
+                jumps += sum(jump.seen == 1 for jump in found)
+                seen_again += sum(jump.seen == 2 for jump in found)
+                await settle(found)
             for record in fetched:
                 if not read_again and record.offset > expected:
                     jumps += 1
@@ -80,11 +84,12 @@ async def follow(
             if deadline is None and total.done():
                 deadline = time.monotonic() + within
         reached = max(seen) + 1 if seen else 0
-        return {
+        figures = {
             "jumps": jumps,
             "missed": reached - len(seen),
             "not_reached": total.result() - reached,
         }
+        return figures | ({"seen_again": seen_again} if read_again else {})
     finally:
         await consumer.stop()
 

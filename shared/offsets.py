@@ -13,25 +13,34 @@ jump only where the offsets hold nothing it is given: transaction markers, abort
 compacted records.
 
 `OffsetGaps` follows the offset each partition should give next. When a record jumps ahead of
-it, the partition is read again from the offset expected, once per jump: the records from the
-jump on are left out of the batch (neither handled nor committed: the consumer's position
-is moved back, which is what its commit then stores). If the partition jumps to the
-same place again, nothing was there to read, and its records are taken. Where a partition
-begins is known when the consumer reads each from its start (`start=0`), or from what the
-caller says (`expect`: a consumer service, the group's committed offset); otherwise it is
-followed from the first record it gives.
+it, the partition is read again from the offset expected: the records from the jump on are left
+out of the batch (neither handled nor committed: the consumer's position is moved back, which is
+what its commit then stores). A batch still being stored when the partition is read again is
+stepped over again from the same offset (a 2-core machine busy with a test suite: one read
+again was not always enough), so a jump seen again is read again, further apart each time
+(`backoff`), until it has been seen for `read_again` seconds (0.5 s by default); only then are
+its records taken, as offsets that hold nothing to read (Kafka's transaction markers: each
+costs a consumer that long). Where a partition begins is known when the consumer reads each
+from its start (`start=0`), or from what the caller says (`expect`: a consumer service, the
+group's committed offset); otherwise it is followed from the first record it gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from aiokafka import TopicPartition
 
-__all__ = ["Jump", "OffsetGaps", "Partition", "Seeks"]
+__all__ = ["Jump", "OffsetGaps", "Partition", "Seeks", "backoff", "settle"]
 
 Partition = tuple[str, int]  # (topic, partition)
+
+READ_AGAIN = 0.5  # seconds a jump is read again from the same offset before it is taken
+FIRST_WAIT, LONGEST_WAIT = 0.005, 0.1  # between reads of a jump seen again: doubling
 
 
 class Seeks(Protocol):
@@ -39,25 +48,59 @@ class Seeks(Protocol):
 
 
 class Jump(NamedTuple):
-    """A partition that gave `received` where `expected` was next: read it again from there."""
+    """A partition that gave `received` where `expected` was next: read it again from there.
+    `seen`: how many fetches in a row jumped from `expected` (1: the first)."""
 
     topic: str
     partition: int
     expected: int
     received: int
+    seen: int = 1
+
+
+@dataclass
+class _Reading:
+    """A partition read again from `expected` since `since`, after `seen` jumps from there."""
+
+    expected: int
+    since: float
+    seen: int = 1
+
+
+def backoff(jumps: Iterable[Jump]) -> float:
+    """Seconds to wait before fetching again: none after a first jump (the batch stepped over
+    is usually stored by then), doubling from `FIRST_WAIT` to `LONGEST_WAIT` while one is seen
+    again."""
+    seen = max((jump.seen for jump in jumps), default=1)
+    return 0.0 if seen == 1 else min(FIRST_WAIT * 2 ** (seen - 2), LONGEST_WAIT)
+
+
+async def settle(jumps: Iterable[Jump]) -> None:
+    """Wait `backoff(jumps)` (a consumer's loop, before its next fetch)."""
+    if wait := backoff(jumps):
+        await asyncio.sleep(wait)
 
 
 class OffsetGaps:
     """Each partition's next offset, and the jumps past it to read again."""
 
-    def __init__(self, start: int | None = None) -> None:
+    def __init__(
+        self,
+        start: int | None = None,
+        read_again: float = READ_AGAIN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`start`: where every partition begins, if known (a consumer that reads each from
-        its beginning: 0); otherwise a partition is followed from the first record it gives."""
+        its beginning: 0); otherwise a partition is followed from the first record it gives.
+        `read_again`: how long (seconds of `clock`) a jump from the same offset is read again
+        before its records are taken."""
         self._start = start
+        self._read_again_for = read_again
+        self._clock = clock
         self._next: dict[Partition, int] = {}
-        # The offset each partition was last read again from, so that a jump seen twice (one
-        # over offsets that hold nothing to read) is taken the second time.
-        self._read_again: dict[Partition, int] = {}
+        # Partitions being read again from where they jumped (until they give that offset, or
+        # the jump is taken).
+        self._reading: dict[Partition, _Reading] = {}
 
     def admit(self, records: Sequence[Any], consumer: Seeks) -> tuple[list[Any], list[Jump]]:
         """The records to handle, in their order, and the jumps to read again, at most one a
@@ -68,24 +111,37 @@ class OffsetGaps:
         taken: what follows it is expected from there."""
         kept: list[Any] = []
         jumps: dict[Partition, Jump] = {}
+        reading = self._reading
         for record in records:
             where = (record.topic, record.partition)
             if where in jumps:
                 continue
             expected = self._next.get(where, self._start)
-            if (
-                expected is not None
-                and record.offset > expected
-                and self._read_again.get(where) != expected
-            ):
-                self._read_again[where] = expected
-                jumps[where] = Jump(record.topic, record.partition, expected, record.offset)
-                continue
+            if expected is not None and record.offset > expected:
+                jump = self._jumped(where, expected, record.offset)
+                if jump is not None:
+                    jumps[where] = jump
+                    continue
+            elif reading and where in reading:
+                del reading[where]  # what it was read again for came (or it was rewound)
             self._next[where] = record.offset + 1
             kept.append(record)
         for jump in jumps.values():
             consumer.seek(TopicPartition(jump.topic, jump.partition), jump.expected)
         return kept, list(jumps.values())
+
+    def _jumped(self, where: Partition, expected: int, received: int) -> Jump | None:
+        """The jump to read again, or None once it has been read again for long enough (the
+        offsets hold nothing to read: its records are taken)."""
+        now, reading = self._clock(), self._reading.get(where)
+        if reading is None or reading.expected != expected:
+            self._reading[where] = _Reading(expected, now)
+            return Jump(where[0], where[1], expected, received)
+        if now - reading.since >= self._read_again_for:
+            del self._reading[where]
+            return None
+        reading.seen += 1
+        return Jump(where[0], where[1], expected, received, reading.seen)
 
     def admit_fetched(
         self, fetched: Mapping[Any, Sequence[Any]], consumer: Seeks
@@ -108,11 +164,12 @@ class OffsetGaps:
         """The batch these jumps were found in failed and is delivered again from its first
         records (FastStream's NACK_ON_ERROR), which moves a partition back to its first record
         in the batch, past the offset it was moved back to: the jump is to be read again when
-        it comes, not taken as one seen twice."""
+        it comes, afresh."""
         for jump in jumps:
             where = (jump.topic, jump.partition)
-            if self._read_again.get(where) == jump.expected:
-                del self._read_again[where]
+            reading = self._reading.get(where)
+            if reading is not None and reading.expected == jump.expected:
+                del self._reading[where]
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions revoked or assigned: followed afresh from the first record they give
@@ -120,4 +177,4 @@ class OffsetGaps:
         they began (`unknown`, `expect`)."""
         for where in partitions:
             self._next.pop(where, None)
-            self._read_again.pop(where, None)
+            self._reading.pop(where, None)

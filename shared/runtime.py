@@ -33,7 +33,7 @@ from shared.messaging import (
     retry_forever,
 )
 from shared.metrics import Metrics
-from shared.offsets import OffsetGaps
+from shared.offsets import OffsetGaps, settle
 from shared.persistence.database import create_pool
 from shared.persistence.migrate import check_schema
 from shared.settings import Settings
@@ -295,7 +295,7 @@ def consumer_app(
             await publisher.stop()
             await pool.close()
 
-    gaps = OffsetGaps()
+    gaps = OffsetGaps(read_again=settings.kafka_read_again_ms / 1000)
     log = logging.getLogger(f"chime.{name}")
 
     async def on_batch(records: list[Any]) -> None:
@@ -304,11 +304,13 @@ def consumer_app(
         await _from_committed(consumer, gaps, records)
         records, jumps = gaps.admit(records, consumer)
         for jump in jumps:  # read again from the offset expected (shared/offsets.py)
-            log.warning(
-                "partition %d gave offset %d where %d was next: reading it again from there",
+            log.log(
+                logging.WARNING if jump.seen == 1 else logging.DEBUG,
+                "partition %d gave offset %d where %d was next (%d times): reading it again",
                 jump.partition,
                 jump.received,
                 jump.expected,
+                jump.seen,
                 extra={"topic": jump.topic},
             )
             runtime.metrics.offsets_read_again.labels(jump.topic).inc()
@@ -327,6 +329,7 @@ def consumer_app(
             gaps.rewound(jumps)  # the batch is delivered again (NACK_ON_ERROR)
             raise
         runtime.heap.worked()
+        await settle(jumps)  # a jump seen again: the next fetch a little later
 
     on_batch.__annotations__["records"] = list[consumes.message]  # documents the payload
     subscriber = broker.subscriber(

@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(
         3_000, ge=1, description="Consumer heartbeat interval; less than the session timeout."
     )
+    kafka_read_again_ms: int = Field(
+        500,
+        ge=0,
+        le=60_000,
+        description="How long a consumer keeps reading a partition again from the offset it "
+        "expected when the partition's offsets jump from there, before it takes the jump as "
+        "offsets holding nothing to read. The embedded broker can step a fetch over a batch it "
+        "has not stored yet (read again, it comes); on Kafka only transaction markers and "
+        "compacted records make offsets jump, and each then holds the consumer this long: "
+        "lower it where transactional producers write Chime's topics.",
+    )
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none",
         description="Compression of the record batches Chime publishes: none, gzip, snappy, "

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.messaging import compression, kafka_client_options
-from shared.offsets import OffsetGaps
+from shared.offsets import OffsetGaps, settle
 from shared.settings import Settings
 
 __all__ = ["ack", "publish", "status", "tail"]
@@ -47,7 +47,8 @@ async def _send_and_wait(
         await consumer.start()
         await producer.start()
         await consumer.getmany(timeout_ms=200)  # take the partitions' current end as start
-        gaps = OffsetGaps()  # the embedded broker can step a fetch over the reply: read again
+        # The embedded broker can step a fetch over the reply: read again (shared/offsets.py).
+        gaps = OffsetGaps(read_again=settings.kafka_read_again_ms / 1000)
         for partition in consumer.assignment():
             gaps.expect((partition.topic, partition.partition), await consumer.position(partition))
         headers = [("correlation_id", correlation_id.encode())] if correlation_id else []
@@ -57,7 +58,8 @@ async def _send_and_wait(
         await producer.send_and_wait(topic, orjson.dumps(body), key=key, headers=headers or None)
         deadline = asyncio.get_running_loop().time() + wait_seconds
         while asyncio.get_running_loop().time() < deadline:
-            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=200), consumer)
+            records, jumps = gaps.admit_fetched(await consumer.getmany(timeout_ms=200), consumer)
+            await settle(jumps)
             for record in records:
                 reply = orjson.loads(record.value)
                 if answer(reply):
@@ -199,12 +201,15 @@ async def tail(
     )
     seen = 0
     # A partition whose offsets jump is read again from the one expected (shared/offsets.py).
-    gaps = OffsetGaps(start=0 if from_beginning else None)
+    gaps = OffsetGaps(
+        start=0 if from_beginning else None, read_again=settings.kafka_read_again_ms / 1000
+    )
     try:
         await consumer.start()
         await _follow(consumer, name, from_beginning)
         while True:
-            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
+            records, jumps = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
+            await settle(jumps)
             if _show(records, as_json, limit - seen if limit else None):
                 break
             seen += len(records)

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.embedded import EmbeddedPostgres, free_port
 from shared.messaging import ensure_topics
-from shared.offsets import OffsetGaps
+from shared.offsets import OffsetGaps, settle
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
 from tests.processes import Services
@@ -133,6 +133,7 @@ async def _collect(consumer: AIOKafkaConsumer, bus: Bus) -> None:
         while True:
             records, jumps = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             bus.gaps += jumps
+            await settle(jumps)
             at = time.time()
             for record in records:
                 bus.received[record.topic].append(Received.of(record, at))
@@ -161,8 +162,9 @@ async def read_all(settings: Settings, topic: str, within: float = 60.0) -> list
         while time.monotonic() < deadline and [
             tp for tp, end in ends.items() if await consumer.position(tp) < end
         ]:
-            records, _ = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
+            records, jumps = gaps.admit_fetched(await consumer.getmany(timeout_ms=500), consumer)
             out += [Received.of(r, 0.0) for r in records]
+            await settle(jumps)
         return out
     finally:
         await consumer.stop()

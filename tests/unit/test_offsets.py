@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from shared.offsets import Jump, OffsetGaps
+from shared.offsets import Jump, OffsetGaps, backoff
 
 
 def record(offset: int, partition: int = 0, topic: str = "t") -> ConsumerRecord:
@@ -46,17 +46,69 @@ def test_a_jump_holds_back_its_partition_from_there_and_is_read_again() -> None:
     assert consumer.seeks == [("t", 0, 2)]  # once
 
 
-def test_a_jump_seen_again_from_the_same_offset_is_taken() -> None:
-    """Offsets that hold nothing a consumer is given (a transaction's marker) jump every time:
-    read again once, then taken, so the consumer never loops."""
-    gaps, consumer = OffsetGaps(), Consumer()
+class Clock:
+    """Seconds, set by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_jump_seen_again_is_read_again_until_it_has_lasted_and_then_taken() -> None:
+    """A batch the broker is still storing is stepped over again from the same offset: read
+    again, further apart, for `read_again` seconds. Offsets that hold nothing a consumer is
+    given (a transaction's marker) jump every time: taken then, so the consumer never loops."""
+    clock, consumer = Clock(), Consumer()
+    gaps = OffsetGaps(read_again=0.5, clock=clock)
     gaps.admit([record(0)], consumer)
-    assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2)])
+    assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2, seen=1)])
+    clock.now += 0.2
+    assert gaps.admit([record(2), record(3)], consumer) == ([], [Jump("t", 0, 1, 2, seen=2)])
+    clock.now += 0.29
+    assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2, seen=3)])
+    clock.now += 0.01  # seen from 1 for 0.5 s: nothing there
     kept, jumps = gaps.admit([record(2), record(3)], consumer)
     assert offsets(kept) == [(0, 2), (0, 3)] and jumps == []
-    # A later jump is read again, and one from the offset read again last time is too.
+    assert consumer.seeks == [("t", 0, 1)] * 3
+    # A later jump is read again, and one from the offset taken last time is too.
     assert gaps.admit([record(9)], consumer) == ([], [Jump("t", 0, 4, 9)])
-    assert consumer.seeks == [("t", 0, 1), ("t", 0, 4)]
+    assert consumer.seeks[-1] == ("t", 0, 4)
+
+
+def test_a_batch_stored_late_is_received_when_read_again_later() -> None:
+    """What the broker stored after the first reading again comes at a later one, and the
+    partition is followed as before; a jump from the same offset another time (the partition
+    rewound past it) is read again afresh, not taken for having begun long ago."""
+    clock, consumer = Clock(), Consumer()
+    gaps = OffsetGaps(read_again=0.5, clock=clock)
+    gaps.admit([record(0)], consumer)
+    gaps.admit([record(3)], consumer)
+    clock.now += 0.1
+    assert gaps.admit([record(3)], consumer) == ([], [Jump("t", 0, 1, 3, seen=2)])
+    kept, jumps = gaps.admit([record(1), record(2), record(3)], consumer)
+    assert offsets(kept) == [(0, 1), (0, 2), (0, 3)] and jumps == []
+    gaps.admit([record(0)], consumer)  # a batch delivered again from its start
+    clock.now += 10
+    assert gaps.admit([record(3)], consumer) == ([], [Jump("t", 0, 1, 3, seen=1)])
+
+
+def test_without_reading_again_for_a_while_a_jump_seen_again_is_taken() -> None:
+    gaps, consumer = OffsetGaps(read_again=0, clock=Clock()), Consumer()
+    gaps.admit([record(0)], consumer)
+    assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2)])
+    kept, jumps = gaps.admit([record(2)], consumer)
+    assert offsets(kept) == [(0, 2)] and jumps == []
+
+
+def test_reading_again_waits_longer_each_time_a_jump_is_seen_again() -> None:
+    def jump(seen: int) -> Jump:
+        return Jump("t", 0, 1, 2, seen)
+
+    assert backoff([]) == backoff([jump(1)]) == 0  # the first reading again: at once
+    assert [backoff([jump(1), jump(n)]) for n in (2, 3, 4)] == [0.005, 0.01, 0.02]
+    assert backoff([jump(60)]) == 0.1  # at most
 
 
 def test_a_jump_in_a_batch_that_failed_is_read_again_when_it_comes_again() -> None:
