@@ -26,6 +26,7 @@ lint: $(BIN)/chime
 bench: $(BIN)/chime
 	$(BIN)/python -m bench.fire_throughput
 	$(BIN)/python -m bench.fire_throughput --reader after
+	$(BIN)/python -m bench.fire_throughput --reader after --overlap SKIP
 	$(BIN)/python -m bench.command_ingest
 	$(BIN)/python -m bench.ack_ingest
 	$(BIN)/python -m bench.broker_lateness

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.contracts import format_instant
 from shared.messaging import ensure_topics
+from shared.offsets import OffsetGaps, settle
 from shared.persistence.migrate import migrate
 from shared.settings import Settings
 
@@ -406,16 +407,22 @@ async def receive(
         held_bytes = 0
 
     deadline = time.monotonic() + within
+    # Several producers at once (two tickers, two raw claimers) can make the embedded broker
+    # step a fetch over a batch: read again from the offset expected, as a worker should
+    # (shared/offsets.py; the topics are the run's own, so every partition begins at 0).
+    gaps = OffsetGaps(start=0)
     # The instrument must not pause: with hundreds of thousands of events kept, the cyclic GC's
     # full collections would stall this loop and add their pauses to the measured lateness.
     gc.disable()
     try:
         while len(out) + len(held) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
-                now = time.time()
-                for r in records:
-                    held.append((now, r.value))
-                    held_bytes += len(r.value)
+            fetched = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            records, jumps = gaps.admit_fetched(fetched, consumer)
+            now = time.time()
+            for r in records:
+                held.append((now, r.value))
+                held_bytes += len(r.value)
+            await settle(jumps)
             if held_bytes > UNDECODED_LIMIT:
                 decode()
         if at_last is not None:
@@ -472,13 +479,16 @@ async def load_through_commands(
     due: datetime | Callable[[int], datetime],
     per_schedule: int = 1000,
     ack_timeout: str = "PT5M",
+    overlap: str = "ALLOW",
 ) -> float:
     """Send `total` one-shot actions as schedule.create commands (`per_schedule` explicit
-    actions each), due at `due`, or at `due(i)` for the i-th; wait for every result.
-    Nothing acknowledges them in a benchmark: after `ack_timeout` each attempt times out and
-    is retried (policy.retry), so a run longer than that needs a longer one."""
+    actions each, `policy.overlap` as said), due at `due`, or at `due(i)` for the i-th; wait
+    for every result. Nothing acknowledges them in a benchmark: after `ack_timeout` each
+    attempt times out and is retried (policy.retry), so a run longer than that needs a longer
+    one."""
     at = due if callable(due) else (lambda _: due)
     per_schedule = min(per_schedule, total)
+    policy = {"ackTimeout": ack_timeout} | ({"overlap": overlap} if overlap != "ALLOW" else {})
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -501,7 +511,7 @@ async def load_through_commands(
                     "name": f"bench-{s}",
                     "actions": actions,
                     "action": {"type": "bench"},
-                    "policy": {"ackTimeout": ack_timeout},
+                    "policy": policy,
                 },
                 "meta": {"commandId": cid, "correlationId": cid, "tenant": "bench"},
             }

@@ -3,7 +3,7 @@ back with a plain consumer; and, in the same run, the raw reference: a plain asy
 publishing with aiokafka on the same database and broker, read back by the same consumer.
 
     python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B] [--no-raw]
-                                    [--raw-claimers K] [--reader after]
+                                    [--raw-claimers K] [--reader after] [--overlap SKIP]
 
 Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
 chime.commands (answered by the scheduler), action.due read back from the broker. Both
@@ -22,6 +22,11 @@ raw loop's "go") to the last round's mark, which commits after the broker acknow
 round (Chime: its stored fire counters, polled every 10 ms; the raw loop: its claimers' own
 account), and the CPU window ends there. The consumer then reads every event, for the
 duplicates and misses. Each line names its reader (`beside` or `after`).
+
+`--overlap SKIP` (or BUFFER_ONE) loads N guarded schedules of one action each instead of
+schedules of 1,000 (a guarded schedule fires one occurrence at a time): what deciding overlap
+costs a burst (a round takes a lock on each guarded schedule it decides and reads which are
+busy). Each line names its `overlap`.
 """
 
 from __future__ import annotations
@@ -99,7 +104,11 @@ async def _fired(url: str, due: datetime) -> dict:
 
 
 async def chime_scenario(
-    total: int, tickers: int, batch: int | None = None, after: bool = False
+    total: int,
+    tickers: int,
+    batch: int | None = None,
+    after: bool = False,
+    overlap: str = "ALLOW",
 ) -> dict:
     async with servers("fire") as settings:
         tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
@@ -107,7 +116,11 @@ async def chime_scenario(
             await running.start("scheduler")
             lead = timedelta(seconds=max(20, total / 2000))
             due = (datetime.now(UTC) + lead).replace(microsecond=0)
-            load_seconds = await load_through_commands(settings, total, due)
+            # A guarded schedule fires one occurrence at a time: one each, all due at once.
+            per_schedule = 1000 if overlap == "ALLOW" else 1
+            load_seconds = await load_through_commands(
+                settings, total, due, per_schedule, overlap=overlap
+            )
             for i in range(tickers):
                 await running.start(f"ticker-{i}")
             assert datetime.now(UTC) < due, "loading took longer than planned: raise the lead"
@@ -138,6 +151,7 @@ async def chime_scenario(
         "reader": "after" if after else "beside",
         "total": total,
         "tickers": tickers,
+        "overlap": overlap,
         "batch": batch or Settings().ticker_batch_size,
         "received": len(received),
         "duplicates": len(ids) - len(set(ids)),
@@ -284,6 +298,12 @@ async def main() -> None:
         default="beside",
         help="read the events while they are published (beside) or once all are (after)",
     )
+    parser.add_argument(
+        "--overlap",
+        choices=["ALLOW", "SKIP", "BUFFER_ONE"],
+        default="ALLOW",
+        help="the schedules' policy.overlap; other than ALLOW, N schedules of one action each",
+    )
     parser.add_argument("--raw-claimer", nargs=4, help=argparse.SUPPRESS)  # one, as a process
     args = parser.parse_args()
     if args.raw_claimer:
@@ -301,7 +321,7 @@ async def main() -> None:
     )
     if not args.no_raw:
         line(**raw)
-    chime = await chime_scenario(args.total, args.tickers, args.batch, after)
+    chime = await chime_scenario(args.total, args.tickers, args.batch, after, args.overlap)
     if chime["rate_per_s"] and raw["rate_per_s"]:
         chime["fraction_of_raw"] = round(chime["rate_per_s"] / raw["rate_per_s"], 3)
     line(**chime)

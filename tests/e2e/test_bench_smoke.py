@@ -79,6 +79,13 @@ async def test_fire_throughput_smoke() -> None:
     assert_cpu(chime["cpu"], {"ticker-0", "scheduler"})
 
 
+async def test_fire_throughput_of_guarded_schedules_smoke() -> None:
+    args = ["--total", "300", "--no-raw", "--overlap", "SKIP", "--reader", "after"]
+    (chime,) = await run("fire_throughput", *args)
+    assert (chime["overlap"], chime["tickers"], chime["received"]) == ("SKIP", 1, 300)
+    assert (chime["duplicates"], chime["misses"], chime["fired"]["count"]) == (0, 0, 300)
+
+
 async def test_fire_throughput_with_the_reader_after_smoke() -> None:
     raw, chime = await run("fire_throughput", "--total", "300", "--reader", "after")
     assert raw["reader"] == chime["reader"] == "after"
