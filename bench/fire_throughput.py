@@ -4,6 +4,7 @@ publishing with aiokafka on the same database and broker, read back by the same 
 
     python -m bench.fire_throughput [--total 100000] [--tickers 1] [--batch B] [--no-raw]
                                     [--raw-claimers K] [--reader after] [--overlap SKIP]
+                                    [--per-schedule N]
 
 Prints one JSON line per scenario. Drives Chime only through its public surface: commands on
 chime.commands (answered by the scheduler), action.due read back from the broker. Both
@@ -26,7 +27,8 @@ duplicates and misses. Each line names its reader (`beside` or `after`).
 `--overlap SKIP` (or BUFFER_ONE) loads N guarded schedules of one action each instead of
 schedules of 1,000 (a guarded schedule fires one occurrence at a time): what deciding overlap
 costs a burst (a round takes a lock on each guarded schedule it decides and reads which are
-busy). Each line names its `overlap`.
+busy). `--per-schedule N`: N actions a schedule (`--per-schedule 1` without an overlap policy
+is the same burst unguarded). Each line names its `overlap` and `per_schedule`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ async def chime_scenario(
     batch: int | None = None,
     after: bool = False,
     overlap: str = "ALLOW",
+    per_schedule: int | None = None,
 ) -> dict:
     async with servers("fire") as settings:
         tuning = {"CHIME_TICKER_BATCH_SIZE": str(batch)} if batch else {}
@@ -117,7 +120,7 @@ async def chime_scenario(
             lead = timedelta(seconds=max(20, total / 2000))
             due = (datetime.now(UTC) + lead).replace(microsecond=0)
             # A guarded schedule fires one occurrence at a time: one each, all due at once.
-            per_schedule = 1000 if overlap == "ALLOW" else 1
+            per_schedule = per_schedule or (1000 if overlap == "ALLOW" else 1)
             load_seconds = await load_through_commands(
                 settings, total, due, per_schedule, overlap=overlap
             )
@@ -152,6 +155,7 @@ async def chime_scenario(
         "total": total,
         "tickers": tickers,
         "overlap": overlap,
+        "per_schedule": per_schedule,
         "batch": batch or Settings().ticker_batch_size,
         "received": len(received),
         "duplicates": len(ids) - len(set(ids)),
@@ -304,6 +308,11 @@ async def main() -> None:
         default="ALLOW",
         help="the schedules' policy.overlap; other than ALLOW, N schedules of one action each",
     )
+    parser.add_argument(
+        "--per-schedule",
+        type=int,
+        help="explicit actions a schedule (default 1,000; 1 with an overlap policy)",
+    )
     parser.add_argument("--raw-claimer", nargs=4, help=argparse.SUPPRESS)  # one, as a process
     args = parser.parse_args()
     if args.raw_claimer:
@@ -321,7 +330,9 @@ async def main() -> None:
     )
     if not args.no_raw:
         line(**raw)
-    chime = await chime_scenario(args.total, args.tickers, args.batch, after, args.overlap)
+    chime = await chime_scenario(
+        args.total, args.tickers, args.batch, after, args.overlap, args.per_schedule
+    )
     if chime["rate_per_s"] and raw["rate_per_s"]:
         chime["fraction_of_raw"] = round(chime["rate_per_s"] / raw["rate_per_s"], 3)
     line(**chime)
