@@ -6,7 +6,14 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from shared.contracts.common import (
     SCHEMA_VERSION,
@@ -19,6 +26,7 @@ from shared.contracts.common import (
     UtcInstant,
     Whole,
     from_storage,
+    reused,
 )
 from shared.contracts.triggers import Trigger
 
@@ -210,6 +218,9 @@ class ExplicitAction(ContractModel):
     )
 
 
+_POLICIES: dict[tuple[bool, bytes], Policy] = {}  # ScheduleSpec's, by JSON text (`reused`)
+
+
 class ScheduleSpec(ContractModel):
     """`data` of schedule.create: everything a schedule is."""
 
@@ -323,9 +334,18 @@ class ScheduleSpec(ContractModel):
             data["enabled"] = active
         return data
 
+    @field_validator("policy", mode="wrap")
+    @classmethod
+    def _policy_once(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Policy:
+        return reused(_POLICIES, value, handler, info)  # type: ignore[no-any-return]
+
     @field_validator("labels")
     @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+    def _labels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if from_storage(info):  # checked when stored
+            return value
         for key, text in value.items():
             if not LABEL_KEY.fullmatch(key):
                 raise ValueError(

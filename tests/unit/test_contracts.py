@@ -283,6 +283,24 @@ def test_a_policy_duration_is_at_most_ten_years(policy: dict, field: str, messag
     assert where == field and message in text
 
 
+def test_a_policy_is_validated_once_for_each_text_and_context() -> None:
+    """Schedules share a few policies: one validated already is reused for the same JSON text
+    (the same instance), and only in the same context: a stored policy past a limit added
+    since is read, and a command giving that text is still refused."""
+    policy = {"ackTimeout": "PT7M", "retry": {"maxAttempts": 4}}
+    first = ScheduleSpec.model_validate({**ONCE, "policy": policy}).policy
+    again = ScheduleSpec.model_validate({**ONCE, "name": "other", "policy": dict(policy)}).policy
+    assert again is first and first.retry.max_attempts == 4
+    other = ScheduleSpec.model_validate({**ONCE, "policy": {**policy, "ackTimeout": "PT8M"}})
+    assert other.policy.ack_timeout == "PT8M"  # another text: validated for itself
+    long = {"ackTimeout": "P4000D"}
+    assert ScheduleSpec.stored({**ONCE, "policy": long}).policy.ack_timeout == "P4000D"
+    for _ in range(2):  # refused each time, never taken from the stored one
+        [(where, text)] = errors_of({**ONCE, "policy": long})
+        assert where == "data.policy.ackTimeout" and "longer than ten years" in text
+    assert ScheduleSpec.stored({**ONCE, "policy": long}).policy.ack_timeout == "P4000D"
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -332,6 +350,16 @@ def test_an_instant_at_the_databases_infinity_is_refused_naming_its_field(
     assert spec.to_wire()["trigger"]["at"] == last
     stored = {**ONCE, "trigger": {"kind": "once", "at": "9999-12-31T23:59:59.999999Z"}}
     assert ScheduleSpec.stored(stored).trigger is not None  # as it was checked when stored
+
+
+def test_a_stored_definition_is_read_without_the_checks_made_when_it_was_stored() -> None:
+    """A payload's depth and the labels were checked on the way in; read back (the ticker, for
+    every schedule it fires the first time) they are not walked again, nor refused by a
+    limit added since."""
+    deep = {**ONCE, "action": {"type": "x", "payload": _nested(40)}, "labels": {"-x": "y"}}
+    assert len(errors_of(deep)) == 2
+    spec = ScheduleSpec.stored(deep)
+    assert spec.action.payload == _nested(40) and spec.labels == {"-x": "y"}
 
 
 def test_labels_keys_and_values_are_bounded_naming_the_label() -> None:
