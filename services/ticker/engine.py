@@ -71,6 +71,8 @@ ROUNDS_IN_FLIGHT = 3
 # Seconds to wait before claiming again when all that was due is being decided by another
 # round (overlap policies: a replica's, not committed yet): rounds take milliseconds.
 DEFERRED_WAIT = 0.01
+# Seconds between two warnings that PostgreSQL's lock table had no room for a round's locks.
+LOCK_TABLE_WARNING_EVERY = 60.0
 # Shortest time between two releases, in seconds of the monotonic clock (the wall clock may be
 # stepped back): what falls due within it goes out together, as one produce request, instead
 # of a request per millisecond. 3 ms: at 5,000 due/s the ticker's part of the lateness p50 2.1,
@@ -158,6 +160,8 @@ class Ticker:
         self.metrics = metrics or Metrics()
         self._released_at = 0.0  # time.monotonic() of the last release of a round's part
         self.deferred = 0  # claims that left a schedule's occurrences to another round
+        self.lock_table_full = 0  # claims whose overlap locks did not fit PostgreSQL's table
+        self._lock_table_warned = -math.inf
 
     async def tick(self) -> int:
         """One round: fire what is due now, then expire overdue attempts. Returns the work done."""
@@ -334,7 +338,25 @@ class Ticker:
         guarded schedules it decides, released with its transaction."""
         if not guarded:
             return set()
-        taken = {r["id"] for r in await conn.fetch(Q.lock_guarded, list(guarded))}
+        try:
+            async with conn.transaction():  # a savepoint: the locks may not fit (below)
+                taken = {r["id"] for r in await conn.fetch(Q.lock_guarded, list(guarded))}
+        except asyncpg.OutOfMemoryError as exc:
+            # PostgreSQL's lock table is full (max_locks_per_transaction x max_connections,
+            # shared by every session): this round's locks are gone with its savepoint, and
+            # its guarded schedules are left to a round after the rounds holding locks now
+            # commit, instead of failing the round (and every round after it) with the error.
+            self.lock_table_full += 1
+            if time.monotonic() - self._lock_table_warned > LOCK_TABLE_WARNING_EVERY:
+                self._lock_table_warned = time.monotonic()
+                log.warning(
+                    "no room for the overlap locks of %d schedules (%s): left to a later "
+                    "round; raise PostgreSQL's max_locks_per_transaction, or lower "
+                    "CHIME_TICKER_BATCH_SIZE",
+                    len(guarded),
+                    str(exc).splitlines()[0],
+                )
+            return guarded
         return guarded - taken
 
     async def _overlap_state(

@@ -444,6 +444,58 @@ async def test_overlap_holds_across_ticker_replicas(db, pool, overlap) -> None:
     )
 
 
+async def fill_lock_table(conn: asyncpg.Connection) -> int:
+    """Take session advisory locks until PostgreSQL's lock table has no room for one more (it
+    holds max_locks_per_transaction x max_connections, and what shared memory spares):
+    how many were taken, keys (7, 0) up."""
+    taken, chunk = 0, 8192
+    while chunk:
+        try:
+            taken += await conn.fetchval(
+                "SELECT count(*) FROM generate_series($1::int4, $2::int4) AS g"
+                " WHERE pg_try_advisory_lock(7, g)",
+                taken,
+                taken + chunk - 1,
+            )
+        except asyncpg.OutOfMemoryError:  # the locks it took are kept: session locks
+            taken = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7"
+                " AND pid = pg_backend_pid()"
+            )
+            chunk //= 2
+    return taken
+
+
+async def test_a_round_whose_overlap_locks_do_not_fit_leaves_them_to_a_later_round(
+    db, pool
+) -> None:
+    """A round takes a lock on each guarded schedule it decides, and PostgreSQL's lock table
+    is shared and bounded: with room for fewer than the round asks for, the statement failed,
+    the round with it, and every round after it that claimed the same rows. Now the round's
+    guarded schedules are left to a later one (their locks gone with a savepoint), the others
+    fire, and once there is room again the guarded ones fire too."""
+    for i in range(120):
+        await create(
+            db, name=f"g{i}", actions=[{"type": "g", "at": iso(at(10))}], policy={"overlap": "SKIP"}
+        )
+    await create(db, name="free", actions=[{"type": "f", "at": iso(at(10))}])
+    clock, sink = SettableClock(at(10)), Collector()
+    ticker = make_ticker(pool, clock, sink)
+    async with pool.acquire() as filler:
+        try:
+            taken = await fill_lock_table(filler)
+            await filler.execute(  # room for some, not for the round's 120
+                "SELECT pg_advisory_unlock(7, g) FROM generate_series(0, 39) AS g"
+            )
+            assert await ticker.fire_due() == 1
+        finally:
+            await filler.execute("SELECT pg_advisory_unlock_all()")
+    assert taken > 1000 and ticker.lock_table_full == 1 and ticker.deferred == 1
+    assert [e["data"]["type"] for e in sink.fired] == ["f"]
+    assert await ticker.fire_due() == 120
+    assert sorted(e["data"]["type"] for e in sink.fired) == ["f"] + ["g"] * 120
+
+
 async def test_an_end_between_the_claim_and_the_mark_leaves_nothing_held(db, pool) -> None:
     """BUFFER_ONE: a round claims "b" while "a" is in flight and decides to hold it; "a"'s
     SUCCEEDED ack commits before the round marks. That ack released nothing (nothing was held
