@@ -125,6 +125,12 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.offsets_jumps_taken = Counter(
+            "chime_consumer_offsets_jumps_taken",
+            "Jumps read again for CHIME_KAFKA_READ_AGAIN_MS and then taken (shared/offsets.py).",
+            ["topic"],
+            registry=r,
+        )
         self.due_backlog = Gauge(
             "chime_due_backlog", "Occurrences due now and not yet fired.", registry=r
         )

@@ -33,7 +33,7 @@ from shared.messaging import (
     retry_forever,
 )
 from shared.metrics import Metrics
-from shared.offsets import OffsetGaps, settle
+from shared.offsets import Jump, OffsetGaps, settle
 from shared.persistence.database import create_pool
 from shared.persistence.migrate import check_schema
 from shared.settings import Settings
@@ -302,18 +302,7 @@ def consumer_app(
         consumer = subscriber.consumer
         assert consumer is not None  # it is consuming
         await _from_committed(consumer, gaps, records)
-        records, jumps = gaps.admit(records, consumer)
-        for jump in jumps:  # read again from the offset expected (shared/offsets.py)
-            log.log(
-                logging.WARNING if jump.seen == 1 else logging.DEBUG,
-                "partition %d gave offset %d where %d was next (%d times): reading it again",
-                jump.partition,
-                jump.received,
-                jump.expected,
-                jump.seen,
-                extra={"topic": jump.topic},
-            )
-            runtime.metrics.offsets_read_again.labels(jump.topic).inc()
+        records, jumps = admit_reporting(gaps, records, consumer, log, runtime.metrics)
         try:
             for run in runs_by_size(records, settings.consumer_run_bytes):
                 with collector_paused():
@@ -384,6 +373,39 @@ def consumer_app(
     return service_app(
         broker, lifespan, after_startup=[runtime.mark_started], on_shutdown=[stop_retrying]
     )
+
+
+def admit_reporting(
+    gaps: OffsetGaps, records: list[Any], consumer: Any, log: logging.Logger, metrics: Metrics
+) -> tuple[list[Any], list[Jump]]:
+    """`gaps.admit`, with what it did logged and counted: each jump read again (a warning the
+    first time, debug while it is seen again) and each jump taken after reading again for
+    `read_again` (a warning: on the embedded broker, records this consumer never received)."""
+    taken = gaps.taken
+    kept, jumps = gaps.admit(records, consumer)
+    if gaps.taken > taken and (last := gaps.last_taken) is not None:
+        log.warning(
+            "partition %d gave offset %d where %d was next, %d times in a row: taken "
+            "(nothing there to read, or a batch the broker never delivered)",
+            last.partition,
+            last.received,
+            last.expected,
+            last.seen,
+            extra={"topic": last.topic},
+        )
+        metrics.offsets_jumps_taken.labels(last.topic).inc(gaps.taken - taken)
+    for jump in jumps:  # read again from the offset expected (shared/offsets.py)
+        log.log(
+            logging.WARNING if jump.seen == 1 else logging.DEBUG,
+            "partition %d gave offset %d where %d was next (%d times): reading it again",
+            jump.partition,
+            jump.received,
+            jump.expected,
+            jump.seen,
+            extra={"topic": jump.topic},
+        )
+        metrics.offsets_read_again.labels(jump.topic).inc()
+    return kept, jumps
 
 
 async def _from_committed(consumer: AIOKafkaConsumer, gaps: OffsetGaps, records: list[Any]) -> None:

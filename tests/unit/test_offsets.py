@@ -68,9 +68,11 @@ def test_a_jump_seen_again_is_read_again_until_it_has_lasted_and_then_taken() ->
     assert gaps.admit([record(2), record(3)], consumer) == ([], [Jump("t", 0, 1, 2, seen=2)])
     clock.now += 0.29
     assert gaps.admit([record(2)], consumer) == ([], [Jump("t", 0, 1, 2, seen=3)])
+    assert (gaps.taken, gaps.last_taken) == (0, None)
     clock.now += 0.01  # seen from 1 for 0.5 s: nothing there
     kept, jumps = gaps.admit([record(2), record(3)], consumer)
     assert offsets(kept) == [(0, 2), (0, 3)] and jumps == []
+    assert (gaps.taken, gaps.last_taken) == (1, Jump("t", 0, 1, 2, seen=4))  # for the logs
     assert consumer.seeks == [("t", 0, 1)] * 3
     # A later jump is read again, and one from the offset taken last time is too.
     assert gaps.admit([record(9)], consumer) == ([], [Jump("t", 0, 4, 9)])
@@ -199,3 +201,36 @@ def test_what_one_getmany_returned_is_admitted_partition_by_partition() -> None:
     kept, jumps = gaps.admit_fetched(fetched, consumer)
     assert offsets(kept) == [(0, 0), (0, 1)] and jumps == [Jump("t", 1, 0, 2)]
     assert consumer.seeks == [("t", 1, 0)]
+
+
+def test_a_service_logs_and_counts_what_it_reads_again_and_what_it_takes(caplog) -> None:
+    """The services' reporting (shared/runtime.py): a jump read again is a warning the first
+    time and counted each time; one taken after reading again for long enough is a warning
+    of its own (records that consumer may never have received) and counted apart."""
+    import logging
+
+    from shared.metrics import Metrics
+    from shared.runtime import admit_reporting
+
+    clock, consumer, metrics = Clock(), Consumer(), Metrics()
+    gaps, log = OffsetGaps(read_again=0.5, clock=clock), logging.getLogger("chime.test")
+
+    def counted(name: str) -> float | None:
+        return metrics.registry.get_sample_value(f"chime_consumer_{name}_total", {"topic": "t"})
+
+    admit_reporting(gaps, [record(0)], consumer, log, metrics)
+    with caplog.at_level(logging.DEBUG, "chime.test"):
+        for step in (0.0, 0.2, 0.2):
+            clock.now += step
+            admit_reporting(gaps, [record(2)], consumer, log, metrics)
+        clock.now += 0.1  # read again from 1 for 0.5 s
+        kept, _ = admit_reporting(gaps, [record(2)], consumer, log, metrics)
+    assert offsets(kept) == [(0, 2)]
+    levels = [(r.levelname, r.getMessage().rsplit(": ", 1)[-1][:14]) for r in caplog.records]
+    assert levels == [
+        ("WARNING", "reading it aga"),
+        ("DEBUG", "reading it aga"),
+        ("DEBUG", "reading it aga"),
+        ("WARNING", "taken (nothing"),
+    ]
+    assert (counted("offsets_read_again"), counted("offsets_jumps_taken")) == (3.0, 1.0)
