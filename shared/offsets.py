@@ -101,10 +101,10 @@ class OffsetGaps:
         # Partitions being read again from where they jumped (until they give that offset, or
         # the jump is taken).
         self._reading: dict[Partition, _Reading] = {}
-        # Jumps taken after reading again for `read_again` (offsets that held nothing to read,
-        # or a batch the broker had still not stored: lost to this consumer), and the last.
-        self.taken = 0
-        self.last_taken: Jump | None = None
+        # The jumps the last `admit` took after reading them again for `read_again` (offsets
+        # that held nothing to read, or a batch the broker had still not stored: lost to this
+        # consumer), for a caller to report.
+        self.taken: list[Jump] = []
 
     def admit(self, records: Sequence[Any], consumer: Seeks) -> tuple[list[Any], list[Jump]]:
         """The records to handle, in their order, and the jumps to read again, at most one a
@@ -116,6 +116,8 @@ class OffsetGaps:
         kept: list[Any] = []
         jumps: dict[Partition, Jump] = {}
         reading = self._reading
+        if self.taken:
+            self.taken = []
         for record in records:
             where = (record.topic, record.partition)
             if where in jumps:
@@ -143,8 +145,7 @@ class OffsetGaps:
             return Jump(where[0], where[1], expected, received)
         if now - reading.since >= self._read_again_for:
             del self._reading[where]
-            self.taken += 1
-            self.last_taken = Jump(where[0], where[1], expected, received, reading.seen + 1)
+            self.taken.append(Jump(where[0], where[1], expected, received, reading.seen + 1))
             return None
         reading.seen += 1
         return Jump(where[0], where[1], expected, received, reading.seen)

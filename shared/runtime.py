@@ -381,19 +381,18 @@ def admit_reporting(
     """`gaps.admit`, with what it did logged and counted: each jump read again (a warning the
     first time, debug while it is seen again) and each jump taken after reading again for
     `read_again` (a warning: on the embedded broker, records this consumer never received)."""
-    taken = gaps.taken
     kept, jumps = gaps.admit(records, consumer)
-    if gaps.taken > taken and (last := gaps.last_taken) is not None:
+    for jump in gaps.taken:
         log.warning(
             "partition %d gave offset %d where %d was next, %d times in a row: taken "
             "(nothing there to read, or a batch the broker never delivered)",
-            last.partition,
-            last.received,
-            last.expected,
-            last.seen,
-            extra={"topic": last.topic},
+            jump.partition,
+            jump.received,
+            jump.expected,
+            jump.seen,
+            extra={"topic": jump.topic},
         )
-        metrics.offsets_jumps_taken.labels(last.topic).inc(gaps.taken - taken)
+        metrics.offsets_jumps_taken.labels(jump.topic).inc()
     for jump in jumps:  # read again from the offset expected (shared/offsets.py)
         log.log(
             logging.WARNING if jump.seen == 1 else logging.DEBUG,
