@@ -149,11 +149,11 @@ def reused(
 ) -> Any:
     """A nested model validated once for each JSON text it is given as (a wrap validator's
     body): most schedules share a few policies, and a policy's validation (five durations, a
-    retry) was half of a stored definition's, 8.5 of 17.3 us, in every create and in every
-    ticker round that reads a schedule's definition for the first time (bench/README.md,
-    profile notes). The same text validates the same way in the same context (stored or
-    not), and models are frozen, so the instance is shared; what is not JSON (a Python
-    caller's objects) is validated as usual."""
+    retry) was half of a stored definition's, 8.5 of 17.3 us, in every create giving one and
+    in every ticker round that reads a schedule's definition for the first time
+    (bench/README.md, profile notes). The same text validates the same way in the same
+    context (stored or not), and models are frozen, so the instance is shared; what is not
+    JSON (a Python caller's objects) is validated as usual."""
     if not isinstance(value, dict):
         return handler(value)
     try:
