@@ -382,28 +382,24 @@ def admit_reporting(
     first time, debug while it is seen again) and each jump taken after reading again for
     `read_again` (a warning: on the embedded broker, records this consumer never received)."""
     kept, jumps = gaps.admit(records, consumer)
-    for jump in gaps.taken:
-        log.warning(
-            "partition %d gave offset %d where %d was next, %d times in a row: taken "
-            "(nothing there to read, or a batch the broker never delivered)",
-            jump.partition,
-            jump.received,
-            jump.expected,
-            jump.seen,
-            extra={"topic": jump.topic},
-        )
-        metrics.offsets_jumps_taken.labels(jump.topic).inc()
-    for jump in jumps:  # read again from the offset expected (shared/offsets.py)
+    taken = "taken (nothing there to read, or a batch the broker never delivered)"
+    reports = [(jump, logging.WARNING, taken, metrics.offsets_jumps_taken) for jump in gaps.taken]
+    again = metrics.offsets_read_again  # read again from the offset expected (shared/offsets.py)
+    for jump in jumps:
+        level = logging.WARNING if jump.seen == 1 else logging.DEBUG
+        reports.append((jump, level, "reading it again", again))
+    for jump, level, outcome, counter in reports:
         log.log(
-            logging.WARNING if jump.seen == 1 else logging.DEBUG,
-            "partition %d gave offset %d where %d was next (%d times): reading it again",
+            level,
+            "partition %d gave offset %d where %d was next, %d times in a row: %s",
             jump.partition,
             jump.received,
             jump.expected,
             jump.seen,
+            outcome,
             extra={"topic": jump.topic},
         )
-        metrics.offsets_read_again.labels(jump.topic).inc()
+        counter.labels(jump.topic).inc()
     return kept, jumps
 
 
