@@ -29,10 +29,12 @@ RETURNING *;
 -- name: get_schedule_by_id
 -- Locked: concurrent commands on one schedule apply one after the other, and the second sees
 -- the first's version (so two replaces with the same expectedVersion cannot both win).
-SELECT * FROM schedules WHERE tenant = $1 AND id = $2 AND state <> 'DELETED' FOR UPDATE;
+SELECT * FROM schedules WHERE tenant = $1 AND id = $2 AND live FOR UPDATE;
 
 -- name: get_schedule_by_name
-SELECT * FROM schedules WHERE tenant = $1 AND namespace = $2 AND name = $3 AND state <> 'DELETED'
+-- `live` (not deleted) is the predicate of the name's unique index (migration 0014): a query
+-- by name that spelled it `state <> 'DELETED'` could not use the index.
+SELECT * FROM schedules WHERE tenant = $1 AND namespace = $2 AND name = $3 AND live
 FOR UPDATE;
 
 -- name: set_schedule_state
@@ -486,7 +488,7 @@ WITH soonest AS (
           WHERE p.state <> 'PAUSED' OR first.origin = 'MANUAL'
           GROUP BY first.schedule_id ORDER BY next_fire) n
     CROSS JOIN LATERAL (SELECT * FROM schedules s WHERE s.id = n.schedule_id
-                        AND s.state <> 'DELETED') s
+                        AND s.live) s
     ORDER BY n.next_fire LIMIT $1
 ), listed AS (
     SELECT * FROM soonest
@@ -495,7 +497,7 @@ WITH soonest AS (
                   WHERE a.schedule_id = s.id AND a.state = 'PENDING' AND NOT a.held
                     AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL'))
      FROM schedules s
-     WHERE s.state <> 'DELETED' AND s.id NOT IN (SELECT id FROM soonest)
+     WHERE s.live AND s.id NOT IN (SELECT id FROM soonest)
      ORDER BY s.id DESC LIMIT $1)
 )
 SELECT id, tenant, namespace, name, state, cron_expression, spec->'trigger'->>'kind' AS kind,
@@ -533,7 +535,7 @@ UNION ALL
 SELECT 'name', s.namespace, s.name FROM schedules s
 JOIN unnest($4::text[], $5::text[]) AS n(namespace, name)
   ON s.namespace = n.namespace AND s.name = n.name
-WHERE s.tenant = $1 AND s.state <> 'DELETED';
+WHERE s.tenant = $1 AND s.live;
 
 -- name: insert_creates
 -- schedule.create in bulk, one tenant's run: the new schedules, their occurrences and the
