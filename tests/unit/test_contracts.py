@@ -301,6 +301,15 @@ def test_a_policy_is_validated_once_for_each_text_and_context() -> None:
     assert ScheduleSpec.stored({**ONCE, "policy": long}).policy.ack_timeout == "P4000D"
 
 
+def test_a_schedule_without_a_trigger_or_actions_is_refused_but_read_back() -> None:
+    """A definition as the ticker and the acker read it back has no explicit actions (each
+    occurrence's row carries its own, `shared.specs`): what a command must give is not asked of
+    it again."""
+    [(where, text)] = errors_of(BASE)
+    assert (where, text) == ("data", "give a trigger, an actions list, or both")
+    assert ScheduleSpec.stored({**BASE, "actions": []}).trigger is None
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

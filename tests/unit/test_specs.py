@@ -38,3 +38,27 @@ def test_the_least_recently_used_definition_leaves_first(monkeypatch: pytest.Mon
     spec, _ = specs.compiled(row(1))  # parsed again, as it was defined
     assert spec.action.type == "t1"
     assert [key[0].int for key in specs._CACHE] == [0, 3, 1]
+
+
+def test_a_definition_is_read_without_its_explicit_actions() -> None:
+    """Each occurrence's row carries its own type, instant and payload: the definition the
+    ticker and the acker read leaves the explicit list out, unvalidated (even one entry was a
+    third of the time a definition takes), so an entry it could not read fails nothing."""
+    one_shot = {
+        "name": "reminder",
+        "actions": [{"type": "remind", "at": "not an instant"}, {"type": "remind", "at": 7}],
+        "action": {"type": "remind", "topic": "team.reminders"},
+        "policy": {"ackTimeout": "PT2M"},
+    }
+    key = (uuid.UUID(int=99), 1)
+    spec, _ = specs.compiled(
+        {
+            "schedule_id": key[0],
+            "schedule_version": 1,
+            "spec": one_shot,
+            "schedule_created_at": CREATED,
+        }
+    )
+    assert spec.actions == []
+    assert (spec.action.topic, spec.policy.ack_timeout) == ("team.reminders", "PT2M")
+    specs._CACHE.pop(key)
