@@ -58,3 +58,13 @@ def test_an_option_out_of_range_is_refused_naming_it(
     out, err = capsys.readouterr()
     assert exited.value.code == 2 and out == ""
     assert error in err.splitlines()[-1], err
+
+
+def test_ack_takes_the_attempts_an_ack_may_name() -> None:
+    """`chime ack --attempt` keeps its own copy of the contracts' bound (the CLI starts without
+    importing them): an attempt the acker takes is never refused here, nor one sent that it
+    would dead-letter."""
+    from services.cli import main as cli
+    from shared.contracts.events import LAST_ATTEMPT
+
+    assert cli.LAST_ATTEMPT == LAST_ATTEMPT
