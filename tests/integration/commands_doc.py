@@ -35,7 +35,7 @@ tenant's schedule is always `NOT_FOUND`.
 Errors: `VALIDATION`, `NOT_FOUND`, `CONFLICT`, `UNAUTHORIZED`, `FORBIDDEN`, `PAYLOAD_TOO_LARGE`,
 `UNSUPPORTED`, `INTERNAL`, each with a `message` that says what to change and, where one field
 is at fault, its path in `field`. `UNAUTHORIZED` and `FORBIDDEN` answer a missing, invalid or
-insufficient token when `CHIME_AUTH_MODE=jwt` ([security.md](security.md)). A repeated `commandId`, or `idempotencyKey` with the same body, is
+insufficient token when `CHIME_AUTH_MODE=jwt` ([security.md](security.md)). A repeated `commandId` (whatever key it names), or `idempotencyKey` with the same body, is
 answered with the original result (with the repeat's own `correlationId`).
 """
 

@@ -106,6 +106,25 @@ async def test_idempotency_key_same_body_replays_other_body_conflicts(
     assert await db.fetchval("SELECT count(*) FROM schedules") == 1
 
 
+async def test_a_command_id_already_applied_wins_over_a_key_another_command_took(
+    db: asyncpg.Connection,
+) -> None:
+    """A redelivery whose command id was applied is that command again, whatever key it names:
+    it gets that command's result, not a CONFLICT over a key another command took first. Both
+    rows matched one lookup, and which one it read was left to the table's order (found by the
+    generated batches of tests/integration/test_bulk_creates.py: bulk and one by one disagreed)."""
+    keyed = command("schedule.create", schedule("keyed", trigger=DAILY), idempotencyKey="k-1")
+    await run(db, keyed, NOW)  # stored first: a scan meets its row first
+    original = command("schedule.create", schedule("original", trigger=DAILY), commandId="c-0")
+    first = await run(db, original, NOW)
+    again = command("schedule.create", schedule("other", trigger=DAILY), idempotencyKey="k-1")
+    again["meta"]["commandId"] = "c-0"
+    replay = await run(db, again, NOW)
+    assert replay["type"] == "schedule.created", replay
+    assert replay["data"] == first["data"]
+    assert await db.fetchval("SELECT count(*) FROM schedules") == 2
+
+
 async def test_get_by_name_and_id_and_tenant_isolation(db: asyncpg.Connection) -> None:
     created = (await run(db, command("schedule.create", schedule(trigger=DAILY)), NOW))["data"]
     by_name = await run(

@@ -11,9 +11,13 @@ SELECT version FROM chime_schema_migrations;
 SELECT set_config('chime.tenant', $1, true);
 
 -- name: find_processed_command
+-- The command applied with this id, else the one that took this key: a redelivery is its
+-- command again whatever key it names. (Both may match, two rows: without the order, which one
+-- came first was the table's physical order.)
 SELECT command_id, idempotency_key, body_hash, result
 FROM processed_commands
 WHERE tenant = $1 AND (command_id = $2 OR ($3::text IS NOT NULL AND idempotency_key = $3))
+ORDER BY command_id = $2 DESC
 LIMIT 1;
 
 -- name: insert_processed_command
