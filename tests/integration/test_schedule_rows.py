@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
+import shared.persistence.migrate
 from services.scheduler.commands import Context
 from services.scheduler.creates import apply_creates
 from shared.contracts.common import format_instant
@@ -103,7 +104,7 @@ async def test_queries_by_name_use_the_names_index(db: asyncpg.Connection) -> No
 
 
 async def test_the_migration_gives_stored_schedules_room_and_keeps_their_names_unique(
-    postgres: PostgresHandle,
+    postgres: PostgresHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database at migration 0013 with schedules stored (a name taken by a deleted schedule
     and by a live one): 0014 rewrites them with room on their pages, the names stay unique
@@ -112,19 +113,12 @@ async def test_the_migration_gives_stored_schedules_room_and_keeps_their_names_u
     url = postgres.database_url(name)
     admin = await asyncpg.connect(postgres.url)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {name}")
+    with monkeypatch.context() as up_to_0013:  # `chime migrate` of the code before 0014
+        before_0014 = [m for m in migrations() if m[0] <= 13]
+        up_to_0013.setattr(shared.persistence.migrate, "migrations", lambda: before_0014)
+        await migrate(url)
     db = await asyncpg.connect(url)
     try:
-        await db.execute(
-            "CREATE TABLE chime_schema_migrations (version integer PRIMARY KEY,"
-            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, title, sql in migrations():
-            if version <= 13:
-                await db.execute(sql)
-                await db.execute(
-                    "INSERT INTO chime_schema_migrations VALUES ($1, $2)", version, title
-                )
         spec = orjson.dumps({"name": "x", "payload": "y" * 400}).decode()
         await db.execute(
             "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
