@@ -10,7 +10,8 @@ The cache is small on purpose. An entry is about 18 objects the garbage collecto
 pydantic models, their dicts and field sets, the compiled series), and each full collection
 walks every one of them while the event loop stands still: with 11,000 entries a pause took
 0.3 s on the benchmark machine (bench/README.md). A miss costs a row in the batch's one
-definitions query and 40-80 µs of parsing.
+definitions query and ~15-20 µs of parsing and compiling (a one-shot schedule's definition,
+bench/README.md's profile notes).
 """
 
 from __future__ import annotations
