@@ -6,12 +6,20 @@ fetching the ones the cache lacks in one query. The batch keeps that mapping, so
 does not depend on what the cache still holds.
 The definitions read here have no explicit actions: occurrences carry their own.
 
-The cache is small on purpose. An entry is about 18 objects the garbage collector tracks (the
+Schedules of one shape share one parsed definition: what a definition says about firing
+(trigger, window, action, policy, condition, labels...) is validated once for every schedule
+that says the same, and only the series (anchored at each schedule's creation) is compiled per
+schedule. A burst of 100,000 one-shot schedules made from one template validates one
+definition, not 100,000 (bench/README.md's profile notes). What names a schedule is not part
+of the shape: a shared definition's name and namespace are `SHARED`, and a schedule's own
+come from its row (the claim reads them from `schedules`).
+
+The caches are small on purpose. An entry is about 18 objects the garbage collector tracks (the
 pydantic models, their dicts and field sets, the compiled series), and each full collection
 walks every one of them while the event loop stands still: with 11,000 entries a pause took
 0.3 s on the benchmark machine (bench/README.md). A miss costs a row in the batch's one
-definitions query and ~15-20 µs of parsing and compiling (a one-shot schedule's definition,
-bench/README.md's profile notes).
+definitions query and ~15-20 µs of parsing and compiling (a one-shot schedule's definition
+of a shape not seen lately), ~5 µs when its shape was.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.contracts import ScheduleSpec
 from shared.persistence.queries import load_queries
@@ -30,6 +39,7 @@ from shared.schedule import Series, compile_series
 
 __all__ = [
     "CACHE_LIMIT",
+    "SHARED",
     "Definition",
     "Key",
     "compiled",
@@ -44,15 +54,40 @@ Definition = tuple[ScheduleSpec, Series]
 CACHE_LIMIT = 4_096
 _CACHE: OrderedDict[Key, Definition] = OrderedDict()
 
+# A shared definition's name and namespace (and no display name or description): it is not any
+# one schedule's.
+SHARED = "shared-definition"
+# Left out of a definition's shape: what names the schedule, and the explicit actions (each
+# stored occurrence carries its own type, instant and payload: firing or acknowledging one never
+# reads the list, which may hold a thousand entries; even one was ~4.5 of a definition's ~12 µs
+# to validate).
+_NOT_SHAPE = frozenset(("name", "namespace", "displayName", "description", "actions"))
+_UNNAMED = {
+    "name": SHARED,
+    "namespace": SHARED,
+    "displayName": None,
+    "description": None,
+    "actions": [],
+}
+_SHAPES: OrderedDict[bytes, ScheduleSpec] = OrderedDict()  # by the shape's JSON
+
+
+def _parsed(spec: dict[str, Any]) -> ScheduleSpec:
+    """The definition of this shape, validated the first time it is met."""
+    shape = orjson.dumps({k: v for k, v in spec.items() if k not in _NOT_SHAPE})
+    parsed = _SHAPES.get(shape)
+    if parsed is not None:
+        _SHAPES.move_to_end(shape)
+        return parsed
+    _SHAPES[shape] = parsed = ScheduleSpec.stored({**spec, **_UNNAMED})
+    if len(_SHAPES) > CACHE_LIMIT:
+        _SHAPES.popitem(last=False)
+    return parsed
+
 
 def _remember(key: Key, spec: Any, created_at: datetime) -> Definition:
-    if spec.get("actions"):
-        # Each stored occurrence carries its own type, instant and payload: firing or
-        # acknowledging one never reads the explicit list, which may hold a thousand entries
-        # (memory, validation time; even one is ~4.5 of a definition's ~12 us to validate).
-        spec = {**spec, "actions": []}
-    parsed = ScheduleSpec.stored(spec)
-    series, _ = compile_series(parsed, created_at)
+    parsed = _parsed(spec)
+    series, _ = compile_series(parsed, created_at)  # an interval's anchor may be created_at
     _CACHE[key] = definition = (parsed, series)
     if len(_CACHE) > CACHE_LIMIT:
         _CACHE.popitem(last=False)

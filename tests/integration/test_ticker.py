@@ -271,6 +271,53 @@ async def test_a_round_larger_than_the_definition_cache_fires_each_schedule_as_d
     assert len(specs._CACHE) == 2
 
 
+async def test_schedules_of_one_shape_fire_each_as_its_own(db, pool, monkeypatch) -> None:
+    """Schedules that differ only in their names share one parsed definition (shared.specs):
+    each still fires under its own name and namespace, with its own labels and reference where
+    those differ, and an interval's successors count from its own creation."""
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+    clock = SettableClock(START)
+    for i in range(4):
+        once = schedule(
+            f"once-{i}",
+            namespace=f"team-{i % 2}",
+            description=f"the {i}th",
+            actions=[{"type": "remind", "at": "2026-10-24T12:00:05Z"}],
+            labels={"team": "billing"} if i < 3 else {"team": "ops"},
+            externalRef="order-7" if i < 2 else None,
+        )
+        await run(db, command("schedule.create", once), clock.now())
+    for i, after in enumerate((0, 20)):
+        clock.set(START + timedelta(seconds=after))
+        every = schedule(f"every-{i}", trigger={"kind": "interval", "every": "PT1M"})
+        await run(db, command("schedule.create", every | {"maxOccurrences": 3}), clock.now())
+    names = {
+        r["id"]: (r["namespace"], r["name"])
+        for r in await db.fetch("SELECT id, namespace, name FROM schedules")
+    }
+    clock.set(START)
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=5))
+    fired: dict[tuple[str, str], list[dict]] = {}
+    for event in sink.fired:
+        data = event["data"]
+        assert names[uuid.UUID(data["scheduleId"])] == (data["namespace"], data["name"])
+        fired.setdefault((data["namespace"], data["name"]), []).append(data)
+    once = [fired[(f"team-{i % 2}", f"once-{i}")] for i in range(4)]
+    assert [[(e["labels"], e["externalRef"]) for e in events] for events in once] == [
+        [({"team": "billing"}, "order-7")],
+        [({"team": "billing"}, "order-7")],
+        [({"team": "billing"}, None)],
+        [({"team": "ops"}, None)],
+    ]
+    assert [[e["dueAt"][11:] for e in fired[("default", f"every-{i}")]] for i in range(2)] == [
+        ["12:01:00Z", "12:02:00Z", "12:03:00Z"],
+        ["12:01:20Z", "12:02:20Z", "12:03:20Z"],
+    ]
+    assert len(specs._SHAPES) == 4  # once (three: labels, reference), every
+
+
 async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db, pool) -> None:
     """The claim takes what falls due within the lookahead, so its round trip is done by the
     due instant; each occurrence is then published at its own instant, never before it, and

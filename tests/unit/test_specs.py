@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -62,3 +62,93 @@ def test_a_definition_is_read_without_its_explicit_actions() -> None:
     assert spec.actions == []
     assert (spec.action.topic, spec.policy.ack_timeout) == ("team.reminders", "PT2M")
     specs._CACHE.pop(key)
+
+
+def one_shot(n: int, **fields: object) -> dict:
+    spec = {
+        "name": f"reminder-{n}",
+        "namespace": f"team-{n}",
+        "displayName": f"Reminder {n}",
+        "description": f"the {n}th",
+        "actions": [{"type": "remind", "at": f"2026-12-0{n % 9 + 1}T08:00:00Z"}],
+        "action": {"type": "remind", "payload": {"channel": "mail"}},
+        "policy": {"ackTimeout": "PT2M"},
+    }
+    return {
+        "schedule_id": uuid.UUID(int=1_000 + n),
+        "schedule_version": 1,
+        "spec": {**spec, **fields},
+        "schedule_created_at": CREATED,
+    }
+
+
+def firing(spec: specs.ScheduleSpec) -> dict:
+    """What a definition says about firing: all but what names its schedule."""
+    names = ("name", "namespace", "displayName", "description")
+    return {k: v for k, v in spec.to_wire().items() if k not in names}
+
+
+def test_schedules_of_one_shape_share_one_parsed_definition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Schedules that differ only in what names them (and in their explicit actions, which
+    their occurrences carry) are validated once: a burst of distinct one-shot schedules made
+    from one template validates one definition. The shared one names no schedule."""
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+    validated = []
+    stored = specs.ScheduleSpec.stored
+    monkeypatch.setattr(
+        specs.ScheduleSpec, "stored", lambda value: validated.append(value) or stored(value)
+    )
+    first, _ = specs.compiled(one_shot(1))
+    for n in range(2, 6):
+        spec, _ = specs.compiled(one_shot(n))
+        assert spec is first
+    assert len(validated) == 1
+    assert (first.name, first.namespace, first.actions) == (specs.SHARED, specs.SHARED, [])
+    assert (first.display_name, first.description) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"labels": {"team": "billing"}},
+        {"externalRef": "order-7"},
+        {"action": {"type": "remind", "payload": {"channel": "sms"}}},
+        {"action": {"type": "remind", "payload": {"channel": "mail"}, "topic": "team.due"}},
+        {"policy": {"ackTimeout": "PT9M"}},
+        {"condition": "payload.channel == 'mail'"},
+        {"timezone": "Europe/London"},
+        {"endsAt": "2027-01-01T00:00:00Z"},
+    ],
+)
+def test_a_definition_that_fires_otherwise_is_a_shape_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, fields: dict
+) -> None:
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+    plain, _ = specs.compiled(one_shot(1))
+    other, _ = specs.compiled(one_shot(2, **fields))
+    assert other is not plain
+    expected = specs.ScheduleSpec.stored({**one_shot(2, **fields)["spec"], "actions": []})
+    assert firing(other) == firing(expected)
+    again, _ = specs.compiled(one_shot(3))  # and the first shape is still its own
+    assert again is plain
+
+
+def test_each_schedule_of_a_shape_has_its_own_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interval without an anchor counts from its schedule's creation: the definition is
+    shared, the series is not."""
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+    early, late = row(1), {**row(2), "spec": {**row(1)["spec"], "name": "s2"}}
+    late["schedule_created_at"] = CREATED + timedelta(seconds=20)
+    spec_early, series_early = specs.compiled(early)
+    spec_late, series_late = specs.compiled(late)
+    assert spec_early is spec_late
+    assert series_early.next_after(CREATED) == CREATED + timedelta(minutes=1)
+    assert series_late.next_after(CREATED) == CREATED + timedelta(seconds=20)
+    assert series_late.next_after(CREATED + timedelta(seconds=20)) == CREATED + timedelta(
+        seconds=80
+    )
