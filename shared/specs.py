@@ -14,12 +14,13 @@ definition, not 100,000 (bench/README.md's profile notes). What names a schedule
 of the shape: a shared definition's name and namespace are `SHARED`, and a schedule's own
 come from its row (the claim reads them from `schedules`).
 
-The caches are small on purpose. An entry is about 18 objects the garbage collector tracks (the
-pydantic models, their dicts and field sets, the compiled series), and each full collection
-walks every one of them while the event loop stands still: with 11,000 entries a pause took
-0.3 s on the benchmark machine (bench/README.md). A miss costs a row in the batch's one
-definitions query and ~15-20 µs of parsing and compiling (a one-shot schedule's definition
-of a shape not seen lately), ~5 µs when its shape was.
+The caches are small on purpose (at most CACHE_LIMIT + SHAPE_LIMIT parsed definitions between
+them). An entry is about 18 objects the garbage collector tracks (the pydantic models, their
+dicts and field sets, the compiled series), and each full collection walks every one of them
+while the event loop stands still: with 11,000 entries a pause took 0.3 s on the benchmark
+machine (bench/README.md). A miss costs a row in the batch's one definitions query and
+~18-20 µs of parsing and compiling a one-shot schedule's definition whose shape was not seen
+lately, ~6-9 µs when it was (its shape's key and its series; bench/README.md's profile notes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from shared.schedule import Series, compile_series
 
 __all__ = [
     "CACHE_LIMIT",
+    "SHAPE_LIMIT",
     "SHARED",
     "Definition",
     "Key",
@@ -69,7 +71,10 @@ _UNNAMED = {
     "description": None,
     "actions": [],
 }
-_SHAPES: OrderedDict[bytes, ScheduleSpec] = OrderedDict()  # by the shape's JSON
+# By the shape's JSON. Smaller than the schedules' cache: it is read only when that one misses,
+# and many schedules share a shape (every entry lengthens a full collection, above).
+SHAPE_LIMIT = 1_024
+_SHAPES: OrderedDict[bytes, ScheduleSpec] = OrderedDict()
 
 
 def _parsed(spec: dict[str, Any]) -> ScheduleSpec:
@@ -80,7 +85,7 @@ def _parsed(spec: dict[str, Any]) -> ScheduleSpec:
         _SHAPES.move_to_end(shape)
         return parsed
     _SHAPES[shape] = parsed = ScheduleSpec.stored({**spec, **_UNNAMED})
-    if len(_SHAPES) > CACHE_LIMIT:
+    if len(_SHAPES) > SHAPE_LIMIT:
         _SHAPES.popitem(last=False)
     return parsed
 

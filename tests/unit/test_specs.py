@@ -152,3 +152,14 @@ def test_each_schedule_of_a_shape_has_its_own_series(monkeypatch: pytest.MonkeyP
     assert series_late.next_after(CREATED + timedelta(seconds=20)) == CREATED + timedelta(
         seconds=80
     )
+
+
+def test_the_least_recently_used_shape_leaves_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(specs, "SHAPE_LIMIT", 2)
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+    kinds = [specs.compiled(row(n))[0].action.type for n in (0, 1, 2)]
+    assert kinds == ["t0", "t1", "t2"]
+    assert [s.action.type for s in specs._SHAPES.values()] == ["t1", "t2"]
+    specs.compiled({**row(3), "spec": {**row(1)["spec"], "name": "s3"}})  # t1's shape, used
+    assert [s.action.type for s in specs._SHAPES.values()] == ["t2", "t1"]
