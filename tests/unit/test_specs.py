@@ -1,4 +1,5 @@
-"""The ticker's definitions cache keeps the schedules used most recently, up to its limit."""
+"""The definitions the ticker and the acker read: parsed once per shape, compiled once per
+schedule, the most recently used kept up to each cache's limit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import pytest
 from shared import specs
 
 CREATED = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def empty_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
+    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
 
 
 def row(n: int) -> dict:
@@ -28,7 +35,6 @@ def row(n: int) -> dict:
 
 def test_the_least_recently_used_definition_leaves_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(specs, "CACHE_LIMIT", 3)
-    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
     for n in range(3):
         specs.compiled(row(n))
     first = specs.compiled(row(0))  # used again: now the most recent
@@ -44,7 +50,7 @@ def test_a_definition_is_read_without_its_explicit_actions() -> None:
     """Each occurrence's row carries its own type, instant and payload: the definition the
     ticker and the acker read leaves the explicit list out, unvalidated (even one entry was a
     third of the time a definition takes), so an entry it could not read fails nothing."""
-    one_shot = {
+    definition = {
         "name": "reminder",
         "actions": [{"type": "remind", "at": "not an instant"}, {"type": "remind", "at": 7}],
         "action": {"type": "remind", "topic": "team.reminders"},
@@ -55,13 +61,12 @@ def test_a_definition_is_read_without_its_explicit_actions() -> None:
         {
             "schedule_id": key[0],
             "schedule_version": 1,
-            "spec": one_shot,
+            "spec": definition,
             "schedule_created_at": CREATED,
         }
     )
     assert spec.actions == []
     assert (spec.action.topic, spec.policy.ack_timeout) == ("team.reminders", "PT2M")
-    specs._CACHE.pop(key)
 
 
 def one_shot(n: int, **fields: object) -> dict:
@@ -94,8 +99,6 @@ def test_schedules_of_one_shape_share_one_parsed_definition(
     """Schedules that differ only in what names them (and in their explicit actions, which
     their occurrences carry) are validated once: a burst of distinct one-shot schedules made
     from one template validates one definition. The shared one names no schedule."""
-    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
-    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
     validated = []
     stored = specs.ScheduleSpec.stored
     monkeypatch.setattr(
@@ -123,11 +126,7 @@ def test_schedules_of_one_shape_share_one_parsed_definition(
         {"endsAt": "2027-01-01T00:00:00Z"},
     ],
 )
-def test_a_definition_that_fires_otherwise_is_a_shape_of_its_own(
-    monkeypatch: pytest.MonkeyPatch, fields: dict
-) -> None:
-    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
-    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
+def test_a_definition_that_fires_otherwise_is_a_shape_of_its_own(fields: dict) -> None:
     plain, _ = specs.compiled(one_shot(1))
     other, _ = specs.compiled(one_shot(2, **fields))
     assert other is not plain
@@ -137,11 +136,9 @@ def test_a_definition_that_fires_otherwise_is_a_shape_of_its_own(
     assert again is plain
 
 
-def test_each_schedule_of_a_shape_has_its_own_series(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_schedule_of_a_shape_has_its_own_series() -> None:
     """An interval without an anchor counts from its schedule's creation: the definition is
     shared, the series is not."""
-    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
-    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
     early, late = row(1), {**row(2), "spec": {**row(1)["spec"], "name": "s2"}}
     late["schedule_created_at"] = CREATED + timedelta(seconds=20)
     spec_early, series_early = specs.compiled(early)
@@ -156,8 +153,6 @@ def test_each_schedule_of_a_shape_has_its_own_series(monkeypatch: pytest.MonkeyP
 
 def test_the_least_recently_used_shape_leaves_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(specs, "SHAPE_LIMIT", 2)
-    monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
-    monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
     kinds = [specs.compiled(row(n))[0].action.type for n in (0, 1, 2)]
     assert kinds == ["t0", "t1", "t2"]
     assert [s.action.type for s in specs._SHAPES.values()] == ["t1", "t2"]
