@@ -29,7 +29,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 Key = tuple[uuid.UUID, int]  # (schedule_id, schedule_version)
+K = TypeVar("K")
+V = TypeVar("V")
 Definition = tuple[ScheduleSpec, Series]
 
 CACHE_LIMIT = 4_096
@@ -77,39 +79,41 @@ SHAPE_LIMIT = 1_024
 _SHAPES: OrderedDict[bytes, ScheduleSpec] = OrderedDict()
 
 
+def _recent(cache: OrderedDict[K, V], key: K) -> V | None:
+    """What `cache` holds under `key` (None if nothing), now its most recently used."""
+    found = cache.get(key)
+    if found is not None:
+        cache.move_to_end(key)
+    return found
+
+
+def _keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> V:
+    """`value`, kept in `cache` under `key`; past `limit` the least recently used leaves."""
+    cache[key] = value
+    if len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
 def _parsed(spec: dict[str, Any]) -> ScheduleSpec:
     """The definition of this shape, validated the first time it is met."""
     shape = orjson.dumps({k: v for k, v in spec.items() if k not in _NOT_SHAPE})
-    parsed = _SHAPES.get(shape)
-    if parsed is not None:
-        _SHAPES.move_to_end(shape)
-        return parsed
-    _SHAPES[shape] = parsed = ScheduleSpec.stored({**spec, **_UNNAMED})
-    if len(_SHAPES) > SHAPE_LIMIT:
-        _SHAPES.popitem(last=False)
+    parsed = _recent(_SHAPES, shape)
+    if parsed is None:
+        parsed = _keep(_SHAPES, shape, ScheduleSpec.stored({**spec, **_UNNAMED}), SHAPE_LIMIT)
     return parsed
 
 
 def _remember(key: Key, spec: Any, created_at: datetime) -> Definition:
     parsed = _parsed(spec)
     series, _ = compile_series(parsed, created_at)  # an interval's anchor may be created_at
-    _CACHE[key] = definition = (parsed, series)
-    if len(_CACHE) > CACHE_LIMIT:
-        _CACHE.popitem(last=False)
-    return definition
+    return _keep(_CACHE, key, (parsed, series), CACHE_LIMIT)
 
 
 def why_unreadable(exc: Exception) -> str:
     """Why a stored definition cannot be read, in one line: for a skipped occurrence's reason
     and a failed attempt's."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-
-
-def _cached(key: Key) -> Definition | None:
-    found = _CACHE.get(key)
-    if found is not None:
-        _CACHE.move_to_end(key)
-    return found
 
 
 def key_of(row: Any) -> Key:
@@ -121,7 +125,7 @@ def compiled(row: Any) -> Definition:
     """The definition of the schedule a row (schedule_id, schedule_version, spec and
     schedule_created_at) belongs to."""
     key = key_of(row)
-    return _cached(key) or _remember(key, row["spec"], row["schedule_created_at"])
+    return _recent(_CACHE, key) or _remember(key, row["spec"], row["schedule_created_at"])
 
 
 async def load_definitions(
@@ -136,7 +140,7 @@ async def load_definitions(
     for r in rows:
         key = key_of(r)
         if key not in found:
-            definition = _cached(key)
+            definition = _recent(_CACHE, key)
             if definition is None:
                 missing.add(key[0])
             else:
