@@ -206,8 +206,8 @@ async def _apply_tenant(
         p = item.prepared
         state = "ACTIVE" if p.spec.enabled else "PAUSED"
         schedule_id = next(ids)
-        namespace, name, state, spec_wire, cron, ack_ms = p.columns(state)
-        schedules.append((schedule_id, namespace, name, state, spec_wire, cron, ack_ms))
+        namespace, name, state, spec_wire, shape, cron, ack_ms = p.columns(state)
+        schedules.append((schedule_id, namespace, name, state, spec_wire, shape, cron, ack_ms))
         own: list[tuple[Any, ...]] = []
         first = p.first if state == "ACTIVE" else None
         if first is not None:
@@ -238,7 +238,7 @@ async def _apply_tenant(
             Q.insert_creates,
             tenant,
             now,
-            *_columns(schedules, 7),
+            *_columns(schedules, 8),
             new_ids(len(actions), now),
             *_columns(actions, 7),
             [e.meta.command_id for e in envs],

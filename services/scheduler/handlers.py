@@ -29,6 +29,7 @@ from shared.messaging import LARGEST_MESSAGE
 from shared.persistence.queries import load_queries
 from shared.schedule import ScheduleError, Series, compile_series
 from shared.schedule.durations import parse_duration
+from shared.specs import shape_of
 
 __all__ = [
     "DEFINITION_LIMIT",
@@ -79,10 +80,18 @@ class Prepared:
     first: datetime | None = None  # prepare(): the trigger's first fire after its `now`
 
     def columns(self, state: str) -> tuple[Any, ...]:
-        """namespace, name, state, spec, cron_expression, ack_timeout_ms: as insert_schedule
-        and overwrite_schedule take them."""
+        """namespace, name, state, spec, shape, cron_expression, ack_timeout_ms: as
+        insert_schedule and overwrite_schedule take them."""
         s = self.spec
-        return (s.namespace, s.name, state, self.wire, self.cron_expression, self.ack_timeout_ms)
+        return (
+            s.namespace,
+            s.name,
+            state,
+            self.wire,
+            shape_of(self.wire),
+            self.cron_expression,
+            self.ack_timeout_ms,
+        )
 
 
 def prepare(spec: ScheduleSpec, now: datetime, ctx: Context, prefix: str = "data") -> Prepared:

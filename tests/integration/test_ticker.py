@@ -274,7 +274,9 @@ async def test_a_round_larger_than_the_definition_cache_fires_each_schedule_as_d
 async def test_schedules_of_one_shape_fire_each_as_its_own(db, pool, monkeypatch) -> None:
     """Schedules that differ only in their names share one parsed definition (shared.specs):
     each still fires under its own name and namespace, with its own labels and reference where
-    those differ, and an interval's successors count from its own creation."""
+    those differ, and an interval's successors count from its own creation. A schedule of a
+    shape the ticker parsed already (created later) is compiled from its claim's row alone
+    (migration 0015), and fires as its own too."""
     monkeypatch.setattr(specs, "_CACHE", type(specs._CACHE)())
     monkeypatch.setattr(specs, "_SHAPES", type(specs._SHAPES)())
     clock = SettableClock(START)
@@ -316,6 +318,24 @@ async def test_schedules_of_one_shape_fire_each_as_its_own(db, pool, monkeypatch
         ["12:01:20Z", "12:02:20Z", "12:03:20Z"],
     ]
     assert len(specs._SHAPES) == 4  # once (three: labels, reference), every
+
+    late = schedule(
+        "once-late",
+        namespace="team-9",
+        actions=[{"type": "remind", "at": "2026-10-24T12:06:00Z"}],
+        labels={"team": "ops"},
+    )
+    late_id = (await run(db, command("schedule.create", late), clock.now()))["data"]["id"]
+    original, read = specs._parsed, []
+    monkeypatch.setattr(specs, "_parsed", lambda *a: read.append(a) or original(*a))
+    sink = Collector()
+    await drive(make_ticker(pool, clock, sink), clock, START + timedelta(minutes=7))
+    [event] = sink.fired
+    assert (event["data"]["scheduleId"], event["data"]["namespace"]) == (late_id, "team-9")
+    assert (event["data"]["name"], event["data"]["labels"]) == ("once-late", {"team": "ops"})
+    # its shape's definition, parsed already, is not read (the expired attempts of the others
+    # are: their schedules completed, a version the ticker has not compiled)
+    assert "once-late" not in [spec["name"] for spec, _ in read]
 
 
 async def test_a_round_claims_ahead_and_fires_each_occurrence_at_its_instant(db, pool) -> None:

@@ -113,6 +113,13 @@ def test_schedules_of_one_shape_share_one_parsed_definition(
     assert (first.display_name, first.description) == (None, None)
 
 
+def test_a_shape_leaves_out_what_names_the_schedule_and_its_explicit_actions() -> None:
+    """The digest the scheduler stores and the ticker computes where none is stored."""
+    shapes = {specs.shape_of(one_shot(n)["spec"]) for n in range(1, 6)}
+    assert len(shapes) == 1
+    assert len(next(iter(shapes))) == 16
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -127,6 +134,7 @@ def test_schedules_of_one_shape_share_one_parsed_definition(
     ],
 )
 def test_a_definition_that_fires_otherwise_is_a_shape_of_its_own(fields: dict) -> None:
+    assert specs.shape_of(one_shot(2, **fields)["spec"]) != specs.shape_of(one_shot(1)["spec"])
     plain, _ = specs.compiled(one_shot(1))
     other, _ = specs.compiled(one_shot(2, **fields))
     assert other is not plain

@@ -25,9 +25,9 @@ INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, 
 VALUES ($1, $2, $3, $4, $5, $6);
 
 -- name: insert_schedule
-INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
-                       ack_timeout_ms, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $9)
+INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, shape,
+                       cron_expression, ack_timeout_ms, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $10)
 RETURNING *;
 
 -- name: get_schedule_by_id
@@ -49,9 +49,9 @@ RETURNING *;
 
 -- name: overwrite_schedule
 UPDATE schedules
-SET namespace = $3, name = $4, state = $5, spec = $6, cron_expression = $7, ack_timeout_ms = $8,
-    version = version + 1, updated_at = $9,
-    paused_at = CASE WHEN $5::text = 'PAUSED' THEN coalesce(paused_at, $9::timestamptz) END
+SET namespace = $3, name = $4, state = $5, spec = $6, shape = $7, cron_expression = $8,
+    ack_timeout_ms = $9, version = version + 1, updated_at = $10,
+    paused_at = CASE WHEN $5::text = 'PAUSED' THEN coalesce(paused_at, $10::timestamptz) END
 WHERE tenant = $1 AND id = $2
 RETURNING *;
 
@@ -182,9 +182,12 @@ SELECT 1;
 -- and fire_at only where it differs from due_at (a retry, a run delayed), NULL otherwise: a
 -- timestamp fewer to decode for nearly every occurrence. Together 1.4-1.8 us less of the
 -- ticker's CPU a row (bench/README.md, profile notes).
+-- The schedule's shape and creation: a schedule whose shape the ticker parsed already is
+-- compiled from them, without reading its definition (shared/specs.py).
 SELECT a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.type, a.payload::text AS payload_json,
        a.due_at, NULLIF(a.fire_at, a.due_at) AS fire_at, a.attempt, s.name, s.namespace,
-       s.version AS schedule_version, s.ack_timeout_ms
+       s.version AS schedule_version, s.ack_timeout_ms, s.shape,
+       s.created_at AS schedule_created_at
 FROM actions a JOIN schedules s ON s.id = a.schedule_id
 WHERE a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $1
   AND (s.state <> 'PAUSED' OR a.origin = 'MANUAL')
@@ -193,7 +196,7 @@ LIMIT $2
 FOR UPDATE OF a SKIP LOCKED;
 
 -- name: schedule_definitions
-SELECT id, version, created_at, spec FROM schedules WHERE id = ANY($1::uuid[]);
+SELECT id, version, created_at, shape, spec FROM schedules WHERE id = ANY($1::uuid[]);
 
 -- name: in_flight_schedules
 -- Which of these schedules have an occurrence that has not ended: in flight, or waiting for
@@ -368,7 +371,7 @@ WITH u AS (
     WHERE a.id = u.id AND a.attempt = u.attempt AND a.tenant = $4 AND s.id = a.schedule_id
       AND a.state = 'PENDING' AND NOT a.held AND a.fire_at <= $3
     RETURNING a.id, a.schedule_id, a.tenant, a.seq, a.origin, a.attempt, a.due_at, a.fire_at,
-              s.version AS schedule_version
+              s.version AS schedule_version, s.shape, s.created_at AS schedule_created_at
 ), history AS (
     INSERT INTO action_history (action_id, attempt, state, at, message)
     SELECT id, attempt, 'DISPATCHED', $3,
@@ -547,27 +550,27 @@ WHERE s.tenant = $1 AND s.live;
 -- (the occurrences' foreign key is checked at the statement's end, when its schedules are
 -- there); the tickers are woken if an occurrence was stored.
 WITH s AS (
-    INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, cron_expression,
-                           ack_timeout_ms, created_at, updated_at)
-    SELECT s.id, $1, s.namespace, s.name, s.state, 1, s.spec, s.cron_expression,
+    INSERT INTO schedules (id, tenant, namespace, name, state, version, spec, shape,
+                           cron_expression, ack_timeout_ms, created_at, updated_at)
+    SELECT s.id, $1, s.namespace, s.name, s.state, 1, s.spec, s.shape, s.cron_expression,
            s.ack_timeout_ms, $2, $2
-    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::json[], $8::text[],
-                $9::bigint[])
-         AS s(id, namespace, name, state, spec, cron_expression, ack_timeout_ms)
+    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::json[], $8::bytea[],
+                $9::text[], $10::bigint[])
+         AS s(id, namespace, name, state, spec, shape, cron_expression, ack_timeout_ms)
 ), a AS (
     INSERT INTO actions (id, schedule_id, tenant, seq, origin, client_id, type, payload, due_at,
                          fire_at, state, created_at, updated_at)
     SELECT a.id, a.schedule_id, $1, a.seq, a.origin, a.client_id, a.type, a.payload, a.due_at,
            a.due_at, 'PENDING', $2, $2
-    FROM unnest($10::uuid[], $11::uuid[], $12::int[], $13::text[], $14::text[], $15::text[],
-                $16::timestamptz[], $17::jsonb[])
+    FROM unnest($11::uuid[], $12::uuid[], $13::int[], $14::text[], $15::text[], $16::text[],
+                $17::timestamptz[], $18::jsonb[])
          AS a(id, schedule_id, seq, origin, client_id, type, due_at, payload)
     RETURNING 1
 ), c AS (
     INSERT INTO processed_commands (tenant, command_id, idempotency_key, body_hash, result,
                                     processed_at)
     SELECT $1, c.command_id, c.idempotency_key, c.body_hash, c.result, $2
-    FROM unnest($18::text[], $19::text[], $20::text[], $21::json[])
+    FROM unnest($19::text[], $20::text[], $21::text[], $22::json[])
          AS c(command_id, idempotency_key, body_hash, result)
 )
 SELECT pg_notify('chime_due', '') WHERE EXISTS (SELECT FROM a);
