@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from hypothesis import HealthCheck, settings
 
+import shared.persistence.migrate
 from services.scheduler.commands import apply_command
+from shared.persistence.migrate import migrate
+from shared.persistence.queries import migrations
+from tests.servers import PostgresHandle
 
 
 def command(kind: str, data: dict[str, Any], tenant: str = "acct-1", **meta: Any) -> dict[str, Any]:
@@ -141,3 +147,21 @@ def generated(examples: int) -> settings:
         database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
+
+
+@asynccontextmanager
+async def database_at(postgres: PostgresHandle, name: str, version: int) -> AsyncIterator[str]:
+    """A database of its own (its URL), migrated up to `version` as `chime migrate` of the code
+    before the next migration would; dropped afterwards."""
+    url = postgres.database_url(name)
+    admin = await asyncpg.connect(postgres.url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with pytest.MonkeyPatch.context() as older:
+            before = [m for m in migrations() if m[0] <= version]
+            older.setattr(shared.persistence.migrate, "migrations", lambda: before)
+            await migrate(url)
+        yield url
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

@@ -10,13 +10,12 @@ import asyncpg
 import orjson
 import pytest
 
-import shared.persistence.migrate
 from services.scheduler.commands import Context
 from services.scheduler.creates import apply_creates
 from shared.contracts.common import format_instant
 from shared.persistence.migrate import migrate
 from shared.persistence.queries import load_queries, migrations
-from tests.integration.helpers import command, schedule
+from tests.integration.helpers import command, database_at, schedule
 from tests.servers import PostgresHandle
 
 Q = load_queries()
@@ -104,48 +103,41 @@ async def test_queries_by_name_use_the_names_index(db: asyncpg.Connection) -> No
 
 
 async def test_the_migration_gives_stored_schedules_room_and_keeps_their_names_unique(
-    postgres: PostgresHandle, monkeypatch: pytest.MonkeyPatch
+    postgres: PostgresHandle,
 ) -> None:
     """A database at migration 0013 with schedules stored (a name taken by a deleted schedule
     and by a live one): 0014 rewrites them with room on their pages, the names stay unique
     among live schedules, and stored rows complete in place."""
-    name = "chime_rows_0014"
-    url = postgres.database_url(name)
-    admin = await asyncpg.connect(postgres.url)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    with monkeypatch.context() as up_to_0013:  # `chime migrate` of the code before 0014
-        before_0014 = [m for m in migrations() if m[0] <= 13]
-        up_to_0013.setattr(shared.persistence.migrate, "migrations", lambda: before_0014)
-        await migrate(url)
-    db = await asyncpg.connect(url)
-    try:
-        spec = orjson.dumps({"name": "x", "payload": "y" * 400}).decode()
-        await db.execute(
-            "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-            " created_at, updated_at) SELECT gen_random_uuid(), 't', 'default', 's-' || i,"
-            " CASE WHEN i = 0 THEN 'DELETED' ELSE 'ACTIVE' END, $1, 300000, $2, $2"
-            " FROM generate_series(0, 999) AS i",
-            spec,
-            NOW,
-        )
-        await db.execute(
-            "UPDATE schedules SET name = 's-1' WHERE state = 'DELETED'"  # a name used before
-        )
-        before = await db.fetchval(PAGES)
-        assert await migrate(url) == [v for v, _, _ in migrations() if v > 13]
-        assert await db.fetchval(PAGES) >= 1.8 * before
-        live = await db.fetch("SELECT live, count(*) FROM schedules GROUP BY live ORDER BY live")
-        assert [tuple(r) for r in live] == [(False, 1), (True, 999)]
-        with pytest.raises(asyncpg.UniqueViolationError):
+    async with database_at(postgres, "chime_rows_0014", 13) as url:
+        db = await asyncpg.connect(url)
+        try:
+            spec = orjson.dumps({"name": "x", "payload": "y" * 400}).decode()
             await db.execute(
                 "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-                " created_at, updated_at) VALUES (gen_random_uuid(), 't', 'default', 's-2',"
-                " 'PAUSED', '{}', 1, $1, $1)",
+                " created_at, updated_at) SELECT gen_random_uuid(), 't', 'default', 's-' || i,"
+                " CASE WHEN i = 0 THEN 'DELETED' ELSE 'ACTIVE' END, $1, 300000, $2, $2"
+                " FROM generate_series(0, 999) AS i",
+                spec,
                 NOW,
             )
-        ids = [r["id"] for r in await db.fetch("SELECT id FROM schedules WHERE live")]
-        assert await _updates(db, Q.complete_schedules, ids, NOW, []) == (999, 999)
-    finally:
-        await db.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+            await db.execute(
+                "UPDATE schedules SET name = 's-1' WHERE state = 'DELETED'"  # a name used before
+            )
+            before = await db.fetchval(PAGES)
+            assert await migrate(url) == [v for v, _, _ in migrations() if v > 13]
+            assert await db.fetchval(PAGES) >= 1.8 * before
+            live = await db.fetch(
+                "SELECT live, count(*) FROM schedules GROUP BY live ORDER BY live"
+            )
+            assert [tuple(r) for r in live] == [(False, 1), (True, 999)]
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await db.execute(
+                    "INSERT INTO schedules (id, tenant, namespace, name, state, spec,"
+                    " ack_timeout_ms, created_at, updated_at) VALUES (gen_random_uuid(), 't',"
+                    " 'default', 's-2', 'PAUSED', '{}', 1, $1, $1)",
+                    NOW,
+                )
+            ids = [r["id"] for r in await db.fetch("SELECT id FROM schedules WHERE live")]
+            assert await _updates(db, Q.complete_schedules, ids, NOW, []) == (999, 999)
+        finally:
+            await db.close()

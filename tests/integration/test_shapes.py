@@ -12,14 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-import shared.persistence.migrate
 from services.scheduler.commands import Context
 from services.scheduler.creates import apply_creates
 from shared import specs
 from shared.persistence.database import connect
 from shared.persistence.migrate import migrate
 from shared.persistence.queries import load_queries, migrations
-from tests.integration.helpers import command, run, schedule
+from tests.integration.helpers import command, database_at, run, schedule
 from tests.servers import PostgresHandle
 
 Q = load_queries()
@@ -160,46 +159,37 @@ async def test_a_schedule_of_a_shape_parsed_already_is_compiled_from_its_claim(
 
 
 async def test_schedules_stored_before_the_migration_have_no_shape_and_are_read(
-    postgres: PostgresHandle, monkeypatch: pytest.MonkeyPatch
+    postgres: PostgresHandle,
 ) -> None:
     """A database at migration 0014 with a schedule stored: after 0015 it has no shape, and
     the ticker reads its definition as before."""
-    name = "chime_shapes_0015"
-    url = postgres.database_url(name)
-    admin = await asyncpg.connect(postgres.url)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    with monkeypatch.context() as up_to_0014:  # `chime migrate` of the code before 0015
-        before_0015 = [m for m in migrations() if m[0] <= 14]
-        up_to_0014.setattr(shared.persistence.migrate, "migrations", lambda: before_0015)
-        await migrate(url)
-    db = await connect(url)
-    try:
-        sid = uuid.uuid4()
-        spec = {"name": "old", "action": {"type": "remind"}, "policy": {"ackTimeout": "PT2M"}}
-        await db.execute(
-            "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
-            " created_at, updated_at) VALUES ($1, 't', 'default', 'old', 'ACTIVE', $2, 120000,"
-            " $3, $3)",
-            sid,
-            spec,
-            NOW,
-        )
-        await db.execute(
-            "INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, due_at, fire_at,"
-            " state, created_at, updated_at) VALUES ($1, $2, 't', NULL, 'EXPLICIT', 'remind',"
-            " $3, $3, 'PENDING', $3, $3)",
-            uuid.uuid4(),
-            sid,
-            NOW,
-        )
-        assert await migrate(url) == [v for v, _, _ in migrations() if v > 14]
-        assert await db.fetchval("SELECT shape FROM schedules") is None
-        conn = Recording(db)
-        found = await specs.load_definitions(conn, await claimed(db, ["old"]))
-        assert conn.fetched == [Q.schedule_definitions]
-        assert [spec.policy.ack_timeout for spec, _ in found.values()] == ["PT2M"]
-        assert list(specs._SHAPES) == [specs.shape_of(spec)]
-    finally:
-        await db.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with database_at(postgres, "chime_shapes_0015", 14) as url:
+        db = await connect(url)
+        try:
+            sid = uuid.uuid4()
+            spec = {"name": "old", "action": {"type": "remind"}, "policy": {"ackTimeout": "PT2M"}}
+            await db.execute(
+                "INSERT INTO schedules (id, tenant, namespace, name, state, spec, ack_timeout_ms,"
+                " created_at, updated_at) VALUES ($1, 't', 'default', 'old', 'ACTIVE', $2,"
+                " 120000, $3, $3)",
+                sid,
+                spec,
+                NOW,
+            )
+            await db.execute(
+                "INSERT INTO actions (id, schedule_id, tenant, seq, origin, type, due_at,"
+                " fire_at, state, created_at, updated_at) VALUES ($1, $2, 't', NULL, 'EXPLICIT',"
+                " 'remind', $3, $3, 'PENDING', $3, $3)",
+                uuid.uuid4(),
+                sid,
+                NOW,
+            )
+            assert await migrate(url) == [v for v, _, _ in migrations() if v > 14]
+            assert await db.fetchval("SELECT shape FROM schedules") is None
+            conn = Recording(db)
+            found = await specs.load_definitions(conn, await claimed(db, ["old"]))
+            assert conn.fetched == [Q.schedule_definitions]
+            assert [spec.policy.ack_timeout for spec, _ in found.values()] == ["PT2M"]
+            assert list(specs._SHAPES) == [specs.shape_of(spec)]
+        finally:
+            await db.close()

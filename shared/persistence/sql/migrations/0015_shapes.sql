@@ -13,8 +13,9 @@ ALTER TABLE schedules ADD COLUMN shape bytea;
 -- running while this migration lands) must not keep the old one: the ticker would fire the
 -- new definition's occurrences as the old shape says. Only an update that sets `spec` runs
 -- this (replacing or patching a schedule), never one of the hot paths (completing, pausing).
--- A rewrite that keeps the shape but changes the names clears it too: the ticker then reads
--- that definition once and computes it (correct, a little slower).
+-- A rewrite that keeps the shape (a replace that changes only the names or the explicit
+-- actions) clears it too: the ticker then reads that definition once and computes its shape
+-- (correct, as before this migration).
 CREATE FUNCTION schedules_forget_shape() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.shape := NULL;
